@@ -1,0 +1,391 @@
+//! Local-filesystem backend: one file per object under a root directory.
+//!
+//! Owns the mapping of keys to paths and the atomicity rules on a POSIX filesystem. Must not
+//! retry, count or inject faults (wrappers do that).
+//!
+//! - Every write goes to a unique staging file in `<root>/.staging/`, is fsynced, then moved into
+//!   place by `rename` (overwrite) or `link` (create: fails atomically with `EEXIST`, also against
+//!   other processes), and the parent directory is fsynced. A crash leaves at most a staging file,
+//!   which no key can name and which listings skip.
+//! - `Update(etag)` holds an exclusive `flock` on `<root>/.lock` while it compares and renames, so
+//!   updates from several processes serialise.
+//! - A key can never resolve outside the root: keys cannot hold `..` or start with `/`, and every
+//!   resolved path is checked to stay under the root after symlinks are followed.
+
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use tokio::io::AsyncWriteExt;
+
+use super::{Backend, BackendError, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode};
+
+/// Directory for in-flight writes, inside the root.
+const STAGING_DIR: &str = ".staging";
+/// Lock file serialising conditional updates.
+const LOCK_FILE: &str = ".lock";
+
+/// A store in a local directory.
+#[derive(Debug)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl LocalBackend {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn new(root: impl AsRef<Path>) -> io::Result<LocalBackend> {
+        std::fs::create_dir_all(root.as_ref().join(STAGING_DIR))?;
+        Ok(LocalBackend {
+            root: root.as_ref().canonicalize()?,
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &Key) -> PathBuf {
+        self.root.join(key.as_str())
+    }
+
+    /// `path` after following symlinks, refused if it leaves the root.
+    fn contained(&self, key: &Key, path: &Path) -> Result<PathBuf, BackendError> {
+        let real = path
+            .canonicalize()
+            .map_err(|e| io_error("resolve", key, e))?;
+        if real.starts_with(&self.root) {
+            Ok(real)
+        } else {
+            let e = io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "path leaves the store root",
+            );
+            Err(BackendError::other("resolve", key, e))
+        }
+    }
+
+    /// The path of an existing object, checked to stay under the root.
+    fn existing(&self, key: &Key) -> Result<PathBuf, BackendError> {
+        self.contained(key, &self.path_of(key))
+    }
+
+    fn staging_path(&self) -> PathBuf {
+        let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        self.root
+            .join(STAGING_DIR)
+            .join(format!("{}-{nanos:x}-{n}", std::process::id()))
+    }
+
+    /// Writes `payload` to a fresh staging file and fsyncs it.
+    async fn stage(&self, key: &Key, payload: &Payload) -> Result<PathBuf, BackendError> {
+        let staging = self.staging_path();
+        let result = async {
+            let mut file = tokio::fs::File::create_new(&staging).await?;
+            let mut body = payload.stream();
+            let mut written = 0u64;
+            while let Some(piece) = body.try_next().await.map_err(io::Error::other)? {
+                file.write_all(&piece).await?;
+                written += piece.len() as u64;
+            }
+            if written != payload.len() {
+                return Err(io::Error::other(format!(
+                    "payload gave {written} bytes, expected {}",
+                    payload.len()
+                )));
+            }
+            file.sync_all().await
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(staging),
+            Err(e) => {
+                let _ = std::fs::remove_file(&staging);
+                Err(io_error("write", key, e))
+            }
+        }
+    }
+
+    /// Makes sure the parent directory of `key` exists inside the root; returns the final path.
+    fn prepare_parent(&self, key: &Key) -> Result<PathBuf, BackendError> {
+        let path = self.path_of(key);
+        let parent = path.parent().expect("a key path has a parent");
+        std::fs::create_dir_all(parent).map_err(|e| io_error("create directory", key, e))?;
+        self.contained(key, parent)?;
+        Ok(path)
+    }
+
+    fn commit(&self, key: &Key, staging: &Path, mode: &PutMode) -> Result<(), BackendError> {
+        let path = self.prepare_parent(key)?;
+        match mode {
+            PutMode::Overwrite => {
+                std::fs::rename(staging, &path).map_err(|e| io_error("rename", key, e))?
+            }
+            PutMode::Create => {
+                let linked = std::fs::hard_link(staging, &path);
+                let _ = std::fs::remove_file(staging);
+                match linked {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        return Err(BackendError::AlreadyExists {
+                            key: key.to_string(),
+                        });
+                    }
+                    Err(e) => return Err(io_error("link", key, e)),
+                }
+            }
+            PutMode::Update(etag) => {
+                let _lock = FileLock::exclusive(&self.root.join(LOCK_FILE))
+                    .map_err(|e| io_error("lock", key, e))?;
+                let current = std::fs::metadata(&path).map_err(|e| io_error("stat", key, e))?;
+                if &etag_of(&current) != etag {
+                    let _ = std::fs::remove_file(staging);
+                    return Err(BackendError::PreconditionFailed {
+                        key: key.to_string(),
+                    });
+                }
+                std::fs::rename(staging, &path).map_err(|e| io_error("rename", key, e))?;
+            }
+        }
+        sync_dir(path.parent().expect("parent")).map_err(|e| io_error("fsync directory", key, e))
+    }
+
+    fn meta_of(&self, key: Key, md: &std::fs::Metadata) -> ObjectMeta {
+        ObjectMeta {
+            key,
+            size: md.len(),
+            last_modified: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            etag: Some(etag_of(md)),
+        }
+    }
+
+    /// Walks the directories under the root that can hold keys starting with `prefix`.
+    fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BackendError> {
+        // Start at the deepest directory the prefix names in full.
+        let start_dir = match prefix.rfind('/') {
+            Some(i) => self.root.join(&prefix[..i]),
+            None => self.root.clone(),
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![start_dir];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(BackendError::other("list", prefix, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| BackendError::other("list", prefix, e))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with('.') {
+                    continue;
+                }
+                let path = entry.path();
+                let rel = path
+                    .strip_prefix(&self.root)
+                    .expect("walk stays under root");
+                let Some(rel) = rel.to_str() else { continue };
+                let ft = entry
+                    .file_type()
+                    .map_err(|e| BackendError::other("list", prefix, e))?;
+                if ft.is_dir() {
+                    // Descend only where keys with the prefix can be.
+                    let as_dir = format!("{rel}/");
+                    if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                        stack.push(path);
+                    }
+                } else if ft.is_file() && rel.starts_with(prefix) {
+                    let Ok(key) = Key::new(rel) else { continue };
+                    match entry.metadata() {
+                        Ok(md) => out.push(self.meta_of(key, &md)),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(BackendError::other("list", prefix, e)),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn list(&self, prefix: &Prefix) -> BoxStream<'static, Result<ObjectMeta, BackendError>> {
+        let this = LocalBackend {
+            root: self.root.clone(),
+        };
+        let prefix = prefix.as_str().to_string();
+        let listed = async move {
+            let items = tokio::task::spawn_blocking(move || this.list_blocking(&prefix))
+                .await
+                .map_err(|e| BackendError::other("list", "", e))??;
+            Ok::<_, BackendError>(stream::iter(items.into_iter().map(Ok)))
+        };
+        stream::once(listed).try_flatten().boxed()
+    }
+
+    async fn put(&self, key: &Key, payload: Payload, mode: PutMode) -> Result<(), BackendError> {
+        if let PutMode::Create = mode {
+            // Cheap early answer; the link below is what makes it atomic.
+            if tokio::fs::symlink_metadata(self.path_of(key)).await.is_ok() {
+                return Err(BackendError::AlreadyExists {
+                    key: key.to_string(),
+                });
+            }
+        }
+        let staging = self.stage(key, &payload).await?;
+        let (this, key2) = (
+            LocalBackend {
+                root: self.root.clone(),
+            },
+            key.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let result = this.commit(&key2, &staging, &mode);
+            if result.is_err() {
+                let _ = std::fs::remove_file(&staging);
+            }
+            result
+        })
+        .await
+        .map_err(|e| BackendError::other("put", key, e))?
+    }
+
+    async fn get(&self, key: &Key) -> Result<GetResult, BackendError> {
+        let path = self.existing(key)?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io_error("open", key, e))?;
+        let md = file
+            .metadata()
+            .await
+            .map_err(|e| io_error("stat", key, e))?;
+        let meta = self.meta_of(key.clone(), &md);
+        let body = super::read_stream(file, md.len(), key.to_string());
+        Ok(GetResult { meta, body })
+    }
+
+    async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes, BackendError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.existing(key)?;
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path).map_err(|e| io_error("open", &key, e))?;
+            let size = file
+                .metadata()
+                .map_err(|e| io_error("stat", &key, e))?
+                .len();
+            if range.start > range.end
+                || range.start > size
+                || (range.start == size && range.end > range.start)
+            {
+                return Err(BackendError::InvalidRange {
+                    key: key.to_string(),
+                    start: range.start,
+                    end: range.end,
+                    size,
+                });
+            }
+            let end = range.end.min(size);
+            let mut buf = vec![0u8; (end - range.start) as usize];
+            file.read_exact_at(&mut buf, range.start)
+                .map_err(|e| io_error("read", &key, e))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(|e| BackendError::other("get_range", "", e))?
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta, BackendError> {
+        let path = self.existing(key)?;
+        let md = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| io_error("stat", key, e))?;
+        if !md.is_file() {
+            return Err(BackendError::NotFound {
+                key: key.to_string(),
+            });
+        }
+        Ok(self.meta_of(key.clone(), &md))
+    }
+
+    async fn delete(&self, key: &Key) -> Result<(), BackendError> {
+        let path = self.path_of(key);
+        match tokio::fs::symlink_metadata(&path).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            _ => {}
+        }
+        let path = self.existing(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("delete", key, e)),
+        }
+    }
+}
+
+/// Maps an I/O error on `key` to a backend error; a missing file is `NotFound`.
+fn io_error(op: &'static str, key: impl std::fmt::Display, e: io::Error) -> BackendError {
+    if e.kind() == io::ErrorKind::NotFound {
+        BackendError::NotFound {
+            key: key.to_string(),
+        }
+    } else {
+        BackendError::other(op, key, e)
+    }
+}
+
+/// A version tag that changes whenever the file is replaced: inode, change time and size.
+fn etag_of(md: &std::fs::Metadata) -> String {
+    format!(
+        "{:x}-{:x}.{:x}-{:x}",
+        md.ino(),
+        md.ctime(),
+        md.ctime_nsec(),
+        md.len()
+    )
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// An exclusive `flock`, released on drop.
+struct FileLock(std::fs::File);
+
+impl FileLock {
+    fn exclusive(path: &Path) -> io::Result<FileLock> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        // SAFETY: flock on a descriptor we own; no memory is shared with the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(FileLock(file))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: as above; the descriptor is still open.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}

@@ -1,0 +1,3 @@
+//! layercas: a content-addressed, deduplicating archive store for pageserver timelines.
+pub mod backend;
+pub mod id;
