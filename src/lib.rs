@@ -1,3 +1,8 @@
 //! layercas: a content-addressed, deduplicating archive store for pageserver timelines.
 pub mod backend;
+pub mod envelope;
+pub mod error;
 pub mod id;
+pub mod metadata;
+
+pub use error::{DecodeError, Error, Result};
