@@ -1,8 +1,14 @@
 //! layercas: a content-addressed, deduplicating archive store for pageserver timelines.
 pub mod backend;
+pub mod chunker;
+pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod id;
+pub mod index;
+pub mod layout;
+pub mod manifest;
 pub mod metadata;
+pub mod pack;
 
 pub use error::{DecodeError, Error, Result};

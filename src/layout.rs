@@ -1,0 +1,117 @@
+//! Where each kind of object lives in a store: the key layout.
+//!
+//! ```text
+//! config                                        the store configuration
+//! packs/<first 2 hex of id>/<pack id, 64 hex>    pack objects
+//! index/<index id, 64 hex>                       index objects
+//! manifests/<tenant>/<timeline>/<lsn, 16 HEX>    one manifest per checkpoint
+//! ```
+//! Owns key construction and parsing only.
+
+use crate::backend::{Key, Prefix};
+use crate::id::{IndexId, Lsn, PackId, TenantId, TimelineId};
+
+/// Key of the store configuration.
+pub const CONFIG: &str = "config";
+/// Prefix of all packs.
+pub const PACKS: &str = "packs/";
+/// Prefix of all index objects.
+pub const INDEX: &str = "index/";
+/// Prefix of all manifests.
+pub const MANIFESTS: &str = "manifests/";
+
+fn key(s: String) -> Key {
+    Key::new(s).expect("layout keys are valid by construction")
+}
+
+/// The config key.
+pub fn config_key() -> Key {
+    key(CONFIG.into())
+}
+
+/// Key of a pack.
+pub fn pack_key(id: &PackId) -> Key {
+    let hex = id.to_hex();
+    key(format!("{PACKS}{}/{hex}", &hex[..2]))
+}
+
+/// Key of an index object.
+pub fn index_key(id: &IndexId) -> Key {
+    key(format!("{INDEX}{id}"))
+}
+
+/// Key of the manifest of a timeline's checkpoint at `lsn`.
+pub fn manifest_key(tenant: &TenantId, timeline: &TimelineId, lsn: Lsn) -> Key {
+    key(format!(
+        "{MANIFESTS}{tenant}/{timeline}/{}",
+        lsn.to_key_component()
+    ))
+}
+
+/// Prefix listing every manifest of a timeline.
+pub fn timeline_prefix(tenant: &TenantId, timeline: &TimelineId) -> Prefix {
+    Prefix::new(format!("{MANIFESTS}{tenant}/{timeline}/")).expect("valid prefix")
+}
+
+/// Prefix listing every manifest of a tenant.
+pub fn tenant_prefix(tenant: &TenantId) -> Prefix {
+    Prefix::new(format!("{MANIFESTS}{tenant}/")).expect("valid prefix")
+}
+
+/// A prefix constant as a [`Prefix`].
+pub fn prefix(p: &str) -> Prefix {
+    Prefix::new(p).expect("valid prefix")
+}
+
+/// The pack id of a pack key, if it is one.
+pub fn parse_pack_key(key: &Key) -> Option<PackId> {
+    let rest = key.as_str().strip_prefix(PACKS)?;
+    let (dir, hex) = rest.split_once('/')?;
+    let id: PackId = hex.parse().ok()?;
+    (dir == &hex[..2] && hex == id.to_hex()).then_some(id)
+}
+
+/// The index id of an index key, if it is one.
+pub fn parse_index_key(key: &Key) -> Option<IndexId> {
+    let hex = key.as_str().strip_prefix(INDEX)?;
+    let id: IndexId = hex.parse().ok()?;
+    (hex == id.to_hex()).then_some(id)
+}
+
+/// Tenant, timeline and LSN of a manifest key, if it is one.
+pub fn parse_manifest_key(key: &Key) -> Option<(TenantId, TimelineId, Lsn)> {
+    let rest = key.as_str().strip_prefix(MANIFESTS)?;
+    let mut parts = rest.split('/');
+    let (t, tl, lsn) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let (tenant, timeline): (TenantId, TimelineId) = (t.parse().ok()?, tl.parse().ok()?);
+    let lsn = Lsn::from_key_component(lsn)?;
+    (manifest_key(&tenant, &timeline, lsn) == *key).then_some((tenant, timeline, lsn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_back_and_foreign_keys_do_not() {
+        let p = PackId::of(b"x");
+        assert_eq!(parse_pack_key(&pack_key(&p)), Some(p));
+        let i = IndexId::of(b"y");
+        assert_eq!(parse_index_key(&index_key(&i)), Some(i));
+        let (t, tl) = (TenantId([1; 16]), TimelineId([2; 16]));
+        let k = manifest_key(&t, &tl, Lsn(0x16_B374_D848));
+        assert_eq!(k.as_str(), format!("manifests/{t}/{tl}/00000016B374D848"));
+        assert_eq!(parse_manifest_key(&k), Some((t, tl, Lsn(0x16_B374_D848))));
+        for foreign in ["packs/zz/abc", "index/ABC", "manifests/x/y/z", "config"] {
+            let k = Key::new(foreign).unwrap();
+            assert!(
+                parse_pack_key(&k).is_none()
+                    && parse_index_key(&k).is_none()
+                    && parse_manifest_key(&k).is_none()
+            );
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Manifests: one per checkpoint of a timeline, naming the files the checkpoint added (with their
+//! chunk lists) and the names it removed, plus the timeline metadata. Folding a timeline's
+//! manifests in LSN order gives its file set at any recorded LSN.
+//!
+//! Encoding: an envelope of kind `Manifest` around the canonical msgpack encoding of
+//! [`Manifest`] (structs as arrays of fields in declaration order). Decoding is total: any bytes
+//! give a manifest or a [`DecodeError`], and no name that could leave a directory is accepted.
+//!
+//! Owns the manifest type, its validation and the fold. Must not read or write a store.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{self, Kind};
+use crate::error::DecodeError;
+use crate::id::{ChunkId, FileHash, Lsn, TenantId, TimelineId};
+use crate::metadata::{METADATA_FILE_NAME, TimelineMetadata};
+
+/// Largest manifest body accepted: about 12 million chunk references.
+pub const MAX_MANIFEST_BODY: u64 = 512 << 20;
+/// Longest file name (a relative path) accepted.
+pub const MAX_NAME_LEN: usize = 4096;
+/// Longest component of a file name.
+pub const MAX_COMPONENT_LEN: usize = 255;
+/// Names whose components start with this are reserved for temporary files.
+pub const RESERVED_PREFIX: &str = ".layercas";
+
+/// One chunk of a file: its id and raw length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    pub len: u32,
+}
+
+/// A file a checkpoint added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the timeline directory, `/`-separated.
+    pub name: String,
+    pub size: u64,
+    /// blake3 of the whole file.
+    pub hash: FileHash,
+    /// The file's chunks in order; their lengths add up to `size`.
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// One checkpoint of a timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub tenant: TenantId,
+    pub timeline: TimelineId,
+    /// The checkpoint's disk_consistent_lsn; also in the key.
+    pub lsn: Lsn,
+    /// The LSN of the timeline's previous manifest, `None` for the first.
+    pub prev_lsn: Option<Lsn>,
+    pub metadata: TimelineMetadata,
+    /// Files added (or replaced) by this checkpoint.
+    pub added: Vec<FileEntry>,
+    /// Names removed by this checkpoint (applied before `added`).
+    pub removed: Vec<String>,
+}
+
+impl Manifest {
+    /// The manifest object's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        envelope::seal(Kind::Manifest, &envelope::encode_msgpack(self))
+    }
+
+    /// Parses and validates a manifest object.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
+        let body = envelope::open(Kind::Manifest, bytes, MAX_MANIFEST_BODY)?;
+        let manifest: Manifest = envelope::decode_msgpack("manifest", body)?;
+        manifest
+            .validate()
+            .map_err(|e| DecodeError::new("manifest", e))?;
+        Ok(manifest)
+    }
+
+    /// Checks the rules every manifest keeps: safe unique names, chunk lengths adding up to file
+    /// sizes, LSNs consistent with the metadata and the previous manifest.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.metadata.disk_consistent_lsn != self.lsn {
+            return Err(format!(
+                "lsn {} differs from metadata disk_consistent_lsn {}",
+                self.lsn, self.metadata.disk_consistent_lsn
+            ));
+        }
+        if let Some(prev) = self.prev_lsn {
+            if prev >= self.lsn {
+                return Err(format!(
+                    "previous lsn {prev} is not before lsn {}",
+                    self.lsn
+                ));
+            }
+        }
+        let mut seen = HashSet::new();
+        for f in &self.added {
+            validate_name(&f.name).map_err(|e| format!("file {:?}: {e}", f.name))?;
+            if !seen.insert(f.name.as_str()) {
+                return Err(format!("file {:?} is listed twice", f.name));
+            }
+            let total: u64 = f.chunks.iter().map(|c| c.len as u64).sum();
+            if total != f.size {
+                return Err(format!(
+                    "file {:?}: chunks add up to {total} bytes, size says {}",
+                    f.name, f.size
+                ));
+            }
+            if f.chunks.iter().any(|c| c.len == 0) {
+                return Err(format!("file {:?} has an empty chunk", f.name));
+            }
+        }
+        for name in &self.removed {
+            validate_name(name).map_err(|e| format!("removed name {name:?}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `name` is a relative path that stays inside its directory: `/`-separated
+/// components, none empty, `.` or `..`, none starting with the reserved prefix, no NUL or
+/// backslash, within the length limits, and not the metadata file's name.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("name longer than {MAX_NAME_LEN} bytes"));
+    }
+    if name.starts_with('/') {
+        return Err("absolute path".into());
+    }
+    if name == METADATA_FILE_NAME {
+        return Err("'metadata' is reserved for the timeline metadata file".into());
+    }
+    for comp in name.split('/') {
+        match comp {
+            "" => return Err("empty path component".into()),
+            "." | ".." => return Err(format!("path component {comp:?} is not allowed")),
+            _ if comp.len() > MAX_COMPONENT_LEN => {
+                return Err(format!("component longer than {MAX_COMPONENT_LEN} bytes"));
+            }
+            _ if comp.starts_with(RESERVED_PREFIX) => {
+                return Err(format!(
+                    "components starting with {RESERVED_PREFIX:?} are reserved"
+                ));
+            }
+            _ if comp.contains(['\0', '\\']) => return Err("NUL or backslash in name".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A timeline's state as of one manifest: its files and metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimelineState {
+    pub lsn: Lsn,
+    pub metadata: TimelineMetadata,
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+impl TimelineState {
+    /// Applies one manifest: removals first, then additions (which replace same-named files).
+    pub fn apply(state: Option<TimelineState>, m: Manifest) -> TimelineState {
+        let mut files = state.map(|s| s.files).unwrap_or_default();
+        for name in &m.removed {
+            files.remove(name);
+        }
+        for f in m.added {
+            files.insert(f.name.clone(), f);
+        }
+        TimelineState {
+            lsn: m.lsn,
+            metadata: m.metadata,
+            files,
+        }
+    }
+
+    /// Folds manifests that are already in ascending LSN order.
+    pub fn fold(manifests: impl IntoIterator<Item = Manifest>) -> Option<TimelineState> {
+        manifests
+            .into_iter()
+            .fold(None, |s, m| Some(TimelineState::apply(s, m)))
+    }
+
+    /// Total bytes of all files.
+    pub fn logical_bytes(&self) -> u64 {
+        self.files.values().map(|f| f.size).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_manifest() -> Manifest {
+        let chunk = ChunkRef {
+            id: ChunkId::of(b"hello"),
+            len: 5,
+        };
+        Manifest {
+            tenant: TenantId([0x11; 16]),
+            timeline: TimelineId([0x22; 16]),
+            lsn: Lsn(0x100),
+            prev_lsn: Some(Lsn(0x80)),
+            metadata: TimelineMetadata::at(Lsn(0x100)),
+            added: vec![FileEntry {
+                name: "layer_a".into(),
+                size: 5,
+                hash: FileHash(*blake3::hash(b"hello").as_bytes()),
+                chunks: vec![chunk],
+            }],
+            removed: vec!["old_layer".into()],
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips() {
+        let m = sample_manifest();
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn escaping_names_are_rejected_even_with_a_valid_checksum() {
+        for bad in [
+            "../x",
+            "/etc/x",
+            "a/../../x",
+            "a//b",
+            "./x",
+            "metadata",
+            ".layercas-tmp",
+            "a\\..\\b",
+            "",
+        ] {
+            let mut m = sample_manifest();
+            m.added[0].name = bad.into();
+            let err = Manifest::decode(&m.encode()).unwrap_err();
+            assert!(err.reason.contains("file"), "{bad:?}: {err}");
+        }
+        assert!(validate_name("sub/dir/layer-1__00AB").is_ok());
+    }
+
+    #[test]
+    fn inconsistent_sizes_and_lsns_are_rejected() {
+        let mut m = sample_manifest();
+        m.added[0].size = 6;
+        assert!(Manifest::decode(&m.encode()).is_err());
+        let mut m = sample_manifest();
+        m.prev_lsn = Some(Lsn(0x100));
+        assert!(Manifest::decode(&m.encode()).is_err());
+    }
+
+    #[test]
+    fn fold_applies_removals_and_replacements_in_order() {
+        let m1 = sample_manifest();
+        let mut m2 = sample_manifest();
+        m2.lsn = Lsn(0x200);
+        m2.metadata = TimelineMetadata::at(Lsn(0x200));
+        m2.added[0].name = "layer_b".into();
+        m2.removed = vec!["layer_a".into()];
+        let s = TimelineState::fold([m1, m2]).unwrap();
+        assert_eq!(s.files.keys().collect::<Vec<_>>(), vec!["layer_b"]);
+        assert_eq!(s.lsn, Lsn(0x200));
+    }
+}
