@@ -6,9 +6,13 @@ pub mod envelope;
 pub mod error;
 pub mod id;
 pub mod index;
+pub mod ingest;
 pub mod layout;
 pub mod manifest;
 pub mod metadata;
 pub mod pack;
+pub mod progress;
+pub mod restore;
+pub mod store;
 
 pub use error::{DecodeError, Error, Result};

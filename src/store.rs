@@ -1,0 +1,214 @@
+//! `Store`: an opened store — its backend and configuration — and the reads every operation
+//! shares: listing and reading manifests, folding a timeline, loading the chunk index.
+//!
+//! Owns store-level reading rules: every object read is bounded in size before it is buffered,
+//! checked against its key (content-addressed objects are re-hashed) and decoded totally. Writing
+//! lives in `ingest`, reassembly in `restore`, checking in `verify`.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::backend::{BackendError, BackendExt, DynBackend, Key, ObjectMeta, Prefix};
+use crate::chunker::Chunker;
+use crate::config::StoreConfig;
+use crate::error::{DecodeError, Error, Result};
+use crate::id::{IndexId, Lsn, TenantId, TimelineId};
+use crate::index::{ChunkIndex, IndexObject, MAX_INDEX_BODY};
+use crate::layout;
+use crate::manifest::{MAX_MANIFEST_BODY, Manifest, TimelineState};
+
+/// How many small objects (index, manifests) are fetched at once.
+pub const READ_CONCURRENCY: usize = 16;
+
+/// An opened store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: DynBackend,
+    config: StoreConfig,
+}
+
+/// One manifest as listed: where it is and what its key says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestRef {
+    pub key: Key,
+    pub tenant: TenantId,
+    pub timeline: TimelineId,
+    pub lsn: Lsn,
+    pub size: u64,
+}
+
+impl Store {
+    /// Opens an existing store; fails with `NotFound` when it has no config.
+    pub async fn open(backend: DynBackend) -> Result<Store> {
+        let key = layout::config_key();
+        let bytes = match backend.get_bytes(&key, 1 << 16).await {
+            Err(e) if e.is_not_found() => {
+                return Err(Error::NotFound(format!(
+                    "store config ({key}): is this a layercas store?"
+                )));
+            }
+            other => other?,
+        };
+        let config = StoreConfig::decode(&bytes).map_err(|e| Error::corrupt(&key, e))?;
+        Ok(Store { backend, config })
+    }
+
+    /// Opens the store, creating its config from `proposed` if it has none. When another writer
+    /// created it first, that config wins.
+    pub async fn open_or_create(backend: DynBackend, proposed: StoreConfig) -> Result<Store> {
+        proposed.validate().map_err(Error::InvalidInput)?;
+        let key = layout::config_key();
+        match backend
+            .create_bytes(&key, Bytes::from(proposed.encode()))
+            .await
+        {
+            Ok(()) => tracing::info!(store_id = hex::encode(proposed.store_id), "created store"),
+            Err(BackendError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Store::open(backend).await
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &DynBackend {
+        &self.backend
+    }
+
+    /// The configuration every writer uses.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// A chunker with the store's parameters.
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(&self.config.chunker).expect("config was validated when opened")
+    }
+
+    /// Lists `prefix` completely.
+    pub async fn list(&self, prefix: &Prefix) -> Result<Vec<ObjectMeta>> {
+        Ok(self.backend.list_all(prefix).await?)
+    }
+
+    /// Manifests under `prefix` (see `layout`), sorted by tenant, timeline and LSN. Keys under the
+    /// manifest prefix that are not manifest keys are skipped with a warning.
+    pub async fn list_manifests(&self, prefix: &Prefix) -> Result<Vec<ManifestRef>> {
+        let mut out: Vec<ManifestRef> = self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .filter_map(|m| match layout::parse_manifest_key(&m.key) {
+                Some((tenant, timeline, lsn)) => Some(ManifestRef {
+                    key: m.key,
+                    tenant,
+                    timeline,
+                    lsn,
+                    size: m.size,
+                }),
+                None => {
+                    tracing::warn!(key = %m.key, "not a manifest key; ignored");
+                    None
+                }
+            })
+            .collect();
+        out.sort_by_key(|m| (m.tenant, m.timeline, m.lsn));
+        Ok(out)
+    }
+
+    /// Reads and checks one manifest: it decodes and its content matches its key.
+    pub async fn read_manifest(&self, r: &ManifestRef) -> Result<Manifest> {
+        let bytes = self
+            .backend
+            .get_bytes(&r.key, MAX_MANIFEST_BODY + 64)
+            .await?;
+        let m = Manifest::decode(&bytes).map_err(|e| Error::corrupt(&r.key, e))?;
+        if (m.tenant, m.timeline, m.lsn) != (r.tenant, r.timeline, r.lsn) {
+            let e = DecodeError::new(
+                "manifest",
+                format!(
+                    "content is for {}/{} at {}, not what its key says",
+                    m.tenant, m.timeline, m.lsn
+                ),
+            );
+            return Err(Error::corrupt(&r.key, e));
+        }
+        Ok(m)
+    }
+
+    /// Reads many manifests concurrently, keeping their order.
+    pub async fn read_manifests(&self, refs: &[ManifestRef]) -> Result<Vec<Manifest>> {
+        futures::stream::iter(refs.iter().map(|r| self.read_manifest(r)))
+            .buffered(READ_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    /// The manifests of one timeline, ascending by LSN.
+    pub async fn timeline_manifests(
+        &self,
+        tenant: &TenantId,
+        timeline: &TimelineId,
+    ) -> Result<Vec<ManifestRef>> {
+        self.list_manifests(&layout::timeline_prefix(tenant, timeline))
+            .await
+    }
+
+    /// A timeline's state at `at` (its newest checkpoint at or before that LSN), or at its newest
+    /// checkpoint. `None` when it has no checkpoint there.
+    pub async fn timeline_state(
+        &self,
+        tenant: &TenantId,
+        timeline: &TimelineId,
+        at: Option<Lsn>,
+    ) -> Result<Option<TimelineState>> {
+        let refs: Vec<ManifestRef> = self
+            .timeline_manifests(tenant, timeline)
+            .await?
+            .into_iter()
+            .filter(|r| at.is_none_or(|at| r.lsn <= at))
+            .collect();
+        Ok(TimelineState::fold(self.read_manifests(&refs).await?))
+    }
+
+    /// Reads and checks one index object: its bytes hash to its key and decode.
+    pub async fn read_index(&self, key: &Key) -> Result<IndexObject> {
+        let id = layout::parse_index_key(key)
+            .ok_or_else(|| Error::InvalidInput(format!("{key} is not an index key")))?;
+        let bytes = self.backend.get_bytes(key, MAX_INDEX_BODY + 64).await?;
+        if IndexId::of(&bytes) != id {
+            return Err(Error::corrupt(
+                key,
+                DecodeError::new("index", "content does not hash to its key"),
+            ));
+        }
+        IndexObject::decode(&bytes).map_err(|e| Error::corrupt(key, e))
+    }
+
+    /// Every index object, keyed by its key.
+    pub async fn read_all_indexes(&self) -> Result<BTreeMap<Key, IndexObject>> {
+        let keys: Vec<Key> = self
+            .list(&layout::prefix(layout::INDEX))
+            .await?
+            .into_iter()
+            .map(|m| m.key)
+            .filter(|k| layout::parse_index_key(k).is_some())
+            .collect();
+        futures::stream::iter(keys.into_iter().map(|k| async move {
+            let obj = self.read_index(&k).await?;
+            Ok::<_, Error>((k, obj))
+        }))
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect()
+        .await
+    }
+
+    /// The chunk index built from every index object.
+    pub async fn load_index(&self) -> Result<ChunkIndex> {
+        let mut index = ChunkIndex::new();
+        for obj in self.read_all_indexes().await?.values() {
+            index.add_object(obj);
+        }
+        Ok(index)
+    }
+}
