@@ -6,6 +6,7 @@ pub mod envelope;
 pub mod error;
 pub mod id;
 pub mod index;
+pub mod inspect;
 pub mod ingest;
 pub mod layout;
 pub mod manifest;
@@ -14,5 +15,6 @@ pub mod pack;
 pub mod progress;
 pub mod restore;
 pub mod store;
+pub mod verify;
 
 pub use error::{DecodeError, Error, Result};

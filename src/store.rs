@@ -91,21 +91,19 @@ impl Store {
         Ok(self.backend.list_all(prefix).await?)
     }
 
-    /// Manifests under `prefix` (see `layout`), sorted by tenant, timeline and LSN. Keys under the
-    /// manifest prefix that are not manifest keys are skipped with a warning.
+    /// Manifests under `prefix` (see `layout`), sorted by tenant, timeline and LSN.
     pub async fn list_manifests(&self, prefix: &Prefix) -> Result<Vec<ManifestRef>> {
-        let mut out: Vec<ManifestRef> = self
-            .list(prefix)
-            .await?
-            .into_iter()
+        Ok(self.list_manifests_from(&self.list(prefix).await?))
+    }
+
+    /// The manifests among listed objects, sorted by tenant, timeline and LSN. Keys under the
+    /// manifest prefix that are not manifest keys are skipped with a warning.
+    pub fn list_manifests_from(&self, listed: &[ObjectMeta]) -> Vec<ManifestRef> {
+        let mut out: Vec<ManifestRef> = listed
+            .iter()
+            .filter(|m| m.key.as_str().starts_with(layout::MANIFESTS))
             .filter_map(|m| match layout::parse_manifest_key(&m.key) {
-                Some((tenant, timeline, lsn)) => Some(ManifestRef {
-                    key: m.key,
-                    tenant,
-                    timeline,
-                    lsn,
-                    size: m.size,
-                }),
+                Some((tenant, timeline, lsn)) => Some(ManifestRef { key: m.key.clone(), tenant, timeline, lsn, size: m.size }),
                 None => {
                     tracing::warn!(key = %m.key, "not a manifest key; ignored");
                     None
@@ -113,7 +111,7 @@ impl Store {
             })
             .collect();
         out.sort_by_key(|m| (m.tenant, m.timeline, m.lsn));
-        Ok(out)
+        out
     }
 
     /// Reads and checks one manifest: it decodes and its content matches its key.
