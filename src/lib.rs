@@ -4,5 +4,6 @@ pub mod envelope;
 pub mod error;
 pub mod id;
 pub mod metadata;
+pub mod sample;
 
 pub use error::{DecodeError, Error, Result};
