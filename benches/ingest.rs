@@ -18,7 +18,10 @@ use layercas::store::Store;
 use rayon::prelude::*;
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Peak resident set size since the last reset, in bytes (Linux).
@@ -76,7 +79,7 @@ fn make_dataset(root: &Path, spec: &SampleSpec, steps: usize) -> Dataset {
     let mut logical = 0;
     for step in 0..=steps {
         let mut round = Vec::new();
-        for d in deltas {
+        for d in std::mem::take(&mut deltas) {
             let src = work.join(format!("tenants/{}/timelines/{}", d.tenant, d.timeline));
             let snap = root.join(format!("snap/{step}/{}/{}", d.tenant, d.timeline));
             std::fs::create_dir_all(&snap).unwrap();
@@ -93,7 +96,10 @@ fn make_dataset(root: &Path, spec: &SampleSpec, steps: usize) -> Dataset {
             deltas = wd.step().unwrap();
         }
     }
-    Dataset { rounds, logical_bytes: logical }
+    Dataset {
+        rounds,
+        logical_bytes: logical,
+    }
 }
 
 struct IngestResult {
@@ -103,7 +109,12 @@ struct IngestResult {
     peak_rss: u64,
 }
 
-fn ingest(rt: &tokio::runtime::Runtime, data: &Dataset, store_dir: &Path, config: StoreConfig) -> IngestResult {
+fn ingest(
+    rt: &tokio::runtime::Runtime,
+    data: &Dataset,
+    store_dir: &Path,
+    config: StoreConfig,
+) -> IngestResult {
     reset_peak_rss();
     let started = Instant::now();
     rt.block_on(async {
@@ -125,7 +136,12 @@ fn ingest(rt: &tokio::runtime::Runtime, data: &Dataset, store_dir: &Path, config
     });
     let seconds = started.elapsed().as_secs_f64();
     let (objects, stored_bytes) = dir_totals(store_dir);
-    IngestResult { seconds, stored_bytes, objects, peak_rss: peak_rss() }
+    IngestResult {
+        seconds,
+        stored_bytes,
+        objects,
+        peak_rss: peak_rss(),
+    }
 }
 
 fn dir_totals(dir: &Path) -> (u64, u64) {
@@ -171,7 +187,10 @@ fn physical_limits(data: &Dataset) -> (f64, f64, f64, f64, f64) {
     });
     let b3_n = rate(t.elapsed().as_secs_f64());
     let t = Instant::now();
-    let stored: usize = pieces.iter().map(|p| zstd::bulk::compress(p, 3).unwrap().len()).sum();
+    let stored: usize = pieces
+        .iter()
+        .map(|p| zstd::bulk::compress(p, 3).unwrap().len())
+        .sum();
     let z_1 = rate(t.elapsed().as_secs_f64());
     let t = Instant::now();
     pieces.par_iter().for_each(|p| {
@@ -186,10 +205,21 @@ fn main() {
     let steps = env_or("LAYERCAS_BENCH_STEPS", 3) as usize;
     let sweep = env_or("LAYERCAS_BENCH_SWEEP", 1) != 0;
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let spec = SampleSpec { bytes_per_timeline: mib_per_timeline << 20, ..SampleSpec::demo() };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let spec = SampleSpec {
+        bytes_per_timeline: mib_per_timeline << 20,
+        ..SampleSpec::demo()
+    };
     let data = make_dataset(tmp.path(), &spec, steps);
-    let total_files: usize = data.rounds.iter().flatten().map(|(_, d)| files_of(d).len()).sum();
+    let total_files: usize = data
+        .rounds
+        .iter()
+        .flatten()
+        .map(|(_, d)| files_of(d).len())
+        .sum();
     println!(
         "dataset: {} timelines x {} checkpoints, {:.1} MiB logical in {} file versions",
         data.rounds[0].len(),
@@ -199,7 +229,9 @@ fn main() {
     );
 
     let (b3_1, b3_n, z_1, z_n, zratio) = physical_limits(&data);
-    println!("limits:  blake3 {b3_1:.0} MiB/s (1 core), {b3_n:.0} MiB/s (all); zstd-3 {z_1:.0} MiB/s (1 core), {z_n:.0} MiB/s (all), ratio {zratio:.2}");
+    println!(
+        "limits:  blake3 {b3_1:.0} MiB/s (1 core), {b3_n:.0} MiB/s (all); zstd-3 {z_1:.0} MiB/s (1 core), {z_n:.0} MiB/s (all), ratio {zratio:.2}"
+    );
 
     let store_dir = tmp.path().join("store");
     let ing = ingest(&rt, &data, &store_dir, StoreConfig::default_config());
@@ -217,11 +249,18 @@ fn main() {
     reset_peak_rss();
     let started = Instant::now();
     let (restored_bytes, range_reads) = rt.block_on(async {
-        let store = Store::open(Arc::new(LocalBackend::new(&store_dir).unwrap())).await.unwrap();
+        let store = Store::open(Arc::new(LocalBackend::new(&store_dir).unwrap()))
+            .await
+            .unwrap();
         let (mut bytes, mut reads) = (0, 0);
         for (d, _) in data.rounds.last().unwrap() {
-            let to = tmp.path().join(format!("restored/{}/{}", d.tenant, d.timeline));
-            let r = store.restore_timeline(&d.tenant, &d.timeline, None, &to, progress::none()).await.unwrap();
+            let to = tmp
+                .path()
+                .join(format!("restored/{}/{}", d.tenant, d.timeline));
+            let r = store
+                .restore_timeline(&d.tenant, &d.timeline, None, &to, progress::none())
+                .await
+                .unwrap();
             bytes += r.bytes;
             reads += r.range_reads;
         }
@@ -238,21 +277,29 @@ fn main() {
     let mut sweep_rows = Vec::new();
     if sweep {
         println!("chunk-size sweep (min = avg/2, max = avg*4):");
-        println!("| avg KiB | dedup ratio (logical/stored) | stored MiB | chunks/GiB stored | ingest MiB/s |");
+        println!(
+            "| avg KiB | dedup ratio (logical/stored) | stored MiB | chunks/GiB stored | ingest MiB/s |"
+        );
         println!("|---|---|---|---|---|");
         for avg_kib in [16u32, 32, 64, 128, 256] {
             let avg = avg_kib << 10;
-            let config = StoreConfig::new(ChunkerParams::fastcdc(avg / 2, avg, avg * 4), 16 << 20, 3);
+            let config =
+                StoreConfig::new(ChunkerParams::fastcdc(avg / 2, avg, avg * 4), 16 << 20, 3);
             let dir = tmp.path().join(format!("sweep-{avg_kib}"));
             let r = ingest(&rt, &data, &dir, config);
             let ratio = data.logical_bytes as f64 / r.stored_bytes as f64;
             let rate = mib(data.logical_bytes) / r.seconds;
             let chunks = rt.block_on(async {
-                let store = Store::open(Arc::new(LocalBackend::new(&dir).unwrap())).await.unwrap();
+                let store = Store::open(Arc::new(LocalBackend::new(&dir).unwrap()))
+                    .await
+                    .unwrap();
                 store.load_index().await.unwrap().len()
             });
             let per_gib = chunks as f64 / (r.stored_bytes as f64 / (1u64 << 30) as f64);
-            println!("| {avg_kib} | {ratio:.2} | {:.1} | {per_gib:.0} | {rate:.0} |", mib(r.stored_bytes));
+            println!(
+                "| {avg_kib} | {ratio:.2} | {:.1} | {per_gib:.0} | {rate:.0} |",
+                mib(r.stored_bytes)
+            );
             sweep_rows.push(serde_json::json!({"avg_kib": avg_kib, "dedup_ratio": ratio, "stored_bytes": r.stored_bytes, "ingest_mib_s": rate}));
             std::fs::remove_dir_all(&dir).unwrap();
         }

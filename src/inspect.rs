@@ -26,11 +26,20 @@ pub struct TimelineListing {
 /// Every timeline with checkpoints, sorted by tenant and timeline. Reads only the listing.
 pub async fn list_timelines(store: &Store) -> Result<Vec<TimelineListing>> {
     let mut out: Vec<TimelineListing> = Vec::new();
-    for r in store.list_manifests(&layout::prefix(layout::MANIFESTS)).await? {
+    for r in store
+        .list_manifests(&layout::prefix(layout::MANIFESTS))
+        .await?
+    {
         let (tenant, timeline) = (r.tenant.to_string(), r.timeline.to_string());
         match out.last_mut() {
-            Some(t) if t.tenant == tenant && t.timeline == timeline => t.checkpoints.push(r.lsn.to_string()),
-            _ => out.push(TimelineListing { tenant, timeline, checkpoints: vec![r.lsn.to_string()] }),
+            Some(t) if t.tenant == tenant && t.timeline == timeline => {
+                t.checkpoints.push(r.lsn.to_string())
+            }
+            _ => out.push(TimelineListing {
+                tenant,
+                timeline,
+                checkpoints: vec![r.lsn.to_string()],
+            }),
         }
     }
     Ok(out)
@@ -89,7 +98,15 @@ pub async fn stats(store: &Store) -> Result<StoreStats> {
         states.insert(key, state);
     }
     s.timelines = states.len();
-    s.tenants = states.keys().map(|(t, _)| *t).collect::<std::collections::BTreeSet<_>>().len();
-    s.dedup_ratio = if s.stored_bytes == 0 { 0.0 } else { s.logical_bytes as f64 / s.stored_bytes as f64 };
+    s.tenants = states
+        .keys()
+        .map(|(t, _)| *t)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    s.dedup_ratio = if s.stored_bytes == 0 {
+        0.0
+    } else {
+        s.logical_bytes as f64 / s.stored_bytes as f64
+    };
     Ok(s)
 }

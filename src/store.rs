@@ -103,7 +103,13 @@ impl Store {
             .iter()
             .filter(|m| m.key.as_str().starts_with(layout::MANIFESTS))
             .filter_map(|m| match layout::parse_manifest_key(&m.key) {
-                Some((tenant, timeline, lsn)) => Some(ManifestRef { key: m.key.clone(), tenant, timeline, lsn, size: m.size }),
+                Some((tenant, timeline, lsn)) => Some(ManifestRef {
+                    key: m.key.clone(),
+                    tenant,
+                    timeline,
+                    lsn,
+                    size: m.size,
+                }),
                 None => {
                     tracing::warn!(key = %m.key, "not a manifest key; ignored");
                     None

@@ -55,15 +55,26 @@ pub struct VerifyReport {
 impl VerifyReport {
     /// Number of errors (not warnings).
     pub fn errors(&self) -> usize {
-        self.problems.iter().filter(|p| p.severity == Severity::Error).count()
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count()
     }
 
     fn error(&mut self, key: impl ToString, message: impl Into<String>) {
-        self.problems.push(Problem { severity: Severity::Error, key: key.to_string(), message: message.into() });
+        self.problems.push(Problem {
+            severity: Severity::Error,
+            key: key.to_string(),
+            message: message.into(),
+        });
     }
 
     fn warning(&mut self, key: impl ToString, message: impl Into<String>) {
-        self.problems.push(Problem { severity: Severity::Warning, key: key.to_string(), message: message.into() });
+        self.problems.push(Problem {
+            severity: Severity::Warning,
+            key: key.to_string(),
+            message: message.into(),
+        });
     }
 }
 
@@ -75,11 +86,17 @@ pub struct VerifyOptions {
 }
 
 /// Checks the whole store.
-pub async fn verify(store: &Store, opts: VerifyOptions, progress: DynProgress) -> Result<VerifyReport> {
+pub async fn verify(
+    store: &Store,
+    opts: VerifyOptions,
+    progress: DynProgress,
+) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let all = store.list(&crate::backend::Prefix::all()).await?;
-    let packs: HashMap<PackId, ObjectMeta> =
-        all.iter().filter_map(|m| layout::parse_pack_key(&m.key).map(|id| (id, m.clone()))).collect();
+    let packs: HashMap<PackId, ObjectMeta> = all
+        .iter()
+        .filter_map(|m| layout::parse_pack_key(&m.key).map(|id| (id, m.clone())))
+        .collect();
     report.packs = packs.len();
     for m in all.iter().filter(|m| is_foreign(&m.key)) {
         report.warning(&m.key, "object is not part of the layercas layout");
@@ -90,12 +107,25 @@ pub async fn verify(store: &Store, opts: VerifyOptions, progress: DynProgress) -
     report.chunks_referenced = referenced.len();
     check_pack_tables(store, &packs, &by_pack, opts, &mut report, progress).await;
 
-    let referenced_packs: HashSet<PackId> = referenced.iter().filter_map(|c| index.get(c)).map(|l| l.pack).collect();
+    let referenced_packs: HashSet<PackId> = referenced
+        .iter()
+        .filter_map(|c| index.get(c))
+        .map(|l| l.pack)
+        .collect();
     for id in packs.keys().filter(|p| !by_pack.contains_key(*p)) {
-        report.warning(layout::pack_key(id), "pack is in no index object (left by an interrupted writer?)");
+        report.warning(
+            layout::pack_key(id),
+            "pack is in no index object (left by an interrupted writer?)",
+        );
     }
-    for id in by_pack.keys().filter(|p| packs.contains_key(*p) && !referenced_packs.contains(*p)) {
-        report.warning(layout::pack_key(id), "no manifest references any chunk of this pack");
+    for id in by_pack
+        .keys()
+        .filter(|p| packs.contains_key(*p) && !referenced_packs.contains(*p))
+    {
+        report.warning(
+            layout::pack_key(id),
+            "no manifest references any chunk of this pack",
+        );
     }
     Ok(report)
 }
@@ -110,14 +140,24 @@ fn is_foreign(key: &Key) -> bool {
 }
 
 /// Reads every index object; returns the chunk index and, per pack, the entries the indexes give.
-async fn check_indexes(store: &Store, all: &[ObjectMeta], report: &mut VerifyReport) -> (ChunkIndex, BTreeMap<PackId, Vec<BlobEntry>>) {
-    let keys: Vec<&Key> = all.iter().map(|m| &m.key).filter(|k| layout::parse_index_key(k).is_some()).collect();
+async fn check_indexes(
+    store: &Store,
+    all: &[ObjectMeta],
+    report: &mut VerifyReport,
+) -> (ChunkIndex, BTreeMap<PackId, Vec<BlobEntry>>) {
+    let keys: Vec<&Key> = all
+        .iter()
+        .map(|m| &m.key)
+        .filter(|k| layout::parse_index_key(k).is_some())
+        .collect();
     report.index_objects = keys.len();
-    let results: Vec<(Key, Result<IndexObject>)> =
-        futures::stream::iter(keys.into_iter().map(|k| async move { (k.clone(), store.read_index(k).await) }))
-            .buffer_unordered(READ_CONCURRENCY)
-            .collect()
-            .await;
+    let results: Vec<(Key, Result<IndexObject>)> = futures::stream::iter(
+        keys.into_iter()
+            .map(|k| async move { (k.clone(), store.read_index(k).await) }),
+    )
+    .buffer_unordered(READ_CONCURRENCY)
+    .collect()
+    .await;
     let mut index = ChunkIndex::new();
     let mut by_pack = BTreeMap::new();
     for (key, result) in results {
@@ -135,14 +175,22 @@ async fn check_indexes(store: &Store, all: &[ObjectMeta], report: &mut VerifyRep
 }
 
 /// Decodes every manifest and resolves every chunk it names; returns the chunks referenced.
-async fn check_manifests(store: &Store, all: &[ObjectMeta], index: &ChunkIndex, report: &mut VerifyReport) -> HashSet<ChunkId> {
+async fn check_manifests(
+    store: &Store,
+    all: &[ObjectMeta],
+    index: &ChunkIndex,
+    report: &mut VerifyReport,
+) -> HashSet<ChunkId> {
     let mut refs = store.list_manifests_from(all);
     refs.sort_by_key(|r| (r.tenant, r.timeline, r.lsn));
     report.manifests = refs.len();
-    let results: Vec<_> = futures::stream::iter(refs.iter().map(|r| async move { (r, store.read_manifest(r).await) }))
-        .buffered(READ_CONCURRENCY)
-        .collect()
-        .await;
+    let results: Vec<_> = futures::stream::iter(
+        refs.iter()
+            .map(|r| async move { (r, store.read_manifest(r).await) }),
+    )
+    .buffered(READ_CONCURRENCY)
+    .collect()
+    .await;
     let mut referenced = HashSet::new();
     let mut prev: Option<&crate::store::ManifestRef> = None;
     for (r, result) in results {
@@ -155,17 +203,29 @@ async fn check_manifests(store: &Store, all: &[ObjectMeta], index: &ChunkIndex, 
         };
         let same_timeline = prev.filter(|p| (p.tenant, p.timeline) == (r.tenant, r.timeline));
         if m.prev_lsn.is_some() && m.prev_lsn != same_timeline.map(|p| p.lsn) {
-            report.warning(&r.key, format!("previous lsn {:?} is not the preceding manifest", m.prev_lsn.map(|l| l.to_string())));
+            report.warning(
+                &r.key,
+                format!(
+                    "previous lsn {:?} is not the preceding manifest",
+                    m.prev_lsn.map(|l| l.to_string())
+                ),
+            );
         }
         prev = Some(r);
         for f in &m.added {
             for c in &f.chunks {
                 referenced.insert(c.id);
                 match index.get(&c.id) {
-                    None => report.error(&r.key, format!("file {:?}: chunk {} is in no index object", f.name, c.id)),
+                    None => report.error(
+                        &r.key,
+                        format!("file {:?}: chunk {} is in no index object", f.name, c.id),
+                    ),
                     Some(l) if l.raw_len != c.len => report.error(
                         &r.key,
-                        format!("file {:?}: chunk {} is {} bytes in the index, {} in the manifest", f.name, c.id, l.raw_len, c.len),
+                        format!(
+                            "file {:?}: chunk {} is {} bytes in the index, {} in the manifest",
+                            f.name, c.id, l.raw_len, c.len
+                        ),
                     ),
                     Some(_) => {}
                 }
@@ -188,14 +248,26 @@ async fn check_pack_tables(
     for id in by_pack.keys() {
         match packs.get(id) {
             Some(meta) => targets.push((*id, meta.size)),
-            None => report.error(layout::pack_key(id), "pack named by an index object does not exist"),
+            None => report.error(
+                layout::pack_key(id),
+                "pack named by an index object does not exist",
+            ),
         }
     }
     if opts.read_data {
         // Unindexed packs are read too: their damage matters once gc or a writer adopts them.
-        targets.extend(packs.iter().filter(|(id, _)| !by_pack.contains_key(*id)).map(|(id, m)| (*id, m.size)));
+        targets.extend(
+            packs
+                .iter()
+                .filter(|(id, _)| !by_pack.contains_key(*id))
+                .map(|(id, m)| (*id, m.size)),
+        );
     }
-    progress.set_total(if opts.read_data { targets.iter().map(|t| t.1).sum() } else { targets.len() as u64 });
+    progress.set_total(if opts.read_data {
+        targets.iter().map(|t| t.1).sum()
+    } else {
+        targets.len() as u64
+    });
     let results: Vec<_> = futures::stream::iter(targets.into_iter().map(|(id, size)| {
         let progress = progress.clone();
         async move {
@@ -239,23 +311,42 @@ async fn check_pack(store: &Store, id: PackId, size: u64, read_data: bool) -> Re
     let corrupt = move |e| Error::corrupt(layout::pack_key(&id), e);
     if !read_data {
         if size < pack::TRAILER_LEN as u64 {
-            return Err(corrupt(crate::DecodeError::new("pack", format!("{size} bytes is too short"))));
+            return Err(corrupt(crate::DecodeError::new(
+                "pack",
+                format!("{size} bytes is too short"),
+            )));
         }
-        let trailer = store.backend().get_range(&key, size - pack::TRAILER_LEN as u64..size).await?;
+        let trailer = store
+            .backend()
+            .get_range(&key, size - pack::TRAILER_LEN as u64..size)
+            .await?;
         let table_len = pack::table_len_from_trailer(&trailer).map_err(corrupt)? as u64;
         let table_end = size - pack::TRAILER_LEN as u64;
         let start = table_end.checked_sub(table_len).ok_or_else(|| {
-            corrupt(crate::DecodeError::new("pack", format!("table length {table_len} exceeds the pack")))
+            corrupt(crate::DecodeError::new(
+                "pack",
+                format!("table length {table_len} exceeds the pack"),
+            ))
         })?;
         let table = store.backend().get_range(&key, start..table_end).await?;
         let entries = pack::decode_table(&table).map_err(corrupt)?;
         pack::check_blobs_fill(&entries, start).map_err(corrupt)?;
-        return Ok(PackCheck { table: entries, blobs_checked: 0, bad_blobs: Vec::new() });
+        return Ok(PackCheck {
+            table: entries,
+            blobs_checked: 0,
+            bad_blobs: Vec::new(),
+        });
     }
-    let bytes = store.backend().get_bytes(&key, crate::config::MAX_PACK_TARGET * 2).await?;
+    let bytes = store
+        .backend()
+        .get_bytes(&key, crate::config::MAX_PACK_TARGET * 2)
+        .await?;
     tokio::task::spawn_blocking(move || {
         if PackId::of(&bytes) != id {
-            return Err(corrupt(crate::DecodeError::new("pack", "content does not hash to its key")));
+            return Err(corrupt(crate::DecodeError::new(
+                "pack",
+                "content does not hash to its key",
+            )));
         }
         let table = pack::decode_pack_table(&bytes).map_err(corrupt)?;
         let (offsets, _) = pack::offsets(&table);
@@ -266,7 +357,11 @@ async fn check_pack(store: &Store, id: PackId, size: u64, read_data: bool) -> Re
                 bad.push((e.chunk, why.reason));
             }
         }
-        Ok(PackCheck { blobs_checked: table.len(), table, bad_blobs: bad })
+        Ok(PackCheck {
+            blobs_checked: table.len(),
+            table,
+            bad_blobs: bad,
+        })
     })
     .await
     .map_err(|e| Error::InvalidInput(format!("verify worker failed: {e}")))?

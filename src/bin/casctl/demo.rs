@@ -24,13 +24,21 @@ pub struct GenerateSummary {
 
 /// Writes a sample workdir: checkpoint 0 and `steps` more.
 pub fn generate(dir: &Path, seed: u64, steps: usize) -> Result<GenerateSummary> {
-    let spec = SampleSpec { seed, ..SampleSpec::demo() };
-    let (mut wd, _) = SampleWorkdir::create(dir, &spec).with_context(|| format!("generating into {}", dir.display()))?;
+    let spec = SampleSpec {
+        seed,
+        ..SampleSpec::demo()
+    };
+    let (mut wd, _) = SampleWorkdir::create(dir, &spec)
+        .with_context(|| format!("generating into {}", dir.display()))?;
     for _ in 0..steps {
         wd.step().context("advancing the sample workdir")?;
     }
     let (files, bytes) = tree_size(&dir.join("tenants"))?;
-    Ok(GenerateSummary { timelines: wd.timelines().len(), files, bytes })
+    Ok(GenerateSummary {
+        timelines: wd.timelines().len(),
+        files,
+        bytes,
+    })
 }
 
 /// What the demo did and measured.
@@ -59,7 +67,7 @@ impl DemoReport {
     pub fn to_text(&self) -> String {
         format!(
             "demo {}: {} timelines x {} checkpoints in {}\n\
-             checkpointed {:.1} MiB of files ({:.1} MiB new per checkpoint in all) in {:.2} s\n\
+             checkpointed {:.1} MiB of files ({:.1} MiB in files new to their checkpoint) in {:.2} s\n\
              store holds {:.1} MiB: {:.1}x smaller than full copies; {} files were recognised whole\n\
              restored {} files byte-identically in {:.2} s; verify --read-data: {} errors, {} warnings",
             if self.ok { "passed" } else { "FAILED" },
@@ -91,15 +99,31 @@ pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> R
         None => Some(tempfile::tempdir().context("creating a temporary directory")?),
     };
     let base = dir.unwrap_or_else(|| temp.as_ref().expect("temp").path().to_path_buf());
-    let (work, store_dir, restored) = (base.join("workdir"), base.join("store"), base.join("restored"));
+    let (work, store_dir, restored) = (
+        base.join("workdir"),
+        base.join("store"),
+        base.join("restored"),
+    );
     for d in [&work, &store_dir, &restored] {
-        ensure!(!d.exists() || d.read_dir()?.next().is_none(), "{} exists and is not empty", d.display());
+        ensure!(
+            !d.exists() || d.read_dir()?.next().is_none(),
+            "{} exists and is not empty",
+            d.display()
+        );
     }
-    let store = Store::open_or_create(crate::backend(&Some(store_dir.display().to_string()))?, StoreConfig::default_config()).await?;
+    let store = Store::open_or_create(
+        crate::backend(&Some(store_dir.display().to_string()))?,
+        StoreConfig::default_config(),
+    )
+    .await?;
     let writer = Writer::new(store.clone()).await?;
 
-    let spec = SampleSpec { seed, ..SampleSpec::demo() };
-    let (mut wd, first) = SampleWorkdir::create(&work, &spec).context("generating the sample workdir")?;
+    let spec = SampleSpec {
+        seed,
+        ..SampleSpec::demo()
+    };
+    let (mut wd, first) =
+        SampleWorkdir::create(&work, &spec).context("generating the sample workdir")?;
     let mut checkpoint_seconds = 0.0;
     let mut whole = 0;
     let mut round = first;
@@ -118,9 +142,12 @@ pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> R
     let mut restored_files = 0;
     let mut identical = true;
     for t in wd.timelines() {
-        let rel = format!("tenants/{}/timelines/{}", t.tenant, t.timeline);
+        let (tenant, timeline) = (t.tenant(), t.timeline());
+        let rel = format!("tenants/{tenant}/timelines/{timeline}");
         let (p, pb) = progress::bar("restore", !json);
-        let r = store.restore_timeline(&t.tenant, &t.timeline, None, &restored.join(&rel), p).await;
+        let r = store
+            .restore_timeline(&tenant, &timeline, None, &restored.join(&rel), p)
+            .await;
         progress::finish(pb);
         restored_files += r?.files;
         identical &= same_tree(&work.join(&rel), &restored.join(&rel))?;
@@ -134,7 +161,11 @@ pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> R
     let s = layercas::inspect::stats(&store).await?;
     Ok(DemoReport {
         ok: identical && v.errors() == 0,
-        workdir: if temp.is_some() { "a temporary directory".into() } else { base.display().to_string() },
+        workdir: if temp.is_some() {
+            "a temporary directory".into()
+        } else {
+            base.display().to_string()
+        },
         timelines: s.timelines,
         checkpoints: steps + 1,
         logical_bytes: s.logical_bytes,
@@ -151,8 +182,16 @@ pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> R
 }
 
 /// Records one timeline's checkpoint from its directory; returns the files recognised whole.
-async fn record(writer: &Writer, work: &Path, delta: &CheckpointDelta, json: bool) -> Result<usize> {
-    let dir = work.join(format!("tenants/{}/timelines/{}", delta.tenant, delta.timeline));
+async fn record(
+    writer: &Writer,
+    work: &Path,
+    delta: &CheckpointDelta,
+    json: bool,
+) -> Result<usize> {
+    let dir = work.join(format!(
+        "tenants/{}/timelines/{}",
+        delta.tenant, delta.timeline
+    ));
     let (files, _) = crate::collect_sources(&[dir])?;
     let req = CheckpointRequest {
         tenant: delta.tenant,
@@ -200,6 +239,9 @@ fn files_of(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn tree_size(dir: &Path) -> Result<(usize, u64)> {
     let files = files_of(dir)?;
-    let bytes = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len())).sum::<std::io::Result<u64>>()?;
+    let bytes = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()))
+        .sum::<std::io::Result<u64>>()?;
     Ok((files.len(), bytes))
 }

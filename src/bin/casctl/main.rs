@@ -20,7 +20,11 @@ use layercas::verify::{VerifyOptions, verify};
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(name = "casctl", version, about = "Inspect, fill, restore and check a layercas store")]
+#[command(
+    name = "casctl",
+    version,
+    about = "Inspect, fill, restore and check a layercas store"
+)]
 struct Cli {
     /// The store: a local directory.
     #[arg(long, global = true, env = "LAYERCAS_STORE")]
@@ -128,7 +132,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -145,28 +152,62 @@ fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LAYERCAS_LOG").unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAYERCAS_LOG")
+        .unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn run(cli: Cli) -> Result<std::process::ExitCode> {
     let json = cli.json;
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command {
-        Command::Init { chunk_min, chunk_avg, chunk_max, pack_size, zstd_level } => {
-            let config = StoreConfig::new(ChunkerParams::fastcdc(chunk_min, chunk_avg, chunk_max), pack_size, zstd_level);
+        Command::Init {
+            chunk_min,
+            chunk_avg,
+            chunk_max,
+            pack_size,
+            zstd_level,
+        } => {
+            let config = StoreConfig::new(
+                ChunkerParams::fastcdc(chunk_min, chunk_avg, chunk_max),
+                pack_size,
+                zstd_level,
+            );
             let store = Store::open_or_create(backend(&cli.store)?, config.clone()).await?;
             if store.config().store_id != config.store_id {
                 bail!("the store already exists with its own configuration");
             }
-            emit(json, store.config(), |c| format!("created store {}", hex::encode(c.store_id)));
+            emit(json, store.config(), |c| {
+                format!("created store {}", hex::encode(c.store_id))
+            });
         }
-        Command::Checkpoint { tenant, timeline, lsn, metadata, incremental, paths } => {
-            let store = Store::open_or_create(backend(&cli.store)?, StoreConfig::default_config()).await?;
+        Command::Checkpoint {
+            tenant,
+            timeline,
+            lsn,
+            metadata,
+            incremental,
+            paths,
+        } => {
+            let store =
+                Store::open_or_create(backend(&cli.store)?, StoreConfig::default_config()).await?;
             let (files, found_metadata) = collect_sources(&paths)?;
             let metadata = resolve_metadata(lsn, metadata.or(found_metadata))?;
-            let mode = if incremental { CheckpointMode::Incremental } else { CheckpointMode::Full };
-            let req = CheckpointRequest { tenant, timeline, metadata, files, mode };
+            let mode = if incremental {
+                CheckpointMode::Incremental
+            } else {
+                CheckpointMode::Full
+            };
+            let req = CheckpointRequest {
+                tenant,
+                timeline,
+                metadata,
+                files,
+                mode,
+            };
             let writer = Writer::new(store).await?;
             let (p, pb) = progress::bar("checkpoint", !json);
             let report = writer.checkpoint(req, p).await;
@@ -175,24 +216,49 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 format!(
                     "recorded {} at {}: {} files added ({} already stored whole), {} unchanged, {} removed; \
                      {} new chunks of {}, {} bytes stored in {} packs",
-                    r.manifest, r.lsn, r.files_added, r.files_deduplicated, r.files_unchanged, r.files_removed,
-                    r.new_chunks, r.chunks, r.new_stored_bytes, r.packs_written
+                    r.manifest,
+                    r.lsn,
+                    r.files_added,
+                    r.files_deduplicated,
+                    r.files_unchanged,
+                    r.files_removed,
+                    r.new_chunks,
+                    r.chunks,
+                    r.new_stored_bytes,
+                    r.packs_written
                 )
             });
         }
-        Command::Restore { tenant, timeline, lsn, to } => {
+        Command::Restore {
+            tenant,
+            timeline,
+            lsn,
+            to,
+        } => {
             let store = Store::open(backend(&cli.store)?).await?;
             let (p, pb) = progress::bar("restore", !json);
-            let report = store.restore_timeline(&tenant, &timeline, lsn, &to, p).await;
+            let report = store
+                .restore_timeline(&tenant, &timeline, lsn, &to, p)
+                .await;
             progress::finish(pb);
             emit(json, &report?, |r| {
                 format!(
                     "restored {} files ({} bytes) at {} into {}; {} reused, {} chunks in {} ranged reads",
-                    r.files, r.bytes, r.lsn, to.display(), r.files_reused, r.chunks_fetched, r.range_reads
+                    r.files,
+                    r.bytes,
+                    r.lsn,
+                    to.display(),
+                    r.files_reused,
+                    r.chunks_fetched,
+                    r.range_reads
                 )
             });
         }
-        Command::Ls { tenant, timeline, lsn } => {
+        Command::Ls {
+            tenant,
+            timeline,
+            lsn,
+        } => {
             let store = Store::open(backend(&cli.store)?).await?;
             match (tenant, timeline) {
                 (Some(t), Some(tl)) => list_files(&store, t, tl, lsn, json).await?,
@@ -200,7 +266,9 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     let listing = layercas::inspect::list_timelines(&store).await?;
                     emit(json, &listing, |l| {
                         l.iter()
-                            .map(|t| format!("{}/{}: {}", t.tenant, t.timeline, t.checkpoints.join(" ")))
+                            .map(|t| {
+                                format!("{}/{}: {}", t.tenant, t.timeline, t.checkpoints.join(" "))
+                            })
                             .collect::<Vec<_>>()
                             .join("\n")
                     });
@@ -214,8 +282,19 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 format!(
                     "{} tenants, {} timelines, {} checkpoints\nlogical {} bytes (added {}), stored {} bytes: {:.2}x\n\
                      {} chunks in {} packs ({} bytes), {} index objects ({} bytes), manifests {} bytes",
-                    s.tenants, s.timelines, s.manifests, s.logical_bytes, s.added_bytes, s.stored_bytes, s.dedup_ratio,
-                    s.chunks, s.packs, s.pack_bytes, s.index_objects, s.index_bytes, s.manifest_bytes
+                    s.tenants,
+                    s.timelines,
+                    s.manifests,
+                    s.logical_bytes,
+                    s.added_bytes,
+                    s.stored_bytes,
+                    s.dedup_ratio,
+                    s.chunks,
+                    s.packs,
+                    s.pack_bytes,
+                    s.index_objects,
+                    s.index_bytes,
+                    s.manifest_bytes
                 )
             });
         }
@@ -226,8 +305,13 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             progress::finish(pb);
             let report = report?;
             emit(json, &report, |r| {
-                let mut lines: Vec<String> =
-                    r.problems.iter().map(|p| format!("{:?}: {}: {}", p.severity, p.key, p.message).to_lowercase_first()).collect();
+                let mut lines: Vec<String> = r
+                    .problems
+                    .iter()
+                    .map(|p| {
+                        format!("{:?}: {}: {}", p.severity, p.key, p.message).to_lowercase_first()
+                    })
+                    .collect();
                 lines.push(format!(
                     "checked {} manifests, {} index objects, {} packs ({} read, {} chunks re-hashed): {} errors, {} warnings",
                     r.manifests, r.index_objects, r.packs, r.packs_read, r.blobs_checked, r.errors(), r.problems.len() - r.errors()
@@ -240,7 +324,15 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         }
         Command::Generate { dir, seed, steps } => {
             let summary = demo::generate(&dir, seed, steps)?;
-            emit(json, &summary, |s| format!("wrote {} timelines, {} files, {} bytes under {}", s.timelines, s.files, s.bytes, dir.display()));
+            emit(json, &summary, |s| {
+                format!(
+                    "wrote {} timelines, {} files, {} bytes under {}",
+                    s.timelines,
+                    s.files,
+                    s.bytes,
+                    dir.display()
+                )
+            });
         }
         Command::Demo { dir, seed, steps } => {
             let report = demo::run(dir, seed, steps, json).await?;
@@ -260,14 +352,19 @@ trait LowerFirst {
 impl LowerFirst for String {
     fn to_lowercase_first(self) -> String {
         let mut c = self.chars();
-        c.next().map(|f| f.to_lowercase().chain(c).collect()).unwrap_or_default()
+        c.next()
+            .map(|f| f.to_lowercase().chain(c).collect())
+            .unwrap_or_default()
     }
 }
 
 /// Prints `value` as JSON or as the text `text` makes of it.
 fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("serializable")
+        );
     } else {
         println!("{}", text(value));
     }
@@ -275,7 +372,9 @@ fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) {
 
 /// The backend named by `--store`.
 pub fn backend(store: &Option<String>) -> Result<DynBackend> {
-    let spec = store.as_deref().context("no store given: pass --store DIR or set LAYERCAS_STORE")?;
+    let spec = store
+        .as_deref()
+        .context("no store given: pass --store DIR or set LAYERCAS_STORE")?;
     let backend = LocalBackend::new(spec).with_context(|| format!("opening local store {spec}"))?;
     Ok(Arc::new(backend))
 }
@@ -293,8 +392,14 @@ pub fn collect_sources(paths: &[PathBuf]) -> Result<(Vec<SourceFile>, Option<Pat
             }
             walk(path, path, &mut files)?;
         } else {
-            let name = path.file_name().and_then(|n| n.to_str()).with_context(|| format!("{} has no UTF-8 file name", path.display()))?;
-            files.push(SourceFile { name: name.to_string(), path: path.clone() });
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .with_context(|| format!("{} has no UTF-8 file name", path.display()))?;
+            files.push(SourceFile {
+                name: name.to_string(),
+                path: path.clone(),
+            });
         }
     }
     let mut names = std::collections::HashSet::new();
@@ -307,16 +412,28 @@ pub fn collect_sources(paths: &[PathBuf]) -> Result<(Vec<SourceFile>, Option<Pat
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<SourceFile>) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?.collect::<Result<_, _>>()?;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
         let ft = e.file_type()?;
         let rel = path.strip_prefix(root).expect("under root");
-        let name = rel.to_str().with_context(|| format!("{} is not UTF-8", path.display()))?.to_string();
+        let name = rel
+            .to_str()
+            .with_context(|| format!("{} is not UTF-8", path.display()))?
+            .to_string();
         if ft.is_dir() {
             walk(root, &path, out)?;
-        } else if ft.is_file() && name != METADATA_FILE_NAME && !name.rsplit('/').next().unwrap_or("").starts_with(".layercas") {
+        } else if ft.is_file()
+            && name != METADATA_FILE_NAME
+            && !name
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .starts_with(".layercas")
+        {
             out.push(SourceFile { name, path });
         }
     }
@@ -329,17 +446,29 @@ pub fn resolve_metadata(lsn: Option<Lsn>, file: Option<PathBuf>) -> Result<Timel
         (None, None) => bail!("give --lsn or --metadata (or a directory holding a metadata file)"),
         (Some(lsn), None) => Ok(TimelineMetadata::at(lsn)),
         (lsn, Some(path)) => {
-            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let md = TimelineMetadata::from_file_bytes(&bytes).with_context(|| format!("parsing metadata file {}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let md = TimelineMetadata::from_file_bytes(&bytes)
+                .with_context(|| format!("parsing metadata file {}", path.display()))?;
             if let Some(lsn) = lsn.filter(|l| *l != md.disk_consistent_lsn) {
-                bail!("--lsn {lsn} differs from disk_consistent_lsn {} in {}", md.disk_consistent_lsn, path.display());
+                bail!(
+                    "--lsn {lsn} differs from disk_consistent_lsn {} in {}",
+                    md.disk_consistent_lsn,
+                    path.display()
+                );
             }
             Ok(md)
         }
     }
 }
 
-async fn list_files(store: &Store, tenant: TenantId, timeline: TimelineId, lsn: Option<Lsn>, json: bool) -> Result<()> {
+async fn list_files(
+    store: &Store,
+    tenant: TenantId,
+    timeline: TimelineId,
+    lsn: Option<Lsn>,
+    json: bool,
+) -> Result<()> {
     let state = store
         .timeline_state(&tenant, &timeline, lsn)
         .await?
@@ -351,11 +480,22 @@ async fn list_files(store: &Store, tenant: TenantId, timeline: TimelineId, lsn: 
         chunks: usize,
         blake3: String,
     }
-    let rows: Vec<FileRow> =
-        state.files.values().map(|f| FileRow { name: &f.name, size: f.size, chunks: f.chunks.len(), blake3: f.hash.to_hex() }).collect();
+    let rows: Vec<FileRow> = state
+        .files
+        .values()
+        .map(|f| FileRow {
+            name: &f.name,
+            size: f.size,
+            chunks: f.chunks.len(),
+            blake3: f.hash.to_hex(),
+        })
+        .collect();
     emit(json, &rows, |rows| {
         let mut out = vec![format!("checkpoint {} of {tenant}/{timeline}:", state.lsn)];
-        out.extend(rows.iter().map(|r| format!("{:>12}  {:>6} chunks  {}", r.size, r.chunks, r.name)));
+        out.extend(
+            rows.iter()
+                .map(|r| format!("{:>12}  {:>6} chunks  {}", r.size, r.chunks, r.name)),
+        );
         out.join("\n")
     });
     Ok(())

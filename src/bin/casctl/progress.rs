@@ -24,9 +24,11 @@ pub fn bar(what: &str, enabled: bool) -> (DynProgress, Option<ProgressBar>) {
         return (layercas::progress::none(), None);
     }
     let pb = ProgressBar::new(0);
-    let style = ProgressStyle::with_template("{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-        .expect("valid template")
-        .progress_chars("=> ");
+    let style = ProgressStyle::with_template(
+        "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
     pb.set_style(style);
     pb.set_message(what.to_string());
     (Arc::new(Bar(pb.clone())), Some(pb))
