@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -100,42 +100,42 @@ impl Store {
         report.bytes_downloaded = ranges.iter().map(|r| r.end - r.start).sum();
 
         let targets = Arc::new(targets);
-        let written = Arc::new(AtomicU64::new(0));
+        if let Err(e) = self.fetch_and_write(ranges, &targets, &progress).await {
+            // Leave nothing half-written behind: completed files were renamed already.
+            for t in targets.iter() {
+                let _ = std::fs::remove_file(&t.tmp_path);
+            }
+            return Err(e);
+        }
+        for t in targets.iter().filter(|t| t.entry.chunks.is_empty()) {
+            finish_file(t)?;
+        }
+        // The metadata file goes last: only now does the timeline look complete.
+        write_atomically(&root.join(METADATA_FILE_NAME), &state.metadata.to_file_bytes())?;
+        Ok(report)
+    }
+
+    /// Fetches every planned range and writes its chunks into the temporary files.
+    async fn fetch_and_write(&self, ranges: Vec<RangeRead>, targets: &Arc<Vec<Target>>, progress: &DynProgress) -> Result<()> {
         futures::stream::iter(ranges.into_iter().map(|r| {
-            let (targets, progress, written) = (targets.clone(), progress.clone(), written.clone());
+            let (targets, progress) = (targets.clone(), progress.clone());
             async move {
-                let bytes = self
-                    .backend()
-                    .get_range(&layout::pack_key(&r.pack), r.start..r.end)
+                let bytes = self.backend().get_range(&layout::pack_key(&r.pack), r.start..r.end).await.map_err(|e| {
+                    let first = &r.blobs[0];
+                    Error::Integrity(format!(
+                        "reading pack {} for chunk {} of file {:?}: {e}",
+                        r.pack, first.chunk, targets[first.dests[0].0].entry.name
+                    ))
+                })?;
+                tokio::task::spawn_blocking(move || write_range(&r, &bytes, &targets, &progress))
                     .await
-                    .map_err(|e| {
-                        let first = &r.blobs[0];
-                        Error::Integrity(format!(
-                            "reading pack {} for chunk {} of file {:?}: {e}",
-                            r.pack, first.chunk, targets[first.dests[0].0].entry.name
-                        ))
-                    })?;
-                tokio::task::spawn_blocking(move || {
-                    write_range(&r, &bytes, &targets, &progress, &written)
-                })
-                .await
-                .map_err(|e| Error::InvalidInput(format!("restore worker failed: {e}")))?
+                    .map_err(|e| Error::InvalidInput(format!("restore worker failed: {e}")))?
             }
         }))
         .buffer_unordered(RESTORE_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-
-        // Files with no chunks (empty) or whose chunks were all written complete above; the
-        // metadata file goes last.
-        for t in targets.iter().filter(|t| t.entry.chunks.is_empty()) {
-            finish_file(t)?;
-        }
-        write_atomically(
-            &root.join(METADATA_FILE_NAME),
-            &state.metadata.to_file_bytes(),
-        )?;
-        Ok(report)
+        Ok(())
     }
 
     /// Restores a timeline at `at` (or its newest checkpoint) into `to`.
@@ -295,7 +295,6 @@ fn write_range(
     bytes: &Bytes,
     targets: &[Target],
     progress: &DynProgress,
-    written: &AtomicU64,
 ) -> Result<()> {
     if bytes.len() as u64 != r.end - r.start {
         return Err(Error::Integrity(format!(
@@ -324,7 +323,6 @@ fn write_range(
             file.write_all_at(&raw, offset)
                 .map_err(|e| Error::io("write", &t.tmp_path, e))?;
             progress.advance(raw.len() as u64);
-            written.fetch_add(raw.len() as u64, Ordering::Relaxed);
             if t.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                 finish_file(t)?;
             }
