@@ -17,8 +17,8 @@
 //! - Pages are Postgres 8 KiB heap pages that zstd compresses about 3x ([`postgres_page`]).
 //! - About 17-23 layers per timeline at checkpoint 0: three *hot* image layers holding about 75%
 //!   of the budget (the largest about 45%), ten to fourteen small image layers (24-136 KiB),
-//!   three to five small delta layers (8-200 KiB) and a WAL-like delta. Most files are small, a
-//!   few are large.
+//!   three to five small delta layers (8-200 KiB) and a WAL-like delta (branches have fewer
+//!   small layers). Most files are small, a few are large.
 //! - Timeline 1 of each tenant with two or more is a branch of timeline 0 at its checkpoint-0
 //!   LSN: its hot image layers are the parent's, 3% of the pages changed, at the same offsets.
 //! - Each checkpoint: the LSN advances; every hot image layer gets a new version under a new name

@@ -392,23 +392,11 @@ impl SampleTimeline {
     }
 
     /// Appends records over `lsns` to the WAL chain and writes it as a new version; drops old
-    /// versions; restarts the chain once it is a quarter of the budget.
+    /// versions; restarts the chain once it is an eighth of the budget.
     fn grow_wal(&mut self, lsns: Range<Lsn>, ch: &mut Changes) -> io::Result<()> {
-        if self.wal.bytes.is_empty() {
-            let (keys, start) = (self.wal.rel.keys(), self.wal.lsn_start);
-            self.wal.bytes = layer::delta_summary(self.owner(), &keys, start);
-        }
-        let grow = self.rng.range(self.budget / 128..self.budget / 32) as usize;
-        let (rel, xid) = (self.wal.rel.clone(), self.next_xid);
-        layer::append_records(
-            &mut self.rng,
-            &mut self.wal.bytes,
-            &rel,
-            lsns.clone(),
-            (grow, xid),
-        );
+        self.append_wal(lsns.clone());
         let name = LayerName::Delta {
-            keys: rel.keys(),
+            keys: self.wal.rel.keys(),
             lsns: self.wal.lsn_start..lsns.end,
         };
         let bytes = std::mem::take(&mut self.wal.bytes);
@@ -417,16 +405,29 @@ impl SampleTimeline {
         self.wal.versions.push_back(name.to_string());
         let drop = self.wal.versions.len().saturating_sub(KEEP_VERSIONS);
         let dropped: Vec<String> = self.wal.versions.drain(..drop).collect();
-        dropped
-            .iter()
-            .try_for_each(|old| self.remove_layer(old, ch))?;
+        for old in &dropped {
+            self.remove_layer(old, ch)?;
+        }
         if self.wal.bytes.len() as u64 > self.budget / 8 {
-            let finished = std::mem::replace(&mut self.wal, WalChain::new(rel, lsns.end));
+            let fresh = WalChain::new(self.wal.rel.clone(), lsns.end);
+            let finished = std::mem::replace(&mut self.wal, fresh);
             for old in finished.versions.iter().rev().skip(1) {
                 self.remove_layer(old, ch)?;
             }
         }
         Ok(())
+    }
+
+    /// Appends records over `lsns` to the chain's bytes, after a summary if it has none yet.
+    fn append_wal(&mut self, lsns: Range<Lsn>) {
+        if self.wal.bytes.is_empty() {
+            let (keys, start) = (self.wal.rel.keys(), self.wal.lsn_start);
+            self.wal.bytes = layer::delta_summary(self.owner(), &keys, start);
+        }
+        let grow = self.rng.range(self.budget / 128..self.budget / 32) as usize;
+        let (rel, xid) = (&self.wal.rel, self.next_xid);
+        let out = &mut self.wal.bytes;
+        layer::append_records(&mut self.rng, out, rel, lsns, (grow, xid));
     }
 
     /// Merges the L0 deltas of earlier checkpoints into one L1 delta once there are enough.
