@@ -15,15 +15,16 @@
 //!
 //! # Shape (modelled on Neon's staging fleet, scaled to `bytes_per_timeline`)
 //! - Pages are Postgres 8 KiB heap pages that zstd compresses about 3x ([`postgres_page`]).
-//! - About 16-20 layers per timeline at checkpoint 0: five *hot* image layers holding about 70%
-//!   of the budget (the largest about 40%), six to nine small image layers, three to five small
-//!   delta layers (8-200 KiB) and a WAL-like delta. Most files are small, a few are large.
+//! - About 17-23 layers per timeline at checkpoint 0: three *hot* image layers holding about 75%
+//!   of the budget (the largest about 45%), ten to fourteen small image layers (24-136 KiB),
+//!   three to five small delta layers (8-200 KiB) and a WAL-like delta (branches have fewer
+//!   small layers). Most files are small, a few are large.
 //! - Timeline 1 of each tenant with two or more is a branch of timeline 0 at its checkpoint-0
 //!   LSN: its hot image layers are the parent's, 3% of the pages changed, at the same offsets.
 //! - Each checkpoint: the LSN advances; every hot image layer gets a new version under a new name
 //!   with 2% of its pages updated in place (the two newest versions stay); the WAL-like delta is
-//!   rewritten under a new name as its previous bytes plus new records; one to three new small
-//!   deltas and sometimes a new small image appear; now and then six or more small deltas are
+//!   rewritten under a new name as its previous bytes plus new records; one to four new small
+//!   deltas and up to two new small images appear; now and then six or more small deltas are
 //!   compacted into one (their records concatenated) and removed.
 //!
 //! The layer file format and names are described in `sample/layer.rs`.

@@ -247,7 +247,7 @@ pub(crate) fn append_records(
     while out.len() < target {
         let block = rng.below(u64::from(rel.blocks.max(1))) as u32;
         let mut ctx = rel.page_context(block, Lsn(lsn & !7));
-        ctx.xmin = xid.wrapping_add(((lsn - lsns.start.0) / 512) as u32);
+        ctx.xmin = xid.wrapping_add((lsn.saturating_sub(lsns.start.0) / 512) as u32);
         if rng.chance(0.03) {
             push_record(
                 out,
@@ -261,7 +261,9 @@ pub(crate) fn append_records(
             let len = page::heap_tuple(rng, &ctx, item, &mut tuple);
             push_record(out, &ctx, &rel.key(block), 1, &tuple[..len]);
         }
-        lsn = (lsn + step.max(8)).min(lsns.end.0 - 8);
+        lsn = (lsn + step.max(8))
+            .min(lsns.end.0.saturating_sub(8))
+            .max(lsns.start.0);
     }
 }
 

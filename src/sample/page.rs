@@ -250,10 +250,20 @@ pub(crate) fn heap_tuple(
     put_u32(out, COL_ACCOUNT, rng.below(50_000) as u32);
     put_u16(out, COL_STATUS, rng.below(5) as u16);
     put_u16(out, 46, 0);
-    rng.fill(&mut out[48..NOTE_OFFSET]);
+    write_token(rng, ctx, &mut out[48..NOTE_OFFSET]);
     let note = write_note(rng, &mut out[NOTE_OFFSET + 1..]);
     out[NOTE_OFFSET] = (((note + 1) << 1) | 1) as u8;
     NOTE_OFFSET + 1 + note
+}
+
+/// The `token` uuid: fresh random bytes for two rows in five, else one of four values shared by
+/// the rows of the page (the same few sessions write many rows).
+fn write_token(rng: &mut SampleRng, ctx: &PageContext, out: &mut [u8]) {
+    if rng.chance(0.4) {
+        return rng.fill(out);
+    }
+    let session = ctx.first_row_id.wrapping_mul(4).wrapping_add(rng.below(4));
+    out.copy_from_slice(&SampleRng::new(session).next_u128().to_le_bytes());
 }
 
 /// `HeapTupleHeaderData`: xmin, xmax 0, cid 0, ctid (block, item), natts, infomask, hoff.

@@ -48,6 +48,11 @@ impl SampleRng {
         result
     }
 
+    /// The next 128 random bits.
+    pub fn next_u128(&mut self) -> u128 {
+        (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64())
+    }
+
     /// A uniform value in `0..n` (0 when `n` is 0), by multiply-shift: no division, bias below
     /// 2^-64 * n.
     pub fn below(&mut self, n: u64) -> u64 {

@@ -9,7 +9,7 @@
 //! checkpoint with 2% of their pages updated, the two newest versions kept; *cold* small image
 //! layers that never change; small L0 delta layers, merged into one L1 delta once six or more
 //! older ones pile up; and a WAL-like delta chain that every checkpoint rewrites with records
-//! appended, the two newest versions kept, restarted when it reaches a quarter of the budget.
+//! appended, the two newest versions kept, restarted when it reaches an eighth of the budget.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs;
@@ -27,7 +27,7 @@ use crate::metadata::{METADATA_FILE_NAME, TimelineMetadata};
 /// Where every timeline's WAL starts (Neon's usual initdb LSN, 0/149F0D8).
 const INITDB_LSN: Lsn = Lsn(0x0149_F0D8);
 /// Share of the byte budget each hot image layer gets at checkpoint 0.
-const HOT_SHARES: [f64; 5] = [0.40, 0.18, 0.08, 0.03, 0.015];
+const HOT_SHARES: [f64; 3] = [0.45, 0.2, 0.08];
 /// Share of a hot image's pages a checkpoint updates.
 const UPDATE_SHARE: f64 = 0.02;
 /// Share of the ancestor's pages a branch has changed by its first checkpoint.
@@ -39,7 +39,7 @@ const COMPACT_AT: usize = 6;
 /// Size range of small layer files, as in Neon (8 KiB to 200 KiB, log-uniform).
 const SMALL_FILE: Range<u64> = 8 << 10..200 << 10;
 /// Page count range of cold image layers.
-const COLD_PAGES: Range<u64> = 1..25;
+const COLD_PAGES: Range<u64> = 1..16;
 /// Postgres microseconds of 2024-01-01.
 const EPOCH_US: i64 = 757_382_400_000_000;
 
@@ -178,7 +178,7 @@ impl SampleTimeline {
         for share in HOT_SHARES {
             t.add_hot_image(share, INITDB_LSN..lsn, &mut ch)?;
         }
-        for _ in 0..t.rng.range(6..10) {
+        for _ in 0..t.rng.range(10..15) {
             let at = Lsn(align8(t.rng.range(INITDB_LSN.0 + 8..lsn.0)));
             t.add_cold_image(INITDB_LSN..at, &mut ch)?;
         }
@@ -211,6 +211,10 @@ impl SampleTimeline {
             let bytes = fs::read(parent.dir.join(&hot.current))?;
             t.add_image_version(hot.rel.clone(), bytes, (lsn, BRANCH_SHARE), &mut ch)?;
         }
+        for _ in 0..t.rng.range(5..9) {
+            let at = Lsn(align8(t.rng.range(ancestor_lsn.0 + 8..lsn.0)));
+            t.add_cold_image(ancestor_lsn..at, &mut ch)?;
+        }
         t.wal = WalChain::new(t.hot[0].rel.clone(), ancestor_lsn);
         let n = t.rng.range(2..4) as usize;
         t.add_l0_deltas(n, ancestor_lsn..lsn, &mut ch)?;
@@ -234,10 +238,10 @@ impl SampleTimeline {
             self.reimage(i, lsn, &mut ch)?;
         }
         self.grow_wal(prev..lsn, &mut ch)?;
-        if self.rng.chance(0.5) {
+        for _ in 0..self.rng.range(0..3) {
             self.add_cold_image(prev..lsn, &mut ch)?;
         }
-        let n = self.rng.range(1..4) as usize;
+        let n = self.rng.range(1..5) as usize;
         self.add_l0_deltas(n, prev..lsn, &mut ch)?;
         self.compact(&mut ch)?;
         self.finish_checkpoint(lsn, ch)
@@ -388,23 +392,11 @@ impl SampleTimeline {
     }
 
     /// Appends records over `lsns` to the WAL chain and writes it as a new version; drops old
-    /// versions; restarts the chain once it is a quarter of the budget.
+    /// versions; restarts the chain once it is an eighth of the budget.
     fn grow_wal(&mut self, lsns: Range<Lsn>, ch: &mut Changes) -> io::Result<()> {
-        if self.wal.bytes.is_empty() {
-            let (keys, start) = (self.wal.rel.keys(), self.wal.lsn_start);
-            self.wal.bytes = layer::delta_summary(self.owner(), &keys, start);
-        }
-        let grow = self.rng.range(self.budget / 64..self.budget / 16) as usize;
-        let (rel, xid) = (self.wal.rel.clone(), self.next_xid);
-        layer::append_records(
-            &mut self.rng,
-            &mut self.wal.bytes,
-            &rel,
-            lsns.clone(),
-            (grow, xid),
-        );
+        self.append_wal(lsns.clone());
         let name = LayerName::Delta {
-            keys: rel.keys(),
+            keys: self.wal.rel.keys(),
             lsns: self.wal.lsn_start..lsns.end,
         };
         let bytes = std::mem::take(&mut self.wal.bytes);
@@ -413,16 +405,29 @@ impl SampleTimeline {
         self.wal.versions.push_back(name.to_string());
         let drop = self.wal.versions.len().saturating_sub(KEEP_VERSIONS);
         let dropped: Vec<String> = self.wal.versions.drain(..drop).collect();
-        dropped
-            .iter()
-            .try_for_each(|old| self.remove_layer(old, ch))?;
-        if self.wal.bytes.len() as u64 > self.budget / 4 {
-            let finished = std::mem::replace(&mut self.wal, WalChain::new(rel, lsns.end));
+        for old in &dropped {
+            self.remove_layer(old, ch)?;
+        }
+        if self.wal.bytes.len() as u64 > self.budget / 8 {
+            let fresh = WalChain::new(self.wal.rel.clone(), lsns.end);
+            let finished = std::mem::replace(&mut self.wal, fresh);
             for old in finished.versions.iter().rev().skip(1) {
                 self.remove_layer(old, ch)?;
             }
         }
         Ok(())
+    }
+
+    /// Appends records over `lsns` to the chain's bytes, after a summary if it has none yet.
+    fn append_wal(&mut self, lsns: Range<Lsn>) {
+        if self.wal.bytes.is_empty() {
+            let (keys, start) = (self.wal.rel.keys(), self.wal.lsn_start);
+            self.wal.bytes = layer::delta_summary(self.owner(), &keys, start);
+        }
+        let grow = self.rng.range(self.budget / 128..self.budget / 32) as usize;
+        let (rel, xid) = (&self.wal.rel, self.next_xid);
+        let out = &mut self.wal.bytes;
+        layer::append_records(&mut self.rng, out, rel, lsns, (grow, xid));
     }
 
     /// Merges the L0 deltas of earlier checkpoints into one L1 delta once there are enough.
