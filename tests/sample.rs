@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use layercas::id::{TenantId, TimelineId};
 use layercas::metadata::TimelineMetadata;
@@ -286,78 +285,4 @@ fn create_refuses_bad_input() {
     SampleWorkdir::create(dir.path(), &spec(1, 1, 1, 256 << 10)).unwrap();
     let err = SampleWorkdir::create(dir.path(), &spec(1, 1, 1, 256 << 10)).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
-}
-
-/// Measurement, not a check: generation speed of the demo spec and the zstd ratio of its files.
-/// Run with `cargo test --release --test sample -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn measure_demo_generation() {
-    let dir = tempfile::tempdir().unwrap();
-    let start = Instant::now();
-    let (mut wd, _) = SampleWorkdir::create(dir.path(), &SampleSpec::demo()).unwrap();
-    let created = start.elapsed();
-    let bytes0 = total_bytes(&wd);
-    let start = Instant::now();
-    let mut written = 0;
-    for _ in 0..3 {
-        let deltas = wd.step().unwrap();
-        written += added_bytes(&wd, &deltas);
-    }
-    let stepped = start.elapsed();
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    println!(
-        "create: {:.1} MiB in {created:.2?} = {:.0} MiB/s; 3 steps wrote {:.1} MiB = {:.0} MiB/s",
-        mib(bytes0),
-        mib(bytes0) / created.as_secs_f64(),
-        mib(written),
-        mib(written) / stepped.as_secs_f64()
-    );
-    let (mut raw, mut packed) = (0, 0);
-    for t in wd.timelines() {
-        for n in t.layers() {
-            let data = fs::read(t.dir().join(n)).unwrap();
-            raw += data.len();
-            packed += zstd::bulk::compress(&data, 3).unwrap().len();
-        }
-    }
-    println!(
-        "zstd -3 ratio over all layers: {:.2}",
-        raw as f64 / packed as f64
-    );
-    let mut sizes: Vec<u64> = wd.timelines().iter().flat_map(layer_sizes).collect();
-    sizes.sort();
-    let q = |f: f64| sizes[((sizes.len() - 1) as f64 * f) as usize] >> 10;
-    println!(
-        "{} layers after 3 steps, KiB: median {} p90 {} max {}",
-        sizes.len(),
-        q(0.5),
-        q(0.9),
-        q(1.0)
-    );
-}
-
-fn layer_sizes(t: &SampleTimeline) -> Vec<u64> {
-    let sizes = t.layers().iter();
-    sizes
-        .map(|n| fs::metadata(t.dir().join(n)).unwrap().len())
-        .collect()
-}
-
-fn total_bytes(wd: &SampleWorkdir) -> u64 {
-    let sizes = wd.timelines().iter().flat_map(|t| {
-        t.layers()
-            .iter()
-            .map(|n| fs::metadata(t.dir().join(n)).unwrap().len())
-    });
-    sizes.sum()
-}
-
-fn added_bytes(wd: &SampleWorkdir, deltas: &[CheckpointDelta]) -> u64 {
-    let sizes = wd.timelines().iter().zip(deltas).flat_map(|(t, d)| {
-        d.added
-            .iter()
-            .map(|n| fs::metadata(t.dir().join(n)).unwrap().len())
-    });
-    sizes.sum()
 }

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Every test, exactly as CI runs them. Tests that need S3 start their own server on 127.0.0.1
+# (scripts/s3-server.sh); with CI=true a missing server is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo test --locked --lib --bins --tests "$@"
+cargo test --locked --doc
+# Benchmarks must keep compiling (they run with `cargo bench`).
+cargo bench --locked --no-run
