@@ -89,7 +89,8 @@ pub struct CheckpointReport {
     pub files_removed: usize,
     /// Bytes of the added files.
     pub bytes_added: u64,
-    /// Chunks of the added files that had to be chunked.
+    /// Bytes of the added files that had to be chunked (not recognised whole), and their chunks.
+    pub chunked_bytes: u64,
     pub chunks: u64,
     /// Chunks not stored before, and their raw and stored bytes.
     pub new_chunks: u64,
@@ -273,6 +274,7 @@ impl Writer {
                 } => {
                     report.files_added += 1;
                     report.files_deduplicated += deduplicated as usize;
+                    report.chunked_bytes += if deduplicated { 0 } else { entry.size };
                     report.bytes_added += entry.size;
                     added.push(entry);
                 }

@@ -111,22 +111,34 @@ impl Store {
             finish_file(t)?;
         }
         // The metadata file goes last: only now does the timeline look complete.
-        write_atomically(&root.join(METADATA_FILE_NAME), &state.metadata.to_file_bytes())?;
+        write_atomically(
+            &root.join(METADATA_FILE_NAME),
+            &state.metadata.to_file_bytes(),
+        )?;
         Ok(report)
     }
 
     /// Fetches every planned range and writes its chunks into the temporary files.
-    async fn fetch_and_write(&self, ranges: Vec<RangeRead>, targets: &Arc<Vec<Target>>, progress: &DynProgress) -> Result<()> {
+    async fn fetch_and_write(
+        &self,
+        ranges: Vec<RangeRead>,
+        targets: &Arc<Vec<Target>>,
+        progress: &DynProgress,
+    ) -> Result<()> {
         futures::stream::iter(ranges.into_iter().map(|r| {
             let (targets, progress) = (targets.clone(), progress.clone());
             async move {
-                let bytes = self.backend().get_range(&layout::pack_key(&r.pack), r.start..r.end).await.map_err(|e| {
-                    let first = &r.blobs[0];
-                    Error::Integrity(format!(
-                        "reading pack {} for chunk {} of file {:?}: {e}",
-                        r.pack, first.chunk, targets[first.dests[0].0].entry.name
-                    ))
-                })?;
+                let bytes = self
+                    .backend()
+                    .get_range(&layout::pack_key(&r.pack), r.start..r.end)
+                    .await
+                    .map_err(|e| {
+                        let first = &r.blobs[0];
+                        Error::Integrity(format!(
+                            "reading pack {} for chunk {} of file {:?}: {e}",
+                            r.pack, first.chunk, targets[first.dests[0].0].entry.name
+                        ))
+                    })?;
                 tokio::task::spawn_blocking(move || write_range(&r, &bytes, &targets, &progress))
                     .await
                     .map_err(|e| Error::InvalidInput(format!("restore worker failed: {e}")))?

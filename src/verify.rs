@@ -354,9 +354,16 @@ async fn check_pack(store: &Store, id: PackId, size: u64, read_data: bool) -> Re
         // A damaged blob is named above; damage elsewhere (the table's own bytes are checksummed)
         // still shows as a hash mismatch.
         if bad.is_empty() && PackId::of(&bytes) != id {
-            return Err(corrupt(crate::DecodeError::new("pack", "content does not hash to its key")));
+            return Err(corrupt(crate::DecodeError::new(
+                "pack",
+                "content does not hash to its key",
+            )));
         }
-        Ok(PackCheck { blobs_checked: table.len(), table, bad_blobs: bad })
+        Ok(PackCheck {
+            blobs_checked: table.len(),
+            table,
+            bad_blobs: bad,
+        })
     })
     .await
     .map_err(|e| Error::InvalidInput(format!("verify worker failed: {e}")))?

@@ -26,17 +26,34 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 fn json(out: &Output) -> Value {
-    assert!(out.status.success(), "casctl failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "casctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn checkpoint(store: &Path, dir: &Path, lsn: &str) -> Output {
-    run(casctl(store).args(["--json", "checkpoint", "--tenant", T, "--timeline", TL, "--lsn", lsn]).arg(dir))
+    run(casctl(store)
+        .args([
+            "--json",
+            "checkpoint",
+            "--tenant",
+            T,
+            "--timeline",
+            TL,
+            "--lsn",
+            lsn,
+        ])
+        .arg(dir))
 }
 
 fn restore(store: &Path, to: &Path, lsn: Option<&str>) -> Output {
     let mut c = casctl(store);
-    c.args(["--json", "restore", "--tenant", T, "--timeline", TL, "--to"]).arg(to);
+    c.args(["--json", "restore", "--tenant", T, "--timeline", TL, "--to"])
+        .arg(to);
     if let Some(l) = lsn {
         c.args(["--lsn", l]);
     }
@@ -55,7 +72,13 @@ fn error_messages(v: &Value) -> Vec<String> {
         .unwrap()
         .iter()
         .filter(|p| p["severity"] == "error")
-        .map(|p| format!("{}: {}", p["key"].as_str().unwrap(), p["message"].as_str().unwrap()))
+        .map(|p| {
+            format!(
+                "{}: {}",
+                p["key"].as_str().unwrap(),
+                p["message"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -63,7 +86,10 @@ fn error_messages(v: &Value) -> Vec<String> {
 fn sample_files(dir: &Path, seed: u64) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     for i in 0..30u64 {
-        files.insert(format!("layer_{i:02}"), noise(((i * 37_000) % 400_000) as usize, seed + i));
+        files.insert(
+            format!("layer_{i:02}"),
+            noise(((i * 37_000) % 400_000) as usize, seed + i),
+        );
     }
     files.insert("big".into(), noise(6 << 20, seed + 99));
     write_files(dir, &files);
@@ -74,7 +100,9 @@ fn sample_files(dir: &Path, seed: u64) -> BTreeMap<String, Vec<u8>> {
 #[test]
 fn demo_passes() {
     let (_d, dir) = tempdir();
-    let out = run(Command::new(env!("CARGO_BIN_EXE_casctl")).args(["--json", "demo", "--steps", "2", "--dir"]).arg(&dir));
+    let out = run(Command::new(env!("CARGO_BIN_EXE_casctl"))
+        .args(["--json", "demo", "--steps", "2", "--dir"])
+        .arg(&dir));
     let v = json(&out);
     assert_eq!(v["ok"], true, "{v}");
     assert!(v["dedup_ratio"].as_f64().unwrap() > 2.0, "{v}");
@@ -94,7 +122,14 @@ fn ls_and_stats_report_the_store() {
     assert_eq!(ls[0]["checkpoints"], serde_json::json!(["0/100", "1/0"]));
     let text = String::from_utf8(run(casctl(&store).arg("ls")).stdout).unwrap();
     assert!(text.contains(&format!("{T}/{TL}: 0/100 1/0")), "{text}");
-    let files_json = json(&run(casctl(&store).args(["--json", "ls", "--tenant", T, "--timeline", TL])));
+    let files_json = json(&run(casctl(&store).args([
+        "--json",
+        "ls",
+        "--tenant",
+        T,
+        "--timeline",
+        TL,
+    ])));
     assert_eq!(files_json.as_array().unwrap().len(), files.len());
 
     let s = json(&run(casctl(&store).args(["--json", "stats"])));
@@ -104,7 +139,10 @@ fn ls_and_stats_report_the_store() {
     for field in ["stored_bytes", "chunks", "packs"] {
         assert!(s[field].as_u64().unwrap() > 0, "{field}: {s}");
     }
-    assert!(s["stored_bytes"].as_u64().unwrap() < logical / 2 + 1024 * 1024, "second checkpoint must dedup: {s}");
+    assert!(
+        s["stored_bytes"].as_u64().unwrap() < logical / 2 + 1024 * 1024,
+        "second checkpoint must dedup: {s}"
+    );
 }
 
 /// Bad arguments fail with a message naming what was wrong, and change nothing.
@@ -113,18 +151,50 @@ fn bad_input_gets_clear_errors() {
     let (_s, store) = tempdir();
     let (_w, work) = tempdir();
     sample_files(&work, 2);
-    let bad_lsn = run(casctl(&store).args(["checkpoint", "--tenant", T, "--timeline", TL, "--lsn", "12345"]).arg(&work));
+    let bad_lsn = run(casctl(&store)
+        .args([
+            "checkpoint",
+            "--tenant",
+            T,
+            "--timeline",
+            TL,
+            "--lsn",
+            "12345",
+        ])
+        .arg(&work));
     assert!(!bad_lsn.status.success());
-    assert!(String::from_utf8_lossy(&bad_lsn.stderr).contains("12345"), "{}", String::from_utf8_lossy(&bad_lsn.stderr));
-    let bad_tenant = run(casctl(&store).args(["checkpoint", "--tenant", "xyz", "--timeline", TL, "--lsn", "0/1"]).arg(&work));
+    assert!(
+        String::from_utf8_lossy(&bad_lsn.stderr).contains("12345"),
+        "{}",
+        String::from_utf8_lossy(&bad_lsn.stderr)
+    );
+    let bad_tenant = run(casctl(&store)
+        .args([
+            "checkpoint",
+            "--tenant",
+            "xyz",
+            "--timeline",
+            TL,
+            "--lsn",
+            "0/1",
+        ])
+        .arg(&work));
     assert!(String::from_utf8_lossy(&bad_tenant.stderr).contains("tenant id"));
-    let no_lsn = run(casctl(&store).args(["checkpoint", "--tenant", T, "--timeline", TL]).arg(&work));
+    let no_lsn = run(casctl(&store)
+        .args(["checkpoint", "--tenant", T, "--timeline", TL])
+        .arg(&work));
     assert!(String::from_utf8_lossy(&no_lsn.stderr).contains("--lsn"));
-    let missing = run(casctl(&store).args(["restore", "--tenant", T, "--timeline", TL, "--to"]).arg(work.join("out")));
+    let missing = run(casctl(&store)
+        .args(["restore", "--tenant", T, "--timeline", TL, "--to"])
+        .arg(work.join("out")));
     assert!(!missing.status.success());
     json(&checkpoint(&store, &work, "0/10"));
     let older = checkpoint(&store, &work, "0/5");
-    assert!(String::from_utf8_lossy(&older.stderr).contains("older than"), "{}", String::from_utf8_lossy(&older.stderr));
+    assert!(
+        String::from_utf8_lossy(&older.stderr).contains("older than"),
+        "{}",
+        String::from_utf8_lossy(&older.stderr)
+    );
 }
 
 /// A flipped byte in a pack makes `verify --read-data` and `restore` fail naming the chunk; damaged
@@ -150,19 +220,34 @@ fn corruption_is_detected_and_named() {
     let r = restore(&store, &out, None);
     assert!(!r.status.success());
     let msg = String::from_utf8_lossy(&r.stderr);
-    assert!(msg.contains("chunk ") && msg.contains("pack ") && msg.contains("file "), "{msg}");
-    assert!(read_tree(&out).keys().all(|k| !k.contains("layercas")), "no temporary file stays");
+    assert!(
+        msg.contains("chunk ") && msg.contains("pack ") && msg.contains("file "),
+        "{msg}"
+    );
+    assert!(
+        read_tree(&out).keys().all(|k| !k.contains("layercas")),
+        "no temporary file stays"
+    );
     bytes[100] ^= 0x20;
     overwrite(pack, &bytes);
     assert!(verify(&store).0);
 
     let manifest = &objects(&store.join("manifests"))[0];
     let good = std::fs::read(manifest).unwrap();
-    for damage in [good[..good.len() / 2].to_vec(), b"garbage".to_vec(), flip(&good, 40)] {
+    for damage in [
+        good[..good.len() / 2].to_vec(),
+        b"garbage".to_vec(),
+        flip(&good, 40),
+    ] {
         overwrite(manifest, &damage);
         let (ok, v) = verify(&store);
         assert!(!ok);
-        assert!(error_messages(&v).iter().any(|e| e.starts_with("manifests/")), "{v}");
+        assert!(
+            error_messages(&v)
+                .iter()
+                .any(|e| e.starts_with("manifests/")),
+            "{v}"
+        );
     }
     overwrite(manifest, &good);
 
@@ -170,7 +255,10 @@ fn corruption_is_detected_and_named() {
     let good_index = std::fs::read(index).unwrap();
     overwrite(index, &good_index[..good_index.len() - 3]);
     let (ok, v) = verify(&store);
-    assert!(!ok && error_messages(&v).iter().any(|e| e.starts_with("index/")), "{v}");
+    assert!(
+        !ok && error_messages(&v).iter().any(|e| e.starts_with("index/")),
+        "{v}"
+    );
     overwrite(index, &good_index);
     assert!(verify(&store).0);
 }
@@ -192,12 +280,24 @@ fn escaping_names_are_refused() {
             lsn: Lsn(0x20),
             prev_lsn: Some(Lsn(0x10)),
             metadata: layercas::metadata::TimelineMetadata::at(Lsn(0x20)),
-            added: vec![FileEntry { name: bad.into(), size: 0, hash: FileHash(*blake3::hash(b"").as_bytes()), chunks: vec![] }],
+            added: vec![FileEntry {
+                name: bad.into(),
+                size: 0,
+                hash: FileHash(*blake3::hash(b"").as_bytes()),
+                chunks: vec![],
+            }],
             removed: vec![],
         };
-        std::fs::write(store.join(format!("manifests/{T}/{TL}/0000000000000020")), m.encode()).unwrap();
+        std::fs::write(
+            store.join(format!("manifests/{T}/{TL}/0000000000000020")),
+            m.encode(),
+        )
+        .unwrap();
         let (ok, v) = verify(&store);
-        assert!(!ok && error_messages(&v).iter().any(|e| e.contains(bad)), "{v}");
+        assert!(
+            !ok && error_messages(&v).iter().any(|e| e.contains(bad)),
+            "{v}"
+        );
         let (_o, out) = tempdir();
         let r = restore(&store, &out.join("t"), None);
         assert!(!r.status.success());
@@ -241,16 +341,29 @@ fn killed_checkpoints_leave_a_consistent_store() {
 
         let (ok, v) = verify(&store);
         assert!(ok, "after kill {i}: {:?}", error_messages(&v));
-        let manifest = store.join(format!("manifests/{T}/{TL}/{:016X}", (1u64 << 32) + i as u64 + 1));
+        let manifest = store.join(format!(
+            "manifests/{T}/{TL}/{:016X}",
+            (1u64 << 32) + i as u64 + 1
+        ));
         if manifest.exists() {
             let (_o, out) = tempdir();
             json(&restore(&store, &out, Some(&lsn)));
-            assert_eq!(read_tree(&out), files, "checkpoint {lsn} exists but is incomplete");
+            assert_eq!(
+                read_tree(&out),
+                files,
+                "checkpoint {lsn} exists but is incomplete"
+            );
         } else {
-            assert!(!status.success(), "a successful checkpoint must have its manifest");
+            assert!(
+                !status.success(),
+                "a successful checkpoint must have its manifest"
+            );
         }
     }
-    assert!(completed < kills, "no run was interrupted: the kill points did not cover the work");
+    assert!(
+        completed < kills,
+        "no run was interrupted: the kill points did not cover the work"
+    );
 }
 
 /// A multi-GiB file round-trips through casctl with peak memory far below its size.
@@ -267,13 +380,37 @@ fn multi_gib_file_streams_with_bounded_memory() {
             f.write_all(&noise(block, 77 + i as u64)).unwrap();
         }
     }
-    let (status, rss) = run_measured(casctl(&store).args(["checkpoint", "--tenant", T, "--timeline", TL, "--lsn", "0/1"]).arg(&work));
+    let (status, rss) = run_measured(
+        casctl(&store)
+            .args([
+                "checkpoint",
+                "--tenant",
+                T,
+                "--timeline",
+                TL,
+                "--lsn",
+                "0/1",
+            ])
+            .arg(&work),
+    );
     assert!(status, "checkpoint failed");
-    assert!(rss < 400 << 20, "checkpoint peak RSS {} MiB for a 2 GiB file", rss >> 20);
+    assert!(
+        rss < 400 << 20,
+        "checkpoint peak RSS {} MiB for a 2 GiB file",
+        rss >> 20
+    );
     let (_o, out) = tempdir();
-    let (status, rss) = run_measured(casctl(&store).args(["restore", "--tenant", T, "--timeline", TL, "--to"]).arg(&out));
+    let (status, rss) = run_measured(
+        casctl(&store)
+            .args(["restore", "--tenant", T, "--timeline", TL, "--to"])
+            .arg(&out),
+    );
     assert!(status, "restore failed");
-    assert!(rss < 400 << 20, "restore peak RSS {} MiB for a 2 GiB file", rss >> 20);
+    assert!(
+        rss < 400 << 20,
+        "restore peak RSS {} MiB for a 2 GiB file",
+        rss >> 20
+    );
     assert!(same_file(&work.join("huge"), &out.join("huge")));
 }
 
@@ -287,12 +424,18 @@ fn run_measured(cmd: &mut Command) -> (bool, u64) {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(r, pid);
     std::mem::forget(child);
-    (libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, usage.ru_maxrss as u64 * 1024)
+    (
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        usage.ru_maxrss as u64 * 1024,
+    )
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
     use std::io::Read;
-    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     loop {
         let na = fa.read(&mut ba).unwrap();
