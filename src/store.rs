@@ -213,6 +213,7 @@ impl Store {
         for obj in self.read_all_indexes().await?.values() {
             index.add_object(obj);
         }
+        index.compact();
         Ok(index)
     }
 }
