@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::backend::{BackendError, BackendExt, DynBackend};
+use crate::backend::{BackendError, BackendExt, DynBackend, Key};
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, FileHash, PackId, TenantId, TimelineId};
@@ -106,12 +106,22 @@ pub struct CheckpointReport {
 pub struct Writer {
     store: Store,
     index: Arc<RwLock<ChunkIndex>>,
+    /// Index objects already merged into `index`.
+    seen_indexes: Mutex<HashSet<Key>>,
+    /// The newest known state of each timeline this writer recorded, to avoid re-reading its
+    /// manifests for the next checkpoint.
+    states: Mutex<HashMap<(TenantId, TimelineId), TimelineState>>,
 }
 
 impl Writer {
     /// Loads the store's index.
     pub async fn new(store: Store) -> Result<Writer> {
-        let index = store.load_index().await?;
+        let objects = store.read_all_indexes().await?;
+        let mut index = ChunkIndex::new();
+        for obj in objects.values() {
+            index.add_object(obj);
+        }
+        index.compact();
         tracing::debug!(
             chunks = index.len(),
             packs = index.packs().len(),
@@ -120,6 +130,8 @@ impl Writer {
         Ok(Writer {
             store,
             index: Arc::new(RwLock::new(index)),
+            seen_indexes: Mutex::new(objects.into_keys().collect()),
+            states: Mutex::new(HashMap::new()),
         })
     }
 
@@ -131,6 +143,67 @@ impl Writer {
     /// Number of chunks known to be stored.
     pub fn known_chunks(&self) -> usize {
         self.index.read().expect("index lock").len()
+    }
+
+    /// Heap bytes the chunk index holds for its entries.
+    pub fn index_heap_bytes(&self) -> usize {
+        self.index.read().expect("index lock").entry_heap_bytes()
+    }
+
+    /// Merges index objects written by others since this writer loaded or last refreshed.
+    pub async fn refresh_index(&self) -> Result<usize> {
+        let listed = self.store.list(&layout::prefix(layout::INDEX)).await?;
+        let fresh: Vec<Key> = {
+            let seen = self.seen_indexes.lock().expect("seen lock");
+            listed
+                .into_iter()
+                .map(|m| m.key)
+                .filter(|k| layout::parse_index_key(k).is_some() && !seen.contains(k))
+                .collect()
+        };
+        for key in &fresh {
+            let obj = self.store.read_index(key).await?;
+            self.index.write().expect("index lock").add_object(&obj);
+            self.seen_indexes
+                .lock()
+                .expect("seen lock")
+                .insert(key.clone());
+        }
+        Ok(fresh.len())
+    }
+
+    /// Restores a timeline (at `at`, or its newest checkpoint) into `to`, finding chunks through
+    /// this writer's index after merging any index objects written since it was loaded.
+    pub async fn restore(
+        &self,
+        tenant: &TenantId,
+        timeline: &TimelineId,
+        at: Option<crate::id::Lsn>,
+        to: &Path,
+        progress: DynProgress,
+    ) -> Result<crate::restore::RestoreReport> {
+        let state = self.store.checkpoint_state(tenant, timeline, at).await?;
+        self.refresh_index().await?;
+        let plan = {
+            let index = self.index.read().expect("index lock");
+            self.store.plan_restore(&index, &state, to, &progress)?
+        };
+        self.store.execute_restore(plan, progress).await
+    }
+
+    /// The timeline's state as of its newest manifest in `refs`, from the cache when it is current.
+    async fn previous_state(
+        &self,
+        refs: &[crate::store::ManifestRef],
+        key: (TenantId, TimelineId),
+    ) -> Result<Option<TimelineState>> {
+        let newest = refs.last().map(|r| r.lsn);
+        if let Some(cached) = self.states.lock().expect("states lock").get(&key) {
+            if Some(cached.lsn) == newest {
+                return Ok(Some(cached.clone()));
+            }
+        }
+        Ok(TimelineState::fold(self.store.read_manifests(refs).await?))
     }
 
     /// Records one checkpoint. Fails with `AlreadyExists` if the timeline has a checkpoint at
@@ -156,7 +229,9 @@ impl Writer {
                 )));
             }
         }
-        let prev = TimelineState::fold(self.store.read_manifests(&refs).await?);
+        let prev = self
+            .previous_state(&refs, (req.tenant, req.timeline))
+            .await?;
         for f in &req.files {
             manifest::validate_name(&f.name)
                 .map_err(|e| Error::InvalidInput(format!("file name {:?}: {e}", f.name)))?;
@@ -197,6 +272,11 @@ impl Writer {
             other => other?,
         }
         report.manifest = key.to_string();
+        let state = TimelineState::apply(prev, manifest);
+        self.states
+            .lock()
+            .expect("states lock")
+            .insert((req.tenant, req.timeline), state);
         tracing::info!(manifest = %key, added = report.files_added, new_chunks = report.new_chunks, "checkpoint recorded");
         Ok(report)
     }

@@ -74,6 +74,15 @@ struct RangeRead {
     blobs: Vec<Need>,
 }
 
+/// A restore ready to run: its temporary files exist and its reads are grouped.
+pub struct RestorePlan {
+    root: PathBuf,
+    targets: Vec<Target>,
+    ranges: Vec<RangeRead>,
+    metadata: Vec<u8>,
+    report: RestoreReport,
+}
+
 impl Store {
     /// Restores `state` into `to` (created if missing) using `index` to find chunks.
     pub async fn restore_state(
@@ -83,6 +92,19 @@ impl Store {
         to: &Path,
         progress: DynProgress,
     ) -> Result<RestoreReport> {
+        let plan = self.plan_restore(index, state, to, &progress)?;
+        self.execute_restore(plan, progress).await
+    }
+
+    /// Decides what to fetch for restoring `state` into `to`, and creates the temporary files.
+    /// Needs `index` only while it runs.
+    pub fn plan_restore(
+        &self,
+        index: &ChunkIndex,
+        state: &TimelineState,
+        to: &Path,
+        progress: &DynProgress,
+    ) -> Result<RestorePlan> {
         std::fs::create_dir_all(to).map_err(|e| Error::io("create directory", to, e))?;
         let root = to.canonicalize().map_err(|e| Error::io("resolve", to, e))?;
         let mut report = RestoreReport {
@@ -92,29 +114,50 @@ impl Store {
         };
         report.bytes = state.logical_bytes();
         progress.set_total(report.bytes);
-
-        let targets = prepare_targets(&root, state, &mut report, &progress)?;
-        let ranges = plan_reads(index, &targets)?;
+        let targets = prepare_targets(&root, state, &mut report, progress)?;
+        let ranges = match plan_reads(index, &targets) {
+            Ok(ranges) => ranges,
+            Err(e) => {
+                discard(&targets);
+                return Err(e);
+            }
+        };
         report.range_reads = ranges.len();
         report.chunks_fetched = ranges.iter().map(|r| r.blobs.len()).sum();
         report.bytes_downloaded = ranges.iter().map(|r| r.end - r.start).sum();
+        Ok(RestorePlan {
+            root,
+            targets,
+            ranges,
+            metadata: state.metadata.to_file_bytes(),
+            report,
+        })
+    }
 
+    /// Fetches, checks and writes everything `plan` names; renames each file into place when it
+    /// is complete, and writes the metadata file last.
+    pub async fn execute_restore(
+        &self,
+        plan: RestorePlan,
+        progress: DynProgress,
+    ) -> Result<RestoreReport> {
+        let RestorePlan {
+            root,
+            targets,
+            ranges,
+            metadata,
+            report,
+        } = plan;
         let targets = Arc::new(targets);
         if let Err(e) = self.fetch_and_write(ranges, &targets, &progress).await {
-            // Leave nothing half-written behind: completed files were renamed already.
-            for t in targets.iter() {
-                let _ = std::fs::remove_file(&t.tmp_path);
-            }
+            discard(&targets);
             return Err(e);
         }
         for t in targets.iter().filter(|t| t.entry.chunks.is_empty()) {
             finish_file(t)?;
         }
         // The metadata file goes last: only now does the timeline look complete.
-        write_atomically(
-            &root.join(METADATA_FILE_NAME),
-            &state.metadata.to_file_bytes(),
-        )?;
+        write_atomically(&root.join(METADATA_FILE_NAME), &metadata)?;
         Ok(report)
     }
 
@@ -159,15 +202,16 @@ impl Store {
         to: &Path,
         progress: DynProgress,
     ) -> Result<RestoreReport> {
-        let state = self
-            .timeline_state(tenant, timeline, at)
-            .await?
-            .ok_or_else(|| {
-                let when = at.map(|l| format!(" at or before {l}")).unwrap_or_default();
-                Error::NotFound(format!("checkpoint of timeline {tenant}/{timeline}{when}"))
-            })?;
+        let state = self.checkpoint_state(tenant, timeline, at).await?;
         let index = self.load_index().await?;
         self.restore_state(&index, &state, to, progress).await
+    }
+}
+
+/// Removes the temporary files of an abandoned restore (completed files were renamed already).
+fn discard(targets: &[Target]) {
+    for t in targets {
+        let _ = std::fs::remove_file(&t.tmp_path);
     }
 }
 
@@ -180,42 +224,55 @@ fn prepare_targets(
 ) -> Result<Vec<Target>> {
     let mut targets = Vec::new();
     for entry in state.files.values() {
-        let final_path = root.join(&entry.name);
-        let parent = final_path
-            .parent()
-            .expect("a file has a parent")
-            .to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io("create directory", &parent, e))?;
-        let real_parent = parent
-            .canonicalize()
-            .map_err(|e| Error::io("resolve", &parent, e))?;
-        if !real_parent.starts_with(root) {
-            return Err(Error::InvalidInput(format!(
-                "file {:?} would be written outside {}",
-                entry.name,
-                root.display()
-            )));
+        match prepare_target(root, entry) {
+            Ok(Some(t)) => targets.push(t),
+            Ok(None) => {
+                report.files_reused += 1;
+                progress.advance(entry.size);
+            }
+            Err(e) => {
+                discard(&targets);
+                return Err(e);
+            }
         }
-        if already_present(&final_path, entry) {
-            report.files_reused += 1;
-            progress.advance(entry.size);
-            continue;
-        }
-        let tmp_path = real_parent.join(format!(
-            ".layercas-{}.tmp",
-            &blake3::hash(entry.name.as_bytes()).to_hex()[..16]
-        ));
-        let file = File::create(&tmp_path).map_err(|e| Error::io("create", &tmp_path, e))?;
-        file.set_len(entry.size)
-            .map_err(|e| Error::io("size", &tmp_path, e))?;
-        targets.push(Target {
-            entry: entry.clone(),
-            final_path,
-            tmp_path,
-            remaining: AtomicUsize::new(0),
-        });
     }
     Ok(targets)
+}
+
+/// The temporary file for `entry`, or `None` when the file is already in place.
+fn prepare_target(root: &Path, entry: &FileEntry) -> Result<Option<Target>> {
+    let final_path = root.join(&entry.name);
+    let parent = final_path
+        .parent()
+        .expect("a file has a parent")
+        .to_path_buf();
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io("create directory", &parent, e))?;
+    let real_parent = parent
+        .canonicalize()
+        .map_err(|e| Error::io("resolve", &parent, e))?;
+    if !real_parent.starts_with(root) {
+        return Err(Error::InvalidInput(format!(
+            "file {:?} would be written outside {}",
+            entry.name,
+            root.display()
+        )));
+    }
+    if already_present(&final_path, entry) {
+        return Ok(None);
+    }
+    let tmp_path = real_parent.join(format!(
+        ".layercas-{}.tmp",
+        &blake3::hash(entry.name.as_bytes()).to_hex()[..16]
+    ));
+    let file = File::create(&tmp_path).map_err(|e| Error::io("create", &tmp_path, e))?;
+    file.set_len(entry.size)
+        .map_err(|e| Error::io("size", &tmp_path, e))?;
+    Ok(Some(Target {
+        entry: entry.clone(),
+        final_path,
+        tmp_path,
+        remaining: AtomicUsize::new(0),
+    }))
 }
 
 fn already_present(path: &Path, entry: &FileEntry) -> bool {

@@ -175,6 +175,21 @@ impl Store {
         Ok(TimelineState::fold(self.read_manifests(&refs).await?))
     }
 
+    /// Like [`Store::timeline_state`], but a missing checkpoint is a `NotFound` error.
+    pub async fn checkpoint_state(
+        &self,
+        tenant: &TenantId,
+        timeline: &TimelineId,
+        at: Option<Lsn>,
+    ) -> Result<TimelineState> {
+        self.timeline_state(tenant, timeline, at)
+            .await?
+            .ok_or_else(|| {
+                let when = at.map(|l| format!(" at or before {l}")).unwrap_or_default();
+                Error::NotFound(format!("checkpoint of timeline {tenant}/{timeline}{when}"))
+            })
+    }
+
     /// Reads and checks one index object: its bytes hash to its key and decode.
     pub async fn read_index(&self, key: &Key) -> Result<IndexObject> {
         let id = layout::parse_index_key(key)
