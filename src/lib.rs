@@ -54,6 +54,7 @@ pub mod progress;
 pub mod restore;
 pub mod sample;
 pub mod store;
+pub mod sync;
 pub mod verify;
 
 pub use error::{DecodeError, Error, Result};

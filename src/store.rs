@@ -142,10 +142,15 @@ impl Store {
 
     /// Reads many manifests concurrently, keeping their order.
     pub async fn read_manifests(&self, refs: &[ManifestRef]) -> Result<Vec<Manifest>> {
-        futures::stream::iter(refs.iter().map(|r| self.read_manifest(r)))
-            .buffered(READ_CONCURRENCY)
-            .try_collect()
-            .await
+        // Owned items keep the futures `Send` for any caller (no higher-ranked borrow).
+        futures::stream::iter(
+            refs.to_vec()
+                .into_iter()
+                .map(|r| async move { self.read_manifest(&r).await }),
+        )
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await
     }
 
     /// The manifests of one timeline, ascending by LSN.

@@ -1,0 +1,201 @@
+//! Sync configuration: the `[remote_storage]` TOML section and the loop's limits.
+//!
+//! ```toml
+//! [remote_storage]
+//! local_path = "/var/lib/layercas"        # either a local directory ...
+//! # bucket_name = "pageserver-backup"     # ... or an S3 bucket
+//! # bucket_region = "eu-central-1"
+//! # endpoint = "http://127.0.0.1:9000"    # S3-compatible servers
+//! # prefix_in_bucket = "staging/"
+//! max_concurrent_sync = 4                 # timelines synced at once
+//! max_sync_errors = 10                    # failures before a timeline is evicted
+//! # Used only when the store is created:
+//! chunk_min = 16384
+//! chunk_avg = 32768
+//! chunk_max = 131072
+//! pack_target_size = 16777216
+//! ```
+//! Owns parsing and validation. Must not open connections: see `RemoteStorageConfig::backend`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::backend::DynBackend;
+use crate::config::{ChunkerParams, StoreConfig};
+use crate::error::{Error, Result};
+
+/// Where the store is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteStorageKind {
+    Local {
+        path: PathBuf,
+    },
+    S3 {
+        bucket: String,
+        region: Option<String>,
+        endpoint: Option<String>,
+        prefix: Option<String>,
+    },
+}
+
+/// The `[remote_storage]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteStorageConfig {
+    pub kind: RemoteStorageKind,
+    /// Timelines synced at once.
+    pub max_concurrent_sync: usize,
+    /// Consecutive failures of one timeline's task before it is reported `Evicted`.
+    pub max_sync_errors: u32,
+    /// First retry delay of a failed task; doubles per failure up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// The configuration a new store is created with.
+    pub store: StoreConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSection {
+    local_path: Option<PathBuf>,
+    bucket_name: Option<String>,
+    bucket_region: Option<String>,
+    endpoint: Option<String>,
+    prefix_in_bucket: Option<String>,
+    max_concurrent_sync: Option<usize>,
+    max_sync_errors: Option<u32>,
+    base_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+    chunk_min: Option<u32>,
+    chunk_avg: Option<u32>,
+    chunk_max: Option<u32>,
+    pack_target_size: Option<u64>,
+    zstd_level: Option<i32>,
+}
+
+#[derive(Deserialize)]
+struct RawFile {
+    remote_storage: Option<toml::Value>,
+}
+
+impl RemoteStorageConfig {
+    /// Defaults for a store at `kind`.
+    pub fn new(kind: RemoteStorageKind) -> RemoteStorageConfig {
+        RemoteStorageConfig {
+            kind,
+            max_concurrent_sync: 4,
+            max_sync_errors: 10,
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            store: StoreConfig::default_config(),
+        }
+    }
+
+    /// Parses the `[remote_storage]` section of a TOML document; `None` when it has none.
+    pub fn from_toml(text: &str) -> Result<Option<RemoteStorageConfig>> {
+        let bad = |e: String| Error::InvalidInput(format!("[remote_storage]: {e}"));
+        let file: RawFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let Some(section) = file.remote_storage else {
+            return Ok(None);
+        };
+        let raw: RawSection = section
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(e.to_string()))?;
+        let kind = match (raw.local_path, raw.bucket_name) {
+            (Some(path), None) => RemoteStorageKind::Local { path },
+            (None, Some(bucket)) => RemoteStorageKind::S3 {
+                bucket,
+                region: raw.bucket_region,
+                endpoint: raw.endpoint,
+                prefix: raw.prefix_in_bucket,
+            },
+            _ => return Err(bad("give exactly one of local_path and bucket_name".into())),
+        };
+        let mut c = RemoteStorageConfig::new(kind);
+        c.max_concurrent_sync = raw.max_concurrent_sync.unwrap_or(c.max_concurrent_sync);
+        c.max_sync_errors = raw.max_sync_errors.unwrap_or(c.max_sync_errors);
+        c.base_backoff = raw
+            .base_backoff_ms
+            .map_or(c.base_backoff, Duration::from_millis);
+        c.max_backoff = raw
+            .max_backoff_ms
+            .map_or(c.max_backoff, Duration::from_millis);
+        let d = ChunkerParams::default_params();
+        c.store.chunker = ChunkerParams::fastcdc(
+            raw.chunk_min.unwrap_or(d.min_size),
+            raw.chunk_avg.unwrap_or(d.avg_size),
+            raw.chunk_max.unwrap_or(d.max_size),
+        );
+        c.store.pack_target_size = raw.pack_target_size.unwrap_or(c.store.pack_target_size);
+        c.store.zstd_level = raw.zstd_level.unwrap_or(c.store.zstd_level);
+        c.validate().map_err(bad)?;
+        Ok(Some(c))
+    }
+
+    /// Checks the limits are usable.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.max_concurrent_sync == 0 || self.max_concurrent_sync > 1024 {
+            return Err(format!(
+                "max_concurrent_sync {} is not within 1..=1024",
+                self.max_concurrent_sync
+            ));
+        }
+        if self.max_sync_errors == 0 {
+            return Err("max_sync_errors must be at least 1".into());
+        }
+        if self.base_backoff > self.max_backoff {
+            return Err("base_backoff_ms exceeds max_backoff_ms".into());
+        }
+        self.store.validate()
+    }
+
+    /// Opens the backend this configuration names.
+    pub async fn backend(&self) -> Result<DynBackend> {
+        match &self.kind {
+            RemoteStorageKind::Local { path } => {
+                let b = crate::backend::local::LocalBackend::new(path)
+                    .map_err(|e| Error::io("open store", path, e))?;
+                Ok(Arc::new(b))
+            }
+            RemoteStorageKind::S3 { .. } => Err(Error::InvalidInput(
+                "S3 storage is not built into this binary".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_local_and_s3_sections_and_rejects_mistakes() {
+        let c = RemoteStorageConfig::from_toml(
+            "[remote_storage]\nlocal_path = '/x'\nmax_concurrent_sync = 2\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.kind, RemoteStorageKind::Local { path: "/x".into() });
+        assert_eq!(c.max_concurrent_sync, 2);
+        let s3 = "[remote_storage]\nbucket_name = 'b'\nbucket_region = 'r'\nendpoint = 'http://127.0.0.1:1'\nprefix_in_bucket = 'p/'\n";
+        let c = RemoteStorageConfig::from_toml(s3).unwrap().unwrap();
+        assert!(matches!(c.kind, RemoteStorageKind::S3 { ref bucket, .. } if bucket == "b"));
+        assert!(
+            RemoteStorageConfig::from_toml("other = 1")
+                .unwrap()
+                .is_none()
+        );
+        for bad in [
+            "[remote_storage]\n",
+            "[remote_storage]\nlocal_path='/x'\nbucket_name='b'\n",
+            "[remote_storage]\nlocal_path='/x'\nmax_concurrent_sync=0\n",
+            "[remote_storage]\nlocal_path='/x'\nchunk_avg=10\n",
+            "[remote_storage]\nlocal_path='/x'\ntypo=1\n",
+        ] {
+            let e = RemoteStorageConfig::from_toml(bad).unwrap_err().to_string();
+            assert!(e.contains("[remote_storage]"), "{bad:?}: {e}");
+        }
+    }
+}
