@@ -23,6 +23,37 @@ pub enum TimelineSyncState {
     Evicted(Option<Lsn>),
 }
 
+impl TimelineSyncState {
+    /// The state's name, as in the enum.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TimelineSyncState::Ready(_) => "Ready",
+            TimelineSyncState::AwaitsDownload(_) => "AwaitsDownload",
+            TimelineSyncState::CloudOnly(_) => "CloudOnly",
+            TimelineSyncState::Evicted(_) => "Evicted",
+        }
+    }
+
+    /// The LSN the state carries, if any.
+    pub fn lsn(&self) -> Option<Lsn> {
+        match *self {
+            TimelineSyncState::Ready(l)
+            | TimelineSyncState::AwaitsDownload(l)
+            | TimelineSyncState::CloudOnly(l) => Some(l),
+            TimelineSyncState::Evicted(l) => l,
+        }
+    }
+}
+
+impl std::fmt::Display for TimelineSyncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.lsn() {
+            Some(lsn) => write!(f, "{} at {lsn}", self.name()),
+            None => f.write_str(self.name()),
+        }
+    }
+}
+
 /// A timeline's identity.
 pub type TimelineKey = (TenantId, TimelineId);
 
