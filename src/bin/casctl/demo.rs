@@ -2,12 +2,10 @@
 //! generated sample workdir, a local store — and the sample generator on its own.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use layercas::config::StoreConfig;
-use layercas::ingest::{CheckpointMode, CheckpointRequest, Writer};
-use layercas::sample::{CheckpointDelta, SampleSpec, SampleWorkdir};
+use layercas::sample::{SampleSpec, SampleWorkdir};
 use layercas::store::Store;
 use layercas::verify::{VerifyOptions, verify};
 use serde::Serialize;
@@ -54,7 +52,6 @@ pub struct DemoReport {
     pub added_bytes: u64,
     pub stored_bytes: u64,
     pub dedup_ratio: f64,
-    pub files_deduplicated_whole: usize,
     pub checkpoint_seconds: f64,
     pub restore_seconds: f64,
     pub restored_files: usize,
@@ -67,9 +64,9 @@ impl DemoReport {
     pub fn to_text(&self) -> String {
         format!(
             "demo {}: {} timelines x {} checkpoints in {}\n\
-             checkpointed {:.1} MiB of files ({:.1} MiB in files new to their checkpoint) in {:.2} s\n\
-             store holds {:.1} MiB: {:.1}x smaller than full copies; {} files were recognised whole\n\
-             restored {} files byte-identically in {:.2} s; verify --read-data: {} errors, {} warnings",
+             synced {:.1} MiB of checkpointed files ({:.1} MiB in files new to their checkpoint) in {:.2} s\n\
+             store holds {:.1} MiB: {:.1}x smaller than full copies\n\
+             downloaded {} files into an empty workdir, byte-identical, in {:.2} s; verify --read-data: {} errors, {} warnings",
             if self.ok { "passed" } else { "FAILED" },
             self.timelines,
             self.checkpoints,
@@ -79,7 +76,6 @@ impl DemoReport {
             self.checkpoint_seconds,
             mib(self.stored_bytes),
             self.dedup_ratio,
-            self.files_deduplicated_whole,
             self.restored_files,
             self.restore_seconds,
             self.verify_errors,
@@ -111,48 +107,44 @@ pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> R
             d.display()
         );
     }
-    let store = Store::open_or_create(
-        crate::backend(&Some(store_dir.display().to_string()))?,
-        StoreConfig::default_config(),
-    )
-    .await?;
-    let writer = Writer::new(store.clone()).await?;
+    let backend = crate::backend(&Some(store_dir.display().to_string()))?;
+    let store = Store::open_or_create(backend.clone(), StoreConfig::default_config()).await?;
 
+    // The pageserver's side: each step writes a checkpoint of every timeline; the sync loop
+    // uploads what the store lacks.
     let spec = SampleSpec {
         seed,
         ..SampleSpec::demo()
     };
-    let (mut wd, first) =
+    let (mut wd, _) =
         SampleWorkdir::create(&work, &spec).context("generating the sample workdir")?;
     let mut checkpoint_seconds = 0.0;
-    let mut whole = 0;
-    let mut round = first;
     for step in 0..=steps {
-        let started = Instant::now();
-        for delta in &round {
-            whole += record(&writer, &work, delta, json).await?;
+        let synced = crate::sync_once(backend.clone(), work.clone(), false, 4).await?;
+        ensure!(
+            synced.evicted == 0,
+            "sync evicted {} timelines",
+            synced.evicted
+        );
+        checkpoint_seconds += synced.seconds;
+        if !json {
+            eprintln!(
+                "checkpoint {step}: {} timelines synced in {:.2} s",
+                synced.ready, synced.seconds
+            );
         }
-        checkpoint_seconds += started.elapsed().as_secs_f64();
         if step < steps {
-            round = wd.step().context("advancing the sample workdir")?;
+            wd.step().context("advancing the sample workdir")?;
         }
     }
 
-    let started = Instant::now();
-    let mut restored_files = 0;
-    let mut identical = true;
-    for t in wd.timelines() {
-        let (tenant, timeline) = (t.tenant(), t.timeline());
-        let rel = format!("tenants/{tenant}/timelines/{timeline}");
-        let (p, pb) = progress::bar("restore", !json);
-        let r = store
-            .restore_timeline(&tenant, &timeline, None, &restored.join(&rel), p)
-            .await;
-        progress::finish(pb);
-        restored_files += r?.files;
-        identical &= same_tree(&work.join(&rel), &restored.join(&rel))?;
-    }
-    let restore_seconds = started.elapsed().as_secs_f64();
+    // A new machine: an empty workdir gets every timeline back.
+    std::fs::create_dir_all(&restored)?;
+    let downloaded = crate::sync_once(backend.clone(), restored.clone(), true, 4).await?;
+    let restore_seconds = downloaded.seconds;
+    let identical =
+        downloaded.evicted == 0 && same_tree(&work.join("tenants"), &restored.join("tenants"))?;
+    let (restored_files, _) = tree_size(&restored.join("tenants"))?;
 
     let (p, pb) = progress::bar("verify", !json);
     let v = verify(&store, VerifyOptions { read_data: true }, p).await;
@@ -172,38 +164,12 @@ pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> R
         added_bytes: s.added_bytes,
         stored_bytes: s.stored_bytes,
         dedup_ratio: s.dedup_ratio,
-        files_deduplicated_whole: whole,
         checkpoint_seconds,
         restore_seconds,
         restored_files,
         verify_errors: v.errors(),
         verify_warnings: v.problems.len() - v.errors(),
     })
-}
-
-/// Records one timeline's checkpoint from its directory; returns the files recognised whole.
-async fn record(
-    writer: &Writer,
-    work: &Path,
-    delta: &CheckpointDelta,
-    json: bool,
-) -> Result<usize> {
-    let dir = work.join(format!(
-        "tenants/{}/timelines/{}",
-        delta.tenant, delta.timeline
-    ));
-    let (files, _) = crate::collect_sources(&[dir])?;
-    let req = CheckpointRequest {
-        tenant: delta.tenant,
-        timeline: delta.timeline,
-        metadata: delta.metadata.clone(),
-        files,
-        mode: CheckpointMode::Full,
-    };
-    let (p, pb) = progress::bar("checkpoint", !json);
-    let r = writer.checkpoint(req, p).await;
-    progress::finish(pb);
-    Ok(r?.files_deduplicated)
 }
 
 /// Whether two directories hold the same files with the same bytes.
