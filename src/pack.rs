@@ -132,9 +132,7 @@ pub struct Blob {
 /// does not make it smaller.
 pub fn encode_blob(id: ChunkId, chunk: &[u8], level: i32) -> Blob {
     let raw_len = chunk.len() as u32;
-    let compressed = zstd::bulk::compress(chunk, level)
-        .ok()
-        .filter(|c| c.len() < chunk.len());
+    let compressed = compress(chunk, level).filter(|c| c.len() < chunk.len());
     let (compression, data) = match compressed {
         Some(c) => (Compression::Zstd, Bytes::from(c)),
         None => (Compression::None, Bytes::copy_from_slice(chunk)),
@@ -166,7 +164,7 @@ pub fn decode_blob(entry: &BlobEntry, data: &[u8]) -> Result<Vec<u8>, DecodeErro
     }
     let raw = match entry.compression {
         Compression::None => data.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(data, entry.raw_len as usize)
+        Compression::Zstd => decompress(data, entry.raw_len as usize)
             .map_err(|e| DecodeError::new(WHAT, format!("zstd: {e}")))?,
     };
     if raw.len() != entry.raw_len as usize {
@@ -186,6 +184,37 @@ pub fn decode_blob(entry: &BlobEntry, data: &[u8]) -> Result<Vec<u8>, DecodeErro
         ));
     }
     Ok(raw)
+}
+
+thread_local! {
+    /// One zstd context per thread (and level): setting one up per chunk costs about as much as
+    /// compressing a small chunk.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// zstd-compresses `data` at `level` with this thread's context; `None` if zstd fails.
+fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        slot.as_mut()?.1.compress(data).ok()
+    })
+}
+
+/// Decompresses one zstd frame into at most `capacity` bytes with this thread's context.
+fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        slot.as_mut().expect("just set").decompress(data, capacity)
+    })
 }
 
 /// Offsets of the blobs described by `entries`, in order, and the end of the last one.
