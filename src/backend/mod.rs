@@ -16,6 +16,7 @@
 //! - `delete` of a missing key succeeds.
 //! - `list` returns every object under a prefix exactly once, in no promised order.
 
+#[doc(hidden)]
 pub mod conformance;
 pub mod fault;
 pub mod limit;
