@@ -5,8 +5,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "s3")]
+use std::time::Instant;
 
+use layercas::backend::Backend;
 use layercas::backend::conformance::{Capabilities, run_all};
 use layercas::backend::fault::{FaultBackend, FaultConfig};
 use layercas::backend::limit::LimitBackend;
@@ -15,8 +18,8 @@ use layercas::backend::metrics::MetricsBackend;
 use layercas::backend::retry::{RetryBackend, RetryConfig};
 use layercas::backend::timeout::{TimeoutBackend, TimeoutConfig};
 use layercas::backend::wrap::Op;
-use layercas::backend::Backend;
 
+#[cfg(feature = "s3")]
 use common::s3server::{s3_backend, small_pages_and_parts, unique};
 
 fn local() -> (tempfile::TempDir, Arc<dyn Backend>) {
@@ -91,6 +94,7 @@ async fn retry_and_fault_around_local() {
     assert!(fault.injected() > 50, "injected {}", fault.injected());
 }
 
+#[cfg(feature = "s3")]
 /// S3 on a real server, with 7-key pages (so the 25-key listing takes 4 pages) and 5 MiB
 /// multipart parts (so the 12 MiB object takes 3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,6 +105,7 @@ async fn s3() {
     eprintln!("s3 conformance: {:?}", start.elapsed());
 }
 
+#[cfg(feature = "s3")]
 /// The production stack (metrics → retry → timeout → limit → S3) around a fault injector failing
 /// 20% of calls at random: every check passes. Prints the request counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,8 +124,14 @@ async fn s3_full_stack_with_faults() {
         start.elapsed(),
         snap.total_requests(),
         fault.injected(),
-        serde_json::to_string(&snap.ops.iter().map(|(k, v)| (k, v.requests)).collect::<Vec<_>>())
-            .unwrap()
+        serde_json::to_string(
+            &snap
+                .ops
+                .iter()
+                .map(|(k, v)| (k, v.requests))
+                .collect::<Vec<_>>()
+        )
+        .unwrap()
     );
     assert!(fault.injected() > 0);
 }

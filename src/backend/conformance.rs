@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use super::{
-    Backend, BackendError, BackendExt, KEY_PUNCTUATION, Key, Payload, Prefix, PutMode,
-};
+use super::{Backend, BackendError, BackendExt, KEY_PUNCTUATION, Key, Payload, Prefix, PutMode};
 
 /// What the backend under test can do, or how far to push it.
 #[derive(Clone, Debug)]
@@ -101,12 +99,24 @@ pub async fn put_get_head_overwrite(b: &dyn Backend, prefix: &str) {
     assert_eq!(read_all(b, &k).await, second.to_bytes().await.unwrap());
     let head2 = b.head(&k).await.expect("head");
     assert_eq!(head2.size, 500);
-    assert_ne!(head.etag, head2.etag, "an overwrite with new content changes the etag");
+    assert_ne!(
+        head.etag, head2.etag,
+        "an overwrite with new content changes the etag"
+    );
 
     let missing = key(prefix, "basic/missing");
-    assert!(b.get(&missing).await.err().is_some_and(|e| e.is_not_found()));
+    assert!(
+        b.get(&missing)
+            .await
+            .err()
+            .is_some_and(|e| e.is_not_found())
+    );
     assert!(b.head(&missing).await.is_err_and(|e| e.is_not_found()));
-    assert!(b.get_range(&missing, 0..1).await.is_err_and(|e| e.is_not_found()));
+    assert!(
+        b.get_range(&missing, 0..1)
+            .await
+            .is_err_and(|e| e.is_not_found())
+    );
 }
 
 /// Empty objects can be created, read, ranged at 0..0, headed and listed.
@@ -162,7 +172,14 @@ pub async fn listing_paginates(b: &dyn Backend, prefix: &str, caps: &Capabilitie
 /// prefix, and a listing under a prefix with no objects is empty. (No key is both an object and
 /// the prefix of another, `a/b` and `a/b/x`: the local backend cannot store that.)
 pub async fn listing_excludes_siblings(b: &dyn Backend, prefix: &str) {
-    for name in ["sib/a/b/y", "sib/a/bc", "sib/a/b/x", "sib/a/a", "sib/a/c", "sib/ab"] {
+    for name in [
+        "sib/a/b/y",
+        "sib/a/bc",
+        "sib/a/b/x",
+        "sib/a/a",
+        "sib/a/c",
+        "sib/ab",
+    ] {
         b.put(
             &key(prefix, name),
             Payload::from_bytes(Bytes::from_static(b"s")),
@@ -185,10 +202,17 @@ pub async fn listing_excludes_siblings(b: &dyn Backend, prefix: &str) {
             v
         }
     };
-    assert_eq!(names("sib/a/b").await, ["sib/a/b/x", "sib/a/b/y", "sib/a/bc"]);
+    assert_eq!(
+        names("sib/a/b").await,
+        ["sib/a/b/x", "sib/a/b/y", "sib/a/bc"]
+    );
     assert_eq!(names("sib/a/b/").await, ["sib/a/b/x", "sib/a/b/y"]);
     assert_eq!(names("sib/a/").await.len(), 5);
-    assert_eq!(names("sib/a").await.len(), 6, "a plain string prefix: sib/ab too");
+    assert_eq!(
+        names("sib/a").await.len(),
+        6,
+        "a plain string prefix: sib/ab too"
+    );
     assert!(names("sib/zz").await.is_empty());
     assert!(names("nothing-here/").await.is_empty());
 }
@@ -205,7 +229,11 @@ pub async fn ranged_reads_at_the_edges(b: &dyn Backend, prefix: &str) {
     assert_eq!(r(0..1).await.unwrap(), data.slice(0..1));
     assert_eq!(r(99..100).await.unwrap(), data.slice(99..100));
     assert_eq!(r(10..50).await.unwrap(), data.slice(10..50));
-    assert_eq!(r(90..200).await.unwrap(), data.slice(90..100), "cut at the end");
+    assert_eq!(
+        r(90..200).await.unwrap(),
+        data.slice(90..100),
+        "cut at the end"
+    );
     assert_eq!(r(0..100).await.unwrap(), data);
     assert_eq!(r(100..100).await.unwrap().len(), 0);
     for bad in [100..101, 150..160, 101..101] {
@@ -231,7 +259,11 @@ pub async fn conditional_create(b: &dyn Backend, prefix: &str) {
 
 /// 16 concurrent creators of one key with different contents: exactly one wins, all others get
 /// `AlreadyExists`, and the stored content is the winner's.
-pub async fn concurrent_creates_have_one_winner(b: &dyn Backend, prefix: &str, caps: &Capabilities) {
+pub async fn concurrent_creates_have_one_winner(
+    b: &dyn Backend,
+    prefix: &str,
+    caps: &Capabilities,
+) {
     if !caps.atomic_create {
         return;
     }
@@ -275,7 +307,11 @@ pub async fn conditional_update(b: &dyn Backend, prefix: &str) {
     .expect("update with the current etag");
     assert_eq!(read_all(b, &k).await, pattern(64, 2));
     match b
-        .put(&k, Payload::from_bytes(pattern(64, 3)), PutMode::Update(etag))
+        .put(
+            &k,
+            Payload::from_bytes(pattern(64, 3)),
+            PutMode::Update(etag),
+        )
         .await
     {
         Err(BackendError::PreconditionFailed { .. }) => {}
@@ -319,9 +355,13 @@ pub async fn every_allowed_character(b: &dyn Backend, prefix: &str) {
     ];
     for name in &names {
         let k = key(prefix, name);
-        b.put(&k, Payload::from_bytes(Bytes::from(name.clone())), PutMode::Create)
-            .await
-            .unwrap_or_else(|e| panic!("put {k}: {e}"));
+        b.put(
+            &k,
+            Payload::from_bytes(Bytes::from(name.clone())),
+            PutMode::Create,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("put {k}: {e}"));
         assert_eq!(read_all(b, &k).await, Bytes::from(name.clone()));
         assert_eq!(b.head(&k).await.expect("head").size, name.len() as u64);
     }
@@ -342,8 +382,24 @@ pub async fn every_allowed_character(b: &dyn Backend, prefix: &str) {
 pub fn invalid_keys_are_rejected() {
     let long = "a".repeat(1025);
     for bad in [
-        "", "/a", "a/", "a//b", ".a", "a/.b", "a/..", "a b", "a?b", "a#b", "a%20", "a\\b", "ä",
-        "a+b", "a=b", "a:b", "a\nb", long.as_str(),
+        "",
+        "/a",
+        "a/",
+        "a//b",
+        ".a",
+        "a/.b",
+        "a/..",
+        "a b",
+        "a?b",
+        "a#b",
+        "a%20",
+        "a\\b",
+        "ä",
+        "a+b",
+        "a=b",
+        "a:b",
+        "a\nb",
+        long.as_str(),
     ] {
         assert!(
             matches!(Key::new(bad), Err(BackendError::InvalidKey { .. })),
@@ -406,7 +462,8 @@ fn scratch_file(size: u64) -> PathBuf {
     let mut seed = 0u8;
     while left > 0 {
         let n = left.min(1 << 20);
-        f.write_all(&pattern(n as usize, seed)).expect("write scratch");
+        f.write_all(&pattern(n as usize, seed))
+            .expect("write scratch");
         left -= n;
         seed = seed.wrapping_add(1);
     }

@@ -27,7 +27,9 @@ use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 
 use super::wrap::Op;
-use super::{Backend, BackendError, ByteStream, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode};
+use super::{
+    Backend, BackendError, ByteStream, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode,
+};
 
 /// Which faults to inject.
 #[derive(Clone, Debug)]
@@ -119,7 +121,10 @@ impl FaultBackend {
             *n
         };
         let why = if attempt <= self.config.fail_first {
-            format!("injected fault: attempt {attempt} of the first {}", self.config.fail_first)
+            format!(
+                "injected fault: attempt {attempt} of the first {}",
+                self.config.fail_first
+            )
         } else if self.chance(self.config.fail_ratio) {
             "injected fault: random".to_string()
         } else {
@@ -135,7 +140,9 @@ impl FaultBackend {
 
     /// Where to corrupt a download of `len` bytes: (truncate at, flip bit at), as byte offsets.
     fn corruption(&self, len: u64) -> (Option<u64>, Option<(u64, u8)>) {
-        if len == 0 || (!self.config.ops.contains(&Op::Get) && !self.config.ops.contains(&Op::GetRange)) {
+        if len == 0
+            || (!self.config.ops.contains(&Op::Get) && !self.config.ops.contains(&Op::GetRange))
+        {
             return (None, None);
         }
         let truncate = self.chance(self.config.truncate_ratio);
@@ -248,6 +255,9 @@ mod tests {
         assert_eq!(corrupt_piece(piece.clone(), 100, Some(200), None).len(), 10);
         let flipped = corrupt_piece(piece.clone(), 100, None, Some((103, 2)));
         assert_eq!(flipped[3], 4);
-        assert_eq!(corrupt_piece(piece, 0, None, Some((103, 2))), Bytes::from_static(&[0u8; 10]));
+        assert_eq!(
+            corrupt_piece(piece, 0, None, Some((103, 2))),
+            Bytes::from_static(&[0u8; 10])
+        );
     }
 }

@@ -110,7 +110,10 @@ mod tests {
         let local = crate::backend::local::LocalBackend::new(&dir).unwrap();
         let limited = LimitBackend::new(Arc::new(local), 1, 1);
         let key = Key::new("a").unwrap();
-        limited.create_bytes(&key, Bytes::from_static(b"x")).await.unwrap();
+        limited
+            .create_bytes(&key, Bytes::from_static(b"x"))
+            .await
+            .unwrap();
         let got = limited.get(&key).await.unwrap();
         assert_eq!(limited.reads.available_permits(), 0);
         drop(got);

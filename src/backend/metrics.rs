@@ -173,6 +173,9 @@ pub struct LatencyBucket {
     pub count: u64,
 }
 
+/// A counter's name suffix, help text and field, for the Prometheus rendering.
+type Counter = (&'static str, &'static str, fn(&OpSnapshot) -> u64);
+
 impl MetricsSnapshot {
     /// The counters of `op` (all zero if it never ran).
     pub fn op(&self, op: Op) -> OpSnapshot {
@@ -187,7 +190,7 @@ impl MetricsSnapshot {
     /// The Prometheus text exposition format, metric names prefixed `layercas_backend_`.
     pub fn to_prometheus_text(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, fn(&OpSnapshot) -> u64); 6] = [
+        let counters: [Counter; 6] = [
             ("requests_total", "Backend calls.", |o| o.requests),
             ("errors_total", "Backend calls that failed.", |o| o.errors),
             (
@@ -258,7 +261,8 @@ impl MetricsBackend {
     ) -> Result<T, BackendError> {
         let start = Instant::now();
         let result = fut.await;
-        self.metrics.record(op, start.elapsed(), Outcome::of(&result));
+        self.metrics
+            .record(op, start.elapsed(), Outcome::of(&result));
         result
     }
 }
@@ -300,7 +304,9 @@ impl Backend for MetricsBackend {
 
     async fn put(&self, key: &Key, payload: Payload, mode: PutMode) -> Result<(), BackendError> {
         let len = payload.len();
-        let result = self.timed(Op::Put, self.inner.put(key, payload, mode)).await;
+        let result = self
+            .timed(Op::Put, self.inner.put(key, payload, mode))
+            .await;
         if result.is_ok() {
             self.metrics.ops[Op::Put.index()]
                 .bytes_out
@@ -365,9 +371,11 @@ mod tests {
         assert!(text.contains(
             "layercas_backend_request_duration_seconds_bucket{op=\"head\",le=\"+Inf\"} 1"
         ));
-        assert!(text.contains(
-            "layercas_backend_request_duration_seconds_bucket{op=\"head\",le=\"10\"} 0"
-        ));
+        assert!(
+            text.contains(
+                "layercas_backend_request_duration_seconds_bucket{op=\"head\",le=\"10\"} 0"
+            )
+        );
         let json = serde_json::to_string(&snap).unwrap();
         let back: MetricsSnapshot = serde_json::from_str(&json).unwrap();
         assert_eq!(back, snap);

@@ -128,7 +128,9 @@ impl Backend for RetryBackend {
                             return Some((Ok(meta), s));
                         }
                     }
-                    Some(Err(e)) if e.is_transient() && s.attempt < s.config.max_attempts.max(1) => {
+                    Some(Err(e))
+                        if e.is_transient() && s.attempt < s.config.max_attempts.max(1) =>
+                    {
                         let delay = s.config.backoff(s.attempt);
                         tracing::warn!(op = "list", key = s.prefix.as_str(), attempt = s.attempt,
                             delay_ms = delay.as_millis() as u64, already_listed = s.seen.len(),
@@ -148,8 +150,10 @@ impl Backend for RetryBackend {
     }
 
     async fn put(&self, key: &Key, payload: Payload, mode: PutMode) -> Result<(), BackendError> {
-        self.run(Op::Put, key, || self.inner.put(key, payload.clone(), mode.clone()))
-            .await
+        self.run(Op::Put, key, || {
+            self.inner.put(key, payload.clone(), mode.clone())
+        })
+        .await
     }
 
     async fn get(&self, key: &Key) -> Result<GetResult, BackendError> {
@@ -157,8 +161,10 @@ impl Backend for RetryBackend {
     }
 
     async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes, BackendError> {
-        self.run(Op::GetRange, key, || self.inner.get_range(key, range.clone()))
-            .await
+        self.run(Op::GetRange, key, || {
+            self.inner.get_range(key, range.clone())
+        })
+        .await
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta, BackendError> {

@@ -143,16 +143,11 @@ impl S3Config {
     /// Fills the endpoint and region from `AWS_ENDPOINT_URL` and `AWS_REGION` where this
     /// configuration leaves them unset.
     pub fn with_env(mut self) -> S3Config {
-        if self.endpoint.is_none() {
-            if let Some(endpoint) = std::env::var("AWS_ENDPOINT_URL")
-                .ok()
-                .filter(|e| !e.is_empty())
-            {
-                self = self.with_endpoint(endpoint);
-            }
+        if let (None, Some(endpoint)) = (&self.endpoint, env_var("AWS_ENDPOINT_URL")) {
+            self = self.with_endpoint(endpoint);
         }
         if self.region.is_none() {
-            self.region = std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty());
+            self.region = env_var("AWS_REGION");
         }
         self
     }
@@ -197,6 +192,11 @@ impl S3Config {
         }
         Ok(())
     }
+}
+
+/// A non-empty environment variable.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// An S3 bucket (or a prefix in one) as a [`Backend`].
@@ -425,12 +425,14 @@ impl S3Backend {
             .upload_id()
             .ok_or_else(|| BackendError::other("put", key, "no upload id in the answer"))?
             .to_string();
-        let result = self.finish_multipart(key, &full, &upload_id, payload, mode).await;
-        if result.is_err() {
-            if let Err(e) = self.abort_upload(&full, &upload_id).await {
-                tracing::warn!(key = %key, upload_id, error = %e,
-                    "could not abort a failed multipart upload; abort_incomplete_uploads will");
-            }
+        let result = self
+            .finish_multipart(key, &full, &upload_id, payload, mode)
+            .await;
+        if result.is_err()
+            && let Err(e) = self.abort_upload(&full, &upload_id).await
+        {
+            tracing::warn!(key = %key, upload_id, error = %e,
+                "could not abort a failed multipart upload; abort_incomplete_uploads will");
         }
         result
     }
@@ -644,7 +646,10 @@ impl Backend for S3Backend {
             return Err(BackendError::other(
                 "get_range",
                 key,
-                format!("asked for {} bytes, server sent {len}", range.end - range.start),
+                format!(
+                    "asked for {} bytes, server sent {len}",
+                    range.end - range.start
+                ),
             ));
         }
         collect_stream(download_stream(out.body, key.to_string(), len), len).await
@@ -761,10 +766,9 @@ where
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             Class::Transient
         }
-        SdkError::ServiceError(service) => classify(
-            Some(service.raw().status().as_u16()),
-            service.err().code(),
-        ),
+        SdkError::ServiceError(service) => {
+            classify(Some(service.raw().status().as_u16()), service.err().code())
+        }
         _ => Class::Other,
     };
     // The full context (service code and message, or the transport cause) as text: the SDK
@@ -900,7 +904,11 @@ mod tests {
             (Some(404), Some("NoSuchUpload"), Class::Other),
             (Some(412), Some("PreconditionFailed"), Class::Precondition),
             (Some(304), None, Class::Precondition),
-            (Some(409), Some("ConditionalRequestConflict"), Class::Transient),
+            (
+                Some(409),
+                Some("ConditionalRequestConflict"),
+                Class::Transient,
+            ),
             (Some(416), Some("InvalidRange"), Class::InvalidRange),
             (Some(503), Some("SlowDown"), Class::Transient),
             (Some(500), Some("InternalError"), Class::Transient),
@@ -919,7 +927,10 @@ mod tests {
     #[test]
     fn store_url() {
         let c = S3Config::from_url("s3://bucket/some/prefix").unwrap();
-        assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("bucket", "some/prefix"));
+        assert_eq!(
+            (c.bucket.as_str(), c.prefix.as_str()),
+            ("bucket", "some/prefix")
+        );
         assert_eq!(c.checked_prefix().unwrap(), "some/prefix/");
         let c = S3Config::from_url("s3://bucket").unwrap();
         assert_eq!(c.checked_prefix().unwrap(), "");

@@ -133,9 +133,7 @@ impl Backend for TimeoutBackend {
     }
 
     async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes, BackendError> {
-        let limit = self
-            .config
-            .for_size(range.end.saturating_sub(range.start));
+        let limit = self.config.for_size(range.end.saturating_sub(range.start));
         within(Op::GetRange, key, limit, self.inner.get_range(key, range)).await
     }
 

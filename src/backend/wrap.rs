@@ -97,10 +97,8 @@ where
 {
     stream::unfold(Some((inner, guard)), |state| async move {
         let (mut inner, guard) = state?;
-        match inner.next().await {
-            Some(item) => Some((item, Some((inner, guard)))),
-            None => None,
-        }
+        let item = inner.next().await?;
+        Some((item, Some((inner, guard))))
     })
     .boxed()
 }

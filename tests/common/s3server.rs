@@ -8,7 +8,7 @@
 
 use std::process::Command;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use layercas::backend::s3::{S3Backend, S3Config, S3Credentials};
@@ -124,7 +124,12 @@ pub async fn s3_backend(tweak: impl FnOnce(&mut S3Config)) -> S3Backend {
     backend
         .create_bucket_if_missing()
         .await
-        .unwrap_or_else(|e| panic!("create bucket on {} ({}): {e}", server.endpoint, server.kind));
+        .unwrap_or_else(|e| {
+            panic!(
+                "create bucket on {} ({}): {e}",
+                server.endpoint, server.kind
+            )
+        });
     backend
 }
 
