@@ -17,7 +17,7 @@ use layercas::backend::retry::{RetryBackend, RetryConfig};
 use layercas::backend::wrap::Op;
 use layercas::backend::{Backend, BackendError, BackendExt, Key, Payload, Prefix, PutMode};
 
-use common::s3server::{s3_backend, small_pages_and_parts, unique};
+use common::s3server::{s3_backend, server, small_pages_and_parts, unique};
 
 fn key(prefix: &str, name: &str) -> Key {
     Key::new(format!("{prefix}/{name}")).unwrap()
@@ -151,13 +151,12 @@ async fn killed_multipart_upload_is_invisible_and_cleanable() {
     let leftovers = s3.list_incomplete_uploads().await.unwrap();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
     assert!(leftovers[0].key.ends_with(k.as_str()));
-    // A margin of an hour spares this fresh upload; zero takes it.
-    assert!(
-        s3.abort_incomplete_uploads(Duration::from_secs(3600))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    // A margin of an hour spares this fresh upload; zero takes it. (moto 5.2.5 reports every
+    // upload as initiated on 2010-11-10, so there the margin spares nothing.)
+    if server().kind != "moto" {
+        let spared = s3.abort_incomplete_uploads(Duration::from_secs(3600)).await;
+        assert!(spared.unwrap().is_empty());
+    }
     let aborted = s3.abort_incomplete_uploads(Duration::ZERO).await.unwrap();
     assert_eq!(aborted, leftovers);
     assert!(s3.list_incomplete_uploads().await.unwrap().is_empty());

@@ -133,6 +133,21 @@ impl S3Config {
         Ok(config)
     }
 
+    /// A store URL `s3://bucket[/prefix]` with an endpoint and region given as arguments (e.g.
+    /// `casctl --endpoint`), each falling back to `AWS_ENDPOINT_URL` / `AWS_REGION` when `None`.
+    pub fn from_store_url(
+        url: &str,
+        endpoint: Option<String>,
+        region: Option<String>,
+    ) -> Result<S3Config, BackendError> {
+        let mut config = S3Config::from_url(url)?;
+        if let Some(endpoint) = endpoint {
+            config = config.with_endpoint(endpoint);
+        }
+        config.region = region;
+        Ok(config.with_env())
+    }
+
     /// Sets the endpoint (and path-style addressing, which custom endpoints almost always need).
     pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> S3Config {
         self.endpoint = Some(endpoint.into());
@@ -936,6 +951,10 @@ mod tests {
         assert_eq!(c.checked_prefix().unwrap(), "");
         assert!(S3Config::from_url("s3:///x").is_err());
         assert!(S3Config::from_url("file:///x").is_err());
+        let c =
+            S3Config::from_store_url("s3://b/p", Some("http://127.0.0.1:9".into()), None).unwrap();
+        assert!(c.path_style);
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9"));
         let mut c = S3Config::from_url("s3://b/a//b").unwrap();
         assert!(c.checked_prefix().is_err());
         c.prefix = "ok/".into();

@@ -145,3 +145,29 @@ impl Backend for TimeoutBackend {
         within(Op::Delete, key, self.config.small, self.inner.delete(key)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call that outlives its limit fails as `Transient`, so a retry wrapper may repeat it.
+    #[tokio::test]
+    async fn expired_calls_are_transient() {
+        let dir = std::env::temp_dir().join(format!("layercas-timeout-{}", std::process::id()));
+        let local = crate::backend::local::LocalBackend::new(&dir).unwrap();
+        let config = TimeoutConfig {
+            small: Duration::ZERO,
+            large: Duration::from_secs(60),
+            large_from: 1 << 20,
+        };
+        let b = TimeoutBackend::new(Arc::new(local), config.clone());
+        let key = Key::new("k").unwrap();
+        let payload = Payload::from_bytes(Bytes::from_static(b"x"));
+        let err = b.put(&key, payload, PutMode::Overwrite).await.unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(err.to_string().contains("timed out"), "{err}");
+        assert_eq!(config.for_size(10), Duration::ZERO);
+        assert_eq!(config.for_size(1 << 20), Duration::from_secs(60));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
