@@ -16,7 +16,17 @@
 //! - `delete` of a missing key succeeds.
 //! - `list` returns every object under a prefix exactly once, in no promised order.
 
+#[doc(hidden)]
+pub mod conformance;
+pub mod fault;
+pub mod limit;
 pub mod local;
+pub mod metrics;
+pub mod retry;
+#[cfg(feature = "s3")]
+pub mod s3;
+pub mod timeout;
+pub mod wrap;
 
 use std::fmt;
 use std::ops::Range;

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: stores in temporary directories, deterministic file
 //! contents, directory comparison.
-#![allow(dead_code)]
+#![allow(dead_code)] // each test binary uses a different part of it
+
+#[cfg(feature = "s3")]
+pub mod s3server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
