@@ -22,6 +22,7 @@ pub mod fault;
 pub mod limit;
 pub mod local;
 pub mod metrics;
+pub mod open;
 pub mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;

@@ -18,12 +18,11 @@
 //! Owns parsing and validation. Must not open connections: see `RemoteStorageConfig::backend`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backend::DynBackend;
+use crate::backend::open::{Opened, StackConfig, open_location, standard_stack};
 use crate::config::{ChunkerParams, StoreConfig};
 use crate::error::{Error, Result};
 
@@ -151,18 +150,23 @@ impl RemoteStorageConfig {
         self.store.validate()
     }
 
-    /// Opens the backend this configuration names.
-    pub async fn backend(&self) -> Result<DynBackend> {
-        match &self.kind {
+    /// Opens the backend this configuration names, in the standard wrapper stack.
+    pub async fn backend(&self) -> Result<Opened> {
+        let base = match &self.kind {
             RemoteStorageKind::Local { path } => {
-                let b = crate::backend::local::LocalBackend::new(path)
-                    .map_err(|e| Error::io("open store", path, e))?;
-                Ok(Arc::new(b))
+                open_location(&path.to_string_lossy(), None, None).await?
             }
-            RemoteStorageKind::S3 { .. } => Err(Error::InvalidInput(
-                "S3 storage is not built into this binary".into(),
-            )),
-        }
+            RemoteStorageKind::S3 {
+                bucket,
+                region,
+                endpoint,
+                prefix,
+            } => {
+                let url = format!("s3://{bucket}/{}", prefix.as_deref().unwrap_or(""));
+                open_location(&url, endpoint.clone(), region.clone()).await?
+            }
+        };
+        Ok(standard_stack(base, &StackConfig::default()))
     }
 }
 

@@ -103,8 +103,8 @@ pub async fn start_local_timeline_sync(
             })
         }
         Some(remote) => {
-            let backend = remote.backend().await?;
-            start_with_backend(config.workdir.clone(), remote, backend, sink).await
+            let opened = remote.backend().await?;
+            start_with_backend(config.workdir.clone(), remote, opened.backend, sink).await
         }
     }
 }

@@ -107,7 +107,7 @@ pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> R
             d.display()
         );
     }
-    let backend = crate::backend(&Some(store_dir.display().to_string()))?;
+    let backend = crate::open_local(&store_dir).await?.backend;
     let store = Store::open_or_create(backend.clone(), StoreConfig::default_config()).await?;
 
     // The pageserver's side: each step writes a checkpoint of every timeline; the sync loop

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use layercas::backend::DynBackend;
-use layercas::backend::local::LocalBackend;
+use layercas::backend::open::{Opened, StackConfig, open_location, standard_stack};
 use layercas::config::{ChunkerParams, StoreConfig};
 use layercas::id::{Lsn, TenantId, TimelineId};
 use layercas::ingest::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
@@ -26,9 +26,8 @@ use serde::Serialize;
     about = "Inspect, fill, restore and check a layercas store"
 )]
 struct Cli {
-    /// The store: a local directory.
-    #[arg(long, global = true, env = "LAYERCAS_STORE")]
-    store: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -37,6 +36,20 @@ struct Cli {
     verbose: u8,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the store is.
+#[derive(clap::Args, Clone)]
+struct StoreArgs {
+    /// The store: a local directory or s3://BUCKET[/PREFIX].
+    #[arg(long = "store", global = true, env = "LAYERCAS_STORE")]
+    location: Option<String>,
+    /// S3 endpoint URL for s3:// stores (default: AWS_ENDPOINT_URL, else AWS itself).
+    #[arg(long, global = true)]
+    endpoint: Option<String>,
+    /// S3 region for s3:// stores (default: AWS_REGION).
+    #[arg(long, global = true)]
+    region: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -188,7 +201,8 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 pack_size,
                 zstd_level,
             );
-            let store = Store::open_or_create(backend(&cli.store)?, config.clone()).await?;
+            let store =
+                Store::open_or_create(open(&cli.store).await?.backend, config.clone()).await?;
             if store.config().store_id != config.store_id {
                 bail!("the store already exists with its own configuration");
             }
@@ -204,8 +218,11 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             incremental,
             paths,
         } => {
-            let store =
-                Store::open_or_create(backend(&cli.store)?, StoreConfig::default_config()).await?;
+            let store = Store::open_or_create(
+                open(&cli.store).await?.backend,
+                StoreConfig::default_config(),
+            )
+            .await?;
             let (files, found_metadata) = collect_sources(&paths)?;
             let metadata = resolve_metadata(lsn, metadata.or(found_metadata))?;
             let mode = if incremental {
@@ -247,7 +264,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             lsn,
             to,
         } => {
-            let store = Store::open(backend(&cli.store)?).await?;
+            let store = Store::open(open(&cli.store).await?.backend).await?;
             let (p, pb) = progress::bar("restore", !json);
             let report = store
                 .restore_timeline(&tenant, &timeline, lsn, &to, p)
@@ -271,7 +288,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             timeline,
             lsn,
         } => {
-            let store = Store::open(backend(&cli.store)?).await?;
+            let store = Store::open(open(&cli.store).await?.backend).await?;
             match (tenant, timeline) {
                 (Some(t), Some(tl)) => list_files(&store, t, tl, lsn, json).await?,
                 _ => {
@@ -288,9 +305,21 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
         }
         Command::Stats => {
-            let store = Store::open(backend(&cli.store)?).await?;
-            let s = layercas::inspect::stats(&store).await?;
-            emit(json, &s, |s| {
+            let opened = open(&cli.store).await?;
+            let store = Store::open(opened.backend.clone()).await?;
+            let store_stats = layercas::inspect::stats(&store).await?;
+            /// The store's numbers plus the requests this run made to read them.
+            #[derive(Serialize)]
+            struct StatsOutput {
+                #[serde(flatten)]
+                store: layercas::inspect::StoreStats,
+                requests: layercas::backend::metrics::MetricsSnapshot,
+            }
+            let out = StatsOutput {
+                store: store_stats,
+                requests: opened.metrics.snapshot(),
+            };
+            emit(json, &out, |StatsOutput { store: s, requests }| {
                 format!(
                     "{} tenants, {} timelines, {} checkpoints\nlogical {} bytes (added {}), stored {} bytes: {:.2}x\n\
                      {} chunks in {} packs ({} bytes), {} index objects ({} bytes), manifests {} bytes",
@@ -307,11 +336,14 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     s.index_objects,
                     s.index_bytes,
                     s.manifest_bytes
+                ) + &format!(
+                    "\n{} requests to the store in this run",
+                    requests.total_requests()
                 )
             });
         }
         Command::Verify { read_data } => {
-            let store = Store::open(backend(&cli.store)?).await?;
+            let store = Store::open(open(&cli.store).await?.backend).await?;
             let (p, pb) = progress::bar("verify", !json && read_data);
             let report = verify(&store, VerifyOptions { read_data }, p).await;
             progress::finish(pb);
@@ -339,8 +371,13 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             download,
             max_concurrent_sync,
         } => {
-            let report =
-                sync_once(backend(&cli.store)?, workdir, download, max_concurrent_sync).await?;
+            let report = sync_once(
+                open(&cli.store).await?.backend,
+                workdir,
+                download,
+                max_concurrent_sync,
+            )
+            .await?;
             emit(json, &report, SyncReport::to_text);
             if report.evicted > 0 {
                 return Ok(std::process::ExitCode::from(1));
@@ -384,23 +421,33 @@ impl LowerFirst for String {
 
 /// Prints `value` as JSON or as the text `text` makes of it.
 fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).expect("serializable")
-        );
+    use std::io::Write;
+    let out = if json {
+        serde_json::to_string_pretty(value).expect("serializable")
     } else {
-        println!("{}", text(value));
-    }
+        text(value)
+    };
+    // A closed pipe (`casctl ls | head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout().lock(), "{out}");
 }
 
 /// The backend named by `--store`.
-pub fn backend(store: &Option<String>) -> Result<DynBackend> {
-    let spec = store
+/// The store named by `--store` (a directory or `s3://bucket/prefix`), in the standard stack.
+async fn open(args: &StoreArgs) -> Result<Opened> {
+    let location = args
+        .location
         .as_deref()
-        .context("no store given: pass --store DIR or set LAYERCAS_STORE")?;
-    let backend = LocalBackend::new(spec).with_context(|| format!("opening local store {spec}"))?;
-    Ok(Arc::new(backend))
+        .context("no store given: pass --store DIR|s3://BUCKET/PREFIX or set LAYERCAS_STORE")?;
+    let base = open_location(location, args.endpoint.clone(), args.region.clone())
+        .await
+        .with_context(|| format!("opening store {location}"))?;
+    Ok(standard_stack(base, &StackConfig::default()))
+}
+
+/// A local store directory in the standard stack.
+pub async fn open_local(dir: &Path) -> Result<Opened> {
+    let base = open_location(&dir.to_string_lossy(), None, None).await?;
+    Ok(standard_stack(base, &StackConfig::default()))
 }
 
 /// Every file under `paths` with its name, and a `metadata` file found at the top of a directory.
