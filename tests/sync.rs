@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use layercas::backend::fault::{FaultBackend, FaultConfig};
 use layercas::sample::{SampleSpec, SampleWorkdir};
 use layercas::sync::{
     RemoteStorageConfig, RemoteStorageKind, StateBoard, SyncHandle, TimelineSyncState,
@@ -25,24 +26,23 @@ fn remote(store: &Path) -> RemoteStorageConfig {
     r
 }
 
-async fn start(
-    workdir: &Path,
-    store: &Path,
-) -> (
+type Started = (
     Arc<StateBoard>,
     BTreeMap<layercas::sync::TimelineKey, TimelineSyncState>,
     SyncHandle,
-) {
+);
+
+async fn start(workdir: &Path, store: &Path) -> Started {
+    start_on(workdir, store, local_backend(store)).await
+}
+
+/// Starts the loop over `backend` (`store` only names it in the configuration).
+async fn start_on(workdir: &Path, store: &Path, backend: layercas::backend::DynBackend) -> Started {
     let board = Arc::new(StateBoard::default());
     let r = remote(store);
-    let startup = start_with_backend(
-        workdir.to_path_buf(),
-        &r,
-        local_backend(store),
-        board.clone(),
-    )
-    .await
-    .expect("startup");
+    let startup = start_with_backend(workdir.to_path_buf(), &r, backend, board.clone())
+        .await
+        .expect("startup");
     (board, startup.states, startup.handle.expect("loop runs"))
 }
 
@@ -75,10 +75,48 @@ fn read_tree_with_metadata(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A generated workdir syncs up; after it is deleted every timeline is `CloudOnly`; downloads
-/// bring every file back byte-identically and the states become `Ready(lsn)`.
+/// bring every file back byte-identically and the states become `Ready(lsn)`. On local fs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workdir_round_trips_through_the_loop() {
     let (_s, store) = tempdir();
+    round_trip_through_the_loop(&|| local_backend(&store), &store).await;
+}
+
+/// The same on the real S3 server, through the standard stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workdir_round_trips_through_the_loop_on_s3() {
+    let (s3, _) = s3_stack(FaultConfig::none()).await;
+    round_trip_through_the_loop(&|| s3.clone(), Path::new("s3")).await;
+}
+
+/// With 30% of S3 requests failing transiently, everything still syncs both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_percent_transient_faults_still_sync_on_s3() {
+    let (s3, faults) = s3_stack(FaultConfig::random(0.3, 11)).await;
+    round_trip_through_the_loop(&|| s3.clone(), Path::new("s3")).await;
+    assert!(
+        faults.injected() > 5,
+        "only {} faults were injected",
+        faults.injected()
+    );
+}
+
+/// The real S3 server behind faults, retries, limits, timeouts and metrics.
+async fn s3_stack(faults: FaultConfig) -> (layercas::backend::DynBackend, Arc<FaultBackend>) {
+    use layercas::backend::open::{StackConfig, standard_stack};
+    let base: layercas::backend::DynBackend =
+        Arc::new(s3server::s3_backend(s3server::small_pages_and_parts).await);
+    let faulty = Arc::new(FaultBackend::new(base, faults));
+    let mut config = StackConfig::default();
+    config.retry.base_delay = Duration::from_millis(5);
+    config.retry.max_attempts = 10;
+    (standard_stack(faulty.clone(), &config).backend, faulty)
+}
+
+async fn round_trip_through_the_loop(
+    backend: &dyn Fn() -> layercas::backend::DynBackend,
+    store: &Path,
+) {
     let (_w, work) = tempdir();
     let (mut wd, _) = SampleWorkdir::create(&work, &SampleSpec::small()).unwrap();
     wd.step().unwrap();
@@ -89,7 +127,7 @@ async fn workdir_round_trips_through_the_loop() {
         .map(|t| ((t.tenant(), t.timeline()), t.metadata().disk_consistent_lsn))
         .collect();
 
-    let (board, states, handle) = start(&work, &store).await;
+    let (board, states, handle) = start_on(&work, store, backend()).await;
     assert_eq!(states.len(), timelines.len());
     assert!(
         states
@@ -105,7 +143,7 @@ async fn workdir_round_trips_through_the_loop() {
 
     std::fs::remove_dir_all(&work).unwrap();
     std::fs::create_dir_all(&work).unwrap();
-    let (board, states, handle) = start(&work, &store).await;
+    let (board, states, handle) = start_on(&work, store, backend()).await;
     for (key, lsn) in &timelines {
         assert_eq!(
             states[key],
@@ -122,6 +160,38 @@ async fn workdir_round_trips_through_the_loop() {
     assert_eq!(tree(&work), want, "downloaded workdir differs");
 }
 
+/// One timeline whose part of the store is broken for good ends `Evicted`; all others end
+/// `Ready`, and the loop keeps serving them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanently_failing_timeline_is_evicted_and_others_sync() {
+    let (_s, store) = tempdir();
+    let (_w, work) = tempdir();
+    let (wd, _) = SampleWorkdir::create(&work, &SampleSpec::small()).unwrap();
+    let victim = (wd.timelines()[1].tenant(), wd.timelines()[1].timeline());
+    let faults = FaultConfig {
+        broken_prefix: Some(format!("manifests/{}/{}/", victim.0, victim.1)),
+        ..FaultConfig::none()
+    };
+    let backend = Arc::new(FaultBackend::new(local_backend(&store), faults));
+    let (board, _, handle) = start_on(&work, &store, backend).await;
+    handle.wait_idle().await.unwrap();
+    handle.shutdown().await;
+    for t in wd.timelines() {
+        let state = board.snapshot()[&(t.tenant(), t.timeline())];
+        if (t.tenant(), t.timeline()) == victim {
+            assert_eq!(
+                state,
+                TimelineSyncState::Evicted(Some(t.metadata().disk_consistent_lsn))
+            );
+        } else {
+            assert_eq!(
+                state,
+                TimelineSyncState::Ready(t.metadata().disk_consistent_lsn)
+            );
+        }
+    }
+}
+
 /// A second checkpoint uploads only its new chunks, through the scheduling API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_uploads_store_only_new_chunks() {
@@ -130,7 +200,14 @@ async fn incremental_uploads_store_only_new_chunks() {
     let (mut wd, _) = SampleWorkdir::create(&work, &SampleSpec::small()).unwrap();
     let (_b, _, handle) = start(&work, &store).await;
     handle.wait_idle().await.unwrap();
+    handle.shutdown().await;
     let before = store_bytes(&store);
+    // The second round counts the bytes it sends.
+    let metered = Arc::new(layercas::backend::metrics::MetricsBackend::new(
+        local_backend(&store),
+    ));
+    let metrics = metered.metrics();
+    let (_b, _, handle) = start_on(&work, &store, metered).await;
 
     let deltas = wd.step().unwrap();
     let mut added = 0;
@@ -153,9 +230,17 @@ async fn incremental_uploads_store_only_new_chunks() {
     handle.wait_idle().await.unwrap();
     handle.shutdown().await;
     let grew = store_bytes(&store) - before;
+    let sent = metrics
+        .snapshot()
+        .op(layercas::backend::wrap::Op::Put)
+        .bytes_out;
     assert!(
-        grew * 4 < added,
-        "stored {grew} new bytes for {added} bytes of new layer files"
+        sent * 4 < added,
+        "uploaded {sent} bytes for {added} bytes of new layer files"
+    );
+    assert!(
+        sent >= grew,
+        "everything the store gained was counted as uploaded"
     );
     // Every timeline's newest checkpoint is the stepped one, and it restores identically.
     let s = layercas::store::Store::open(local_backend(&store))

@@ -46,6 +46,9 @@ pub struct FaultConfig {
     pub bitflip_ratio: f64,
     /// The operations faults apply to.
     pub ops: Vec<Op>,
+    /// Every call on a key (or listing prefix) starting with this fails, permanently (not
+    /// transient): a part of the store that is broken for good.
+    pub broken_prefix: Option<String>,
 }
 
 impl FaultConfig {
@@ -58,6 +61,7 @@ impl FaultConfig {
             truncate_ratio: 0.0,
             bitflip_ratio: 0.0,
             ops: Op::ALL.to_vec(),
+            broken_prefix: None,
         }
     }
 
@@ -113,6 +117,19 @@ impl FaultBackend {
     fn fault(&self, op: Op, key: &str) -> Option<BackendError> {
         if !self.config.ops.contains(&op) {
             return None;
+        }
+        if self
+            .config
+            .broken_prefix
+            .as_deref()
+            .is_some_and(|p| key.starts_with(p))
+        {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            return Some(BackendError::other(
+                op.name(),
+                key,
+                "injected permanent fault",
+            ));
         }
         let attempt = {
             let mut attempts = self.attempts.lock().expect("fault attempts");
