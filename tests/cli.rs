@@ -6,23 +6,17 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::target::Target;
 use common::*;
 use serde_json::Value;
 
 const T: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const TL: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
-fn casctl(store: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_casctl"));
-    c.arg("--store").arg(store).env_remove("LAYERCAS_STORE");
-    c
-}
-
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("casctl runs");
-    out
+    cmd.output().expect("casctl runs")
 }
 
 fn json(out: &Output) -> Value {
@@ -35,8 +29,9 @@ fn json(out: &Output) -> Value {
         .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-fn checkpoint(store: &Path, dir: &Path, lsn: &str) -> Output {
-    run(casctl(store)
+fn checkpoint(t: &Target, dir: &Path, lsn: &str) -> Output {
+    run(t
+        .casctl()
         .args([
             "--json",
             "checkpoint",
@@ -50,8 +45,8 @@ fn checkpoint(store: &Path, dir: &Path, lsn: &str) -> Output {
         .arg(dir))
 }
 
-fn restore(store: &Path, to: &Path, lsn: Option<&str>) -> Output {
-    let mut c = casctl(store);
+fn restore(t: &Target, to: &Path, lsn: Option<&str>) -> Output {
+    let mut c = t.casctl();
     c.args(["--json", "restore", "--tenant", T, "--timeline", TL, "--to"])
         .arg(to);
     if let Some(l) = lsn {
@@ -60,9 +55,14 @@ fn restore(store: &Path, to: &Path, lsn: Option<&str>) -> Output {
     run(&mut c)
 }
 
-fn verify(store: &Path) -> (bool, Value) {
-    let out = run(casctl(store).args(["--json", "verify", "--read-data"]));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("verify prints JSON");
+fn verify(t: &Target) -> (bool, Value) {
+    let out = run(t.casctl().args(["--json", "verify", "--read-data"]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "verify prints JSON; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (out.status.success(), v)
 }
 
@@ -109,20 +109,30 @@ fn demo_passes() {
     assert_eq!(v["verify_errors"], 0);
 }
 
-/// ls and stats describe what was stored, in text and JSON.
+/// ls and stats describe what was stored, in text and JSON. On local fs.
 #[test]
 fn ls_and_stats_report_the_store() {
     let (_s, store) = tempdir();
+    ls_and_stats(&Target::local(&store));
+}
+
+/// The same on the real S3 server.
+#[test]
+fn ls_and_stats_report_the_store_on_s3() {
+    ls_and_stats(&Target::s3());
+}
+
+fn ls_and_stats(t: &Target) {
     let (_w, work) = tempdir();
     let files = sample_files(&work, 1);
-    json(&checkpoint(&store, &work, "0/100"));
-    json(&checkpoint(&store, &work, "1/0"));
-    let ls = json(&run(casctl(&store).args(["--json", "ls"])));
+    json(&checkpoint(t, &work, "0/100"));
+    json(&checkpoint(t, &work, "1/0"));
+    let ls = json(&run(t.casctl().args(["--json", "ls"])));
     assert_eq!(ls[0]["tenant"], T);
     assert_eq!(ls[0]["checkpoints"], serde_json::json!(["0/100", "1/0"]));
-    let text = String::from_utf8(run(casctl(&store).arg("ls")).stdout).unwrap();
+    let text = String::from_utf8(run(t.casctl().arg("ls")).stdout).unwrap();
     assert!(text.contains(&format!("{T}/{TL}: 0/100 1/0")), "{text}");
-    let files_json = json(&run(casctl(&store).args([
+    let files_json = json(&run(t.casctl().args([
         "--json",
         "ls",
         "--tenant",
@@ -132,7 +142,7 @@ fn ls_and_stats_report_the_store() {
     ])));
     assert_eq!(files_json.as_array().unwrap().len(), files.len());
 
-    let s = json(&run(casctl(&store).args(["--json", "stats"])));
+    let s = json(&run(t.casctl().args(["--json", "stats"])));
     let logical: u64 = files.values().map(|f| f.len() as u64).sum::<u64>() * 2;
     assert_eq!(s["logical_bytes"], logical);
     assert_eq!(s["manifests"], 2);
@@ -143,15 +153,22 @@ fn ls_and_stats_report_the_store() {
         s["stored_bytes"].as_u64().unwrap() < logical / 2 + 1024 * 1024,
         "second checkpoint must dedup: {s}"
     );
+    assert!(
+        s["requests"]["ops"]["list"]["requests"].as_u64().unwrap() > 0,
+        "stats reports its own requests: {s}"
+    );
 }
 
 /// Bad arguments fail with a message naming what was wrong, and change nothing.
 #[test]
 fn bad_input_gets_clear_errors() {
     let (_s, store) = tempdir();
+    let t = Target::local(&store);
     let (_w, work) = tempdir();
     sample_files(&work, 2);
-    let bad_lsn = run(casctl(&store)
+    let stderr = |o: Output| String::from_utf8_lossy(&o.stderr).to_string();
+    let bad_lsn = run(t
+        .casctl()
         .args([
             "checkpoint",
             "--tenant",
@@ -163,12 +180,9 @@ fn bad_input_gets_clear_errors() {
         ])
         .arg(&work));
     assert!(!bad_lsn.status.success());
-    assert!(
-        String::from_utf8_lossy(&bad_lsn.stderr).contains("12345"),
-        "{}",
-        String::from_utf8_lossy(&bad_lsn.stderr)
-    );
-    let bad_tenant = run(casctl(&store)
+    assert!(stderr(bad_lsn).contains("12345"));
+    let bad_tenant = run(t
+        .casctl()
         .args([
             "checkpoint",
             "--tenant",
@@ -179,45 +193,57 @@ fn bad_input_gets_clear_errors() {
             "0/1",
         ])
         .arg(&work));
-    assert!(String::from_utf8_lossy(&bad_tenant.stderr).contains("tenant id"));
-    let no_lsn = run(casctl(&store)
+    assert!(stderr(bad_tenant).contains("tenant id"));
+    let no_lsn = run(t
+        .casctl()
         .args(["checkpoint", "--tenant", T, "--timeline", TL])
         .arg(&work));
-    assert!(String::from_utf8_lossy(&no_lsn.stderr).contains("--lsn"));
-    let missing = run(casctl(&store)
+    assert!(stderr(no_lsn).contains("--lsn"));
+    let missing = run(t
+        .casctl()
         .args(["restore", "--tenant", T, "--timeline", TL, "--to"])
         .arg(work.join("out")));
     assert!(!missing.status.success());
-    json(&checkpoint(&store, &work, "0/10"));
-    let older = checkpoint(&store, &work, "0/5");
-    assert!(
-        String::from_utf8_lossy(&older.stderr).contains("older than"),
-        "{}",
-        String::from_utf8_lossy(&older.stderr)
-    );
+    assert!(stderr(missing).contains("not found"));
+    json(&checkpoint(&t, &work, "0/10"));
+    let older = checkpoint(&t, &work, "0/5");
+    assert!(stderr(older).contains("older than"));
+    let no_store = run(Command::new(env!("CARGO_BIN_EXE_casctl"))
+        .env_remove("LAYERCAS_STORE")
+        .arg("stats"));
+    assert!(stderr(no_store).contains("--store"));
 }
 
-/// A flipped byte in a pack makes `verify --read-data` and `restore` fail naming the chunk; damaged
-/// manifests and index objects are reported by key; a manifest naming `../x` is rejected.
+/// A flipped byte in a pack makes `verify --read-data` and `restore` fail naming the chunk;
+/// damaged manifests and index objects are reported by key. On local fs.
 #[test]
 fn corruption_is_detected_and_named() {
     let (_s, store) = tempdir();
+    corruption(&Target::local(&store));
+}
+
+/// The same on the real S3 server.
+#[test]
+fn corruption_is_detected_and_named_on_s3() {
+    corruption(&Target::s3());
+}
+
+fn corruption(t: &Target) {
     let (_w, work) = tempdir();
     sample_files(&work, 3);
-    json(&checkpoint(&store, &work, "0/10"));
-    assert!(verify(&store).0);
+    json(&checkpoint(t, &work, "0/10"));
+    assert!(verify(t).0);
 
-    let packs = objects(&store.join("packs"));
-    let pack = &packs[0];
-    let mut bytes = std::fs::read(pack).unwrap();
+    let pack = &t.keys("packs/")[0];
+    let mut bytes = t.read(pack);
     bytes[100] ^= 0x20;
-    overwrite(pack, &bytes);
-    let (ok, v) = verify(&store);
+    t.write(pack, &bytes);
+    let (ok, v) = verify(t);
     assert!(!ok);
     let errors = error_messages(&v);
     assert!(errors.iter().any(|e| e.contains("chunk ")), "{errors:?}");
     let (_o, out) = tempdir();
-    let r = restore(&store, &out, None);
+    let r = restore(t, &out, None);
     assert!(!r.status.success());
     let msg = String::from_utf8_lossy(&r.stderr);
     assert!(
@@ -229,38 +255,36 @@ fn corruption_is_detected_and_named() {
         "no temporary file stays"
     );
     bytes[100] ^= 0x20;
-    overwrite(pack, &bytes);
-    assert!(verify(&store).0);
+    t.write(pack, &bytes);
+    assert!(verify(t).0);
 
-    let manifest = &objects(&store.join("manifests"))[0];
-    let good = std::fs::read(manifest).unwrap();
+    let manifest = &t.keys("manifests/")[0];
+    let good = t.read(manifest);
     for damage in [
         good[..good.len() / 2].to_vec(),
         b"garbage".to_vec(),
         flip(&good, 40),
     ] {
-        overwrite(manifest, &damage);
-        let (ok, v) = verify(&store);
+        t.write(manifest, &damage);
+        let (ok, v) = verify(t);
         assert!(!ok);
         assert!(
-            error_messages(&v)
-                .iter()
-                .any(|e| e.starts_with("manifests/")),
+            error_messages(&v).iter().any(|e| e.contains("manifests/")),
             "{v}"
         );
     }
-    overwrite(manifest, &good);
+    t.write(manifest, &good);
 
-    let index = &objects(&store.join("index"))[0];
-    let good_index = std::fs::read(index).unwrap();
-    overwrite(index, &good_index[..good_index.len() - 3]);
-    let (ok, v) = verify(&store);
+    let index = &t.keys("index/")[0];
+    let good_index = t.read(index);
+    t.write(index, &good_index[..good_index.len() - 3]);
+    let (ok, v) = verify(t);
     assert!(
-        !ok && error_messages(&v).iter().any(|e| e.starts_with("index/")),
+        !ok && error_messages(&v).iter().any(|e| e.contains("index/")),
         "{v}"
     );
-    overwrite(index, &good_index);
-    assert!(verify(&store).0);
+    t.write(index, &good_index);
+    assert!(verify(t).0);
 }
 
 /// A well-formed manifest (valid checksum) naming `../x` or `/etc/x` is refused by verify and
@@ -271,9 +295,10 @@ fn escaping_names_are_refused() {
     use layercas::manifest::{FileEntry, Manifest};
     for bad in ["../x", "/etc/x"] {
         let (_s, store) = tempdir();
+        let t = Target::local(&store);
         let (_w, work) = tempdir();
         sample_files(&work, 4);
-        json(&checkpoint(&store, &work, "0/10"));
+        json(&checkpoint(&t, &work, "0/10"));
         let m = Manifest {
             tenant: T.parse::<TenantId>().unwrap(),
             timeline: TL.parse::<TimelineId>().unwrap(),
@@ -288,18 +313,14 @@ fn escaping_names_are_refused() {
             }],
             removed: vec![],
         };
-        std::fs::write(
-            store.join(format!("manifests/{T}/{TL}/0000000000000020")),
-            m.encode(),
-        )
-        .unwrap();
-        let (ok, v) = verify(&store);
+        t.write(&format!("manifests/{T}/{TL}/0000000000000020"), &m.encode());
+        let (ok, v) = verify(&t);
         assert!(
             !ok && error_messages(&v).iter().any(|e| e.contains(bad)),
             "{v}"
         );
         let (_o, out) = tempdir();
-        let r = restore(&store, &out.join("t"), None);
+        let r = restore(&t, &out.join("t"), None);
         assert!(!r.status.success());
         assert!(String::from_utf8_lossy(&r.stderr).contains(bad));
         assert!(!out.join("x").exists());
@@ -308,18 +329,28 @@ fn escaping_names_are_refused() {
 
 /// SIGKILL of `casctl checkpoint` at many points: afterwards `verify --read-data` finds no error,
 /// and a checkpoint whose manifest exists restores byte-identically (so no manifest exists for an
-/// incomplete checkpoint).
+/// incomplete checkpoint). On local fs.
 #[test]
 fn killed_checkpoints_leave_a_consistent_store() {
     let (_s, store) = tempdir();
+    let (_p, probe) = tempdir();
+    killed_checkpoints(&Target::local(&store), &Target::local(&probe));
+}
+
+/// The same on the real S3 server.
+#[test]
+fn killed_checkpoints_leave_a_consistent_store_on_s3() {
+    killed_checkpoints(&Target::s3(), &Target::s3());
+}
+
+fn killed_checkpoints(t: &Target, probe: &Target) {
     let (_w, work) = tempdir();
-    let (_p, probe_store) = tempdir();
     // Time one full run to spread the kills over it.
     let mut files = sample_files(&work, 5);
     let started = Instant::now();
-    json(&checkpoint(&probe_store, &work, "0/1"));
+    json(&checkpoint(probe, &work, "0/1"));
     let full = started.elapsed();
-    json(&run(casctl(&store).args(["--json", "init"])));
+    json(&run(t.casctl().args(["--json", "init"])));
     let kills = 16;
     let mut completed = 0;
     for i in 0..kills {
@@ -327,7 +358,8 @@ fn killed_checkpoints_leave_a_consistent_store() {
         files.insert(format!("round_{i}"), noise(3 << 20, 1000 + i as u64));
         write_files(&work, &files);
         let lsn = format!("1/{:X}", i + 1);
-        let mut child = casctl(&store)
+        let mut child = t
+            .casctl()
             .args(["checkpoint", "--tenant", T, "--timeline", TL, "--lsn", &lsn])
             .arg(&work)
             .stdout(Stdio::null())
@@ -339,15 +371,14 @@ fn killed_checkpoints_leave_a_consistent_store() {
         let status = child.wait().unwrap();
         completed += status.success() as usize;
 
-        let (ok, v) = verify(&store);
+        let (ok, v) = verify(t);
         assert!(ok, "after kill {i}: {:?}", error_messages(&v));
-        let manifest = store.join(format!(
+        if t.exists(&format!(
             "manifests/{T}/{TL}/{:016X}",
             (1u64 << 32) + i as u64 + 1
-        ));
-        if manifest.exists() {
+        )) {
             let (_o, out) = tempdir();
-            json(&restore(&store, &out, Some(&lsn)));
+            json(&restore(t, &out, Some(&lsn)));
             assert_eq!(
                 read_tree(&out),
                 files,
@@ -381,7 +412,8 @@ fn multi_gib_file_streams_with_bounded_memory() {
         }
     }
     let (status, rss) = run_measured(
-        casctl(&store)
+        Target::local(&store)
+            .casctl()
             .args([
                 "checkpoint",
                 "--tenant",
@@ -401,7 +433,8 @@ fn multi_gib_file_streams_with_bounded_memory() {
     );
     let (_o, out) = tempdir();
     let (status, rss) = run_measured(
-        casctl(&store)
+        Target::local(&store)
+            .casctl()
             .args(["restore", "--tenant", T, "--timeline", TL, "--to"])
             .arg(&out),
     );
@@ -456,43 +489,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn objects(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Replaces a stored object's bytes in place (objects are read-only hard links; write a new file).
-fn overwrite(path: &Path, bytes: &[u8]) {
-    std::fs::remove_file(path).unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
-
 fn flip(b: &[u8], at: usize) -> Vec<u8> {
     let mut v = b.to_vec();
     v[at] ^= 1;
     v
-}
-
-#[allow(dead_code)]
-fn wait_for(mut f: impl FnMut() -> bool, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
 }

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "s3")]
 pub mod s3server;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
