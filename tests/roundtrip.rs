@@ -9,15 +9,24 @@ use layercas::id::Lsn;
 use layercas::ingest::Writer;
 use layercas::metadata::TimelineMetadata;
 use layercas::progress;
+use layercas::store::Store;
 
 /// Empty files, files below the minimum chunk size, at exact chunk-size boundaries, multi-chunk
 /// files, nested names, and a thousand tiny files all come back byte-identical, with metadata.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_file_shape_round_trips() {
     let (_s, store_dir) = tempdir();
+    every_file_shape_round_trips_on(local_store(&store_dir).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_shape_round_trips_on_s3() {
+    every_file_shape_round_trips_on(s3_store().await).await;
+}
+
+async fn every_file_shape_round_trips_on(store: Store) {
     let (_w, work) = tempdir();
     let (_r, out) = tempdir();
-    let store = local_store(&store_dir).await;
     let p = &store.config().chunker;
     let mut files = BTreeMap::new();
     files.insert("empty".to_string(), vec![]);
@@ -60,8 +69,16 @@ async fn every_file_shape_round_trips() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_at_each_lsn_gives_that_checkpoint() {
     let (_s, store_dir) = tempdir();
+    restore_at_each_lsn_gives_that_checkpoint_on(local_store(&store_dir).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_at_each_lsn_gives_that_checkpoint_on_s3() {
+    restore_at_each_lsn_gives_that_checkpoint_on(s3_store().await).await;
+}
+
+async fn restore_at_each_lsn_gives_that_checkpoint_on(store: Store) {
     let (_w, work) = tempdir();
-    let store = local_store(&store_dir).await;
     let writer = Writer::new(store.clone()).await.unwrap();
     let mut v1 = BTreeMap::new();
     v1.insert("a".to_string(), noise(100_000, 1));
@@ -123,8 +140,16 @@ fn request(dir: &std::path::Path, lsn: u64) -> layercas::ingest::CheckpointReque
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_bytes_under_new_names_store_under_one_percent() {
     let (_s, store_dir) = tempdir();
+    same_bytes_under_new_names_store_under_one_percent_on(local_store(&store_dir).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_bytes_under_new_names_store_under_one_percent_on_s3() {
+    same_bytes_under_new_names_store_under_one_percent_on(s3_store().await).await;
+}
+
+async fn same_bytes_under_new_names_store_under_one_percent_on(store: Store) {
     let (_w, work) = tempdir();
-    let store = local_store(&store_dir).await;
     let writer = Writer::new(store.clone()).await.unwrap();
     let mut files = BTreeMap::new();
     for i in 0..20 {
@@ -166,8 +191,16 @@ async fn same_bytes_under_new_names_store_under_one_percent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_percent_changed_pages_store_at_most_ten_percent() {
     let (_s, store_dir) = tempdir();
+    two_percent_changed_pages_store_at_most_ten_percent_on(local_store(&store_dir).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_percent_changed_pages_store_at_most_ten_percent_on_s3() {
+    two_percent_changed_pages_store_at_most_ten_percent_on(s3_store().await).await;
+}
+
+async fn two_percent_changed_pages_store_at_most_ten_percent_on(store: Store) {
     let (_w, work) = tempdir();
-    let store = local_store(&store_dir).await;
     let writer = Writer::new(store.clone()).await.unwrap();
     let pages = 4096; // 32 MiB
     let mut data = noise(pages * 8192, 9);
@@ -191,4 +224,14 @@ async fn two_percent_changed_pages_store_at_most_ten_percent() {
         .await
         .unwrap();
     assert_eq!(std::fs::read(out.join("image_2")).unwrap(), data);
+}
+
+/// A store in a fresh bucket on the test S3 server, through the standard stack.
+async fn s3_store() -> Store {
+    use layercas::backend::open::{StackConfig, standard_stack};
+    let s3 = common::s3server::s3_backend(common::s3server::small_pages_and_parts).await;
+    let backend = standard_stack(std::sync::Arc::new(s3), &StackConfig::default()).backend;
+    Store::open_or_create(backend, layercas::config::StoreConfig::default_config())
+        .await
+        .unwrap()
 }
