@@ -10,6 +10,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use layercas::backend::local::LocalBackend;
+use layercas::backend::metrics::{Metrics, MetricsSnapshot};
+use layercas::backend::open::{StackConfig, standard_stack};
+use layercas::backend::wrap::Op;
+use layercas::backend::{BackendExt, DynBackend, Prefix};
 use layercas::config::{ChunkerParams, StoreConfig};
 use layercas::ingest::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
 use layercas::progress;
@@ -114,14 +118,15 @@ struct IngestResult {
 fn ingest(
     rt: &tokio::runtime::Runtime,
     data: &Dataset,
-    store_dir: &Path,
+    backend: DynBackend,
     config: StoreConfig,
 ) -> IngestResult {
     reset_peak_rss();
     let started = Instant::now();
     let chunked_bytes = rt.block_on(async {
-        let backend = Arc::new(LocalBackend::new(store_dir).unwrap());
-        let store = Store::open_or_create(backend, config).await.unwrap();
+        let store = Store::open_or_create(backend.clone(), config)
+            .await
+            .unwrap();
         let writer = Writer::new(store).await.unwrap();
         let mut chunked = 0;
         for round in &data.rounds {
@@ -133,42 +138,149 @@ fn ingest(
                     files: files_of(dir),
                     mode: CheckpointMode::Full,
                 };
-                let r = writer.checkpoint(req, progress::none()).await.unwrap();
-                chunked += r.chunked_bytes;
+                chunked += writer
+                    .checkpoint(req, progress::none())
+                    .await
+                    .unwrap()
+                    .chunked_bytes;
             }
         }
         chunked
     });
     let seconds = started.elapsed().as_secs_f64();
-    let (objects, stored_bytes) = dir_totals(store_dir);
+    let peak_rss = peak_rss();
+    let listed = rt.block_on(backend.list_all(&Prefix::all())).unwrap();
+    let stored_bytes = listed.iter().map(|m| m.size).sum();
     IngestResult {
         seconds,
         chunked_bytes,
         stored_bytes,
-        objects,
-        peak_rss: peak_rss(),
+        objects: listed.len() as u64,
+        peak_rss,
     }
 }
 
-fn dir_totals(dir: &Path) -> (u64, u64) {
-    let mut stack = vec![dir.to_path_buf()];
-    let (mut n, mut bytes) = (0, 0);
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let name = e.file_name();
-            if name.to_str().is_some_and(|s| s.starts_with('.')) {
-                continue;
-            }
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                n += 1;
-                bytes += e.metadata().unwrap().len();
+/// Restores the newest checkpoint of every timeline; returns bytes, ranged reads and seconds.
+fn restore_all(
+    rt: &tokio::runtime::Runtime,
+    data: &Dataset,
+    backend: DynBackend,
+    to: &Path,
+) -> (u64, usize, f64) {
+    reset_peak_rss();
+    let started = Instant::now();
+    let (bytes, reads) = rt.block_on(async {
+        let store = Store::open(backend).await.unwrap();
+        let (mut bytes, mut reads) = (0, 0);
+        for (d, _) in data.rounds.last().unwrap() {
+            let to = to.join(format!("{}/{}", d.tenant, d.timeline));
+            let r = store
+                .restore_timeline(&d.tenant, &d.timeline, None, &to, progress::none())
+                .await
+                .unwrap();
+            bytes += r.bytes;
+            reads += r.range_reads;
+        }
+        (bytes, reads)
+    });
+    (bytes, reads, started.elapsed().as_secs_f64())
+}
+
+/// Ingest and restore over one backend; prints a block and returns its numbers.
+fn run_backend(
+    rt: &tokio::runtime::Runtime,
+    data: &Dataset,
+    name: &str,
+    backend: DynBackend,
+    metrics: Option<Arc<Metrics>>,
+    restore_to: &Path,
+) -> serde_json::Value {
+    let ing = ingest(rt, data, backend.clone(), StoreConfig::default_config());
+    let puts = metrics.as_ref().map(|m| m.snapshot().op(Op::Put).requests);
+    let ingest_rate = mib(data.logical_bytes) / ing.seconds;
+    let objects_per_gib = ing.objects as f64 / (data.logical_bytes as f64 / (1u64 << 30) as f64);
+    let chunked_rate = mib(ing.chunked_bytes) / ing.seconds;
+    println!(
+        "{name} ingest:  {ingest_rate:.0} MiB/s logical, {chunked_rate:.0} MiB/s of chunked (new or changed) files ({:.1} MiB in {:.2} s)",
+        mib(ing.chunked_bytes),
+        ing.seconds
+    );
+    println!(
+        "{name}          stored {:.1} MiB, dedup ratio {:.2}x, {} objects ({objects_per_gib:.0} per logical GiB), peak RSS {:.0} MiB{}",
+        mib(ing.stored_bytes),
+        data.logical_bytes as f64 / ing.stored_bytes as f64,
+        ing.objects,
+        mib(ing.peak_rss),
+        puts.map(|p| format!(", {p} PUT requests"))
+            .unwrap_or_default()
+    );
+    let gets_before = metrics.as_ref().map(|m| get_class(&m.snapshot()));
+    let (bytes, reads, secs) = restore_all(rt, data, backend, restore_to);
+    let gets = metrics
+        .as_ref()
+        .map(|m| get_class(&m.snapshot()) - gets_before.unwrap_or(0));
+    println!(
+        "{name} restore: {:.0} MiB/s ({:.1} MiB in {secs:.2} s, {reads} ranged reads{}), peak RSS {:.0} MiB",
+        mib(bytes) / secs,
+        mib(bytes),
+        gets.map(|g| format!(", {g} GET-class requests"))
+            .unwrap_or_default(),
+        mib(peak_rss())
+    );
+    serde_json::json!({
+        "ingest_mib_s": ingest_rate, "ingest_chunked_mib_s": chunked_rate, "chunked_bytes": ing.chunked_bytes,
+        "stored_bytes": ing.stored_bytes, "objects": ing.objects, "objects_per_logical_gib": objects_per_gib,
+        "ingest_peak_rss": ing.peak_rss, "put_requests": puts, "restore_mib_s": mib(bytes) / secs,
+        "range_reads": reads, "restore_get_requests": gets,
+    })
+}
+
+fn get_class(s: &MetricsSnapshot) -> u64 {
+    s.op(Op::Get).requests + s.op(Op::GetRange).requests + s.op(Op::Head).requests
+}
+
+/// A fresh bucket on an S3 server: `LAYERCAS_S3_ENDPOINT` (with `AWS_*` credentials) or a
+/// SeaweedFS started by scripts/s3-server.sh for this process; in the standard stack.
+fn s3_backend(rt: &tokio::runtime::Runtime) -> (DynBackend, Arc<Metrics>) {
+    use layercas::backend::s3::{S3Backend, S3Config, S3Credentials};
+    if std::env::var_os("LAYERCAS_S3_ENDPOINT").is_none() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3-server.sh");
+        let out = std::process::Command::new(script)
+            .args(["start", "--watch", &std::process::id().to_string()])
+            .output()
+            .expect("scripts/s3-server.sh runs");
+        assert!(
+            out.status.success(),
+            "S3 server: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                // SAFETY: single-threaded at this point of main, before any client reads the env.
+                unsafe { std::env::set_var(k, v.trim_matches(['\'', '"'])) };
             }
         }
     }
-    (n, bytes)
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let mut config = S3Config::new(format!("bench-{}", std::process::id()))
+        .with_endpoint(var("LAYERCAS_S3_ENDPOINT"));
+    config.region = Some("us-east-1".into());
+    config.credentials = Some(S3Credentials {
+        access_key_id: var("AWS_ACCESS_KEY_ID"),
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
+        session_token: None,
+    });
+    let s3 = rt.block_on(async {
+        let b = S3Backend::new(config).await.unwrap();
+        b.create_bucket_if_missing().await.unwrap();
+        b
+    });
+    let opened = standard_stack(Arc::new(s3), &StackConfig::default());
+    (opened.backend, opened.metrics)
+}
+
+fn local(dir: &Path) -> DynBackend {
+    Arc::new(LocalBackend::new(dir).unwrap())
 }
 
 /// Throughput of blake3 and zstd-3 over 32 KiB pieces of the newest round's bytes, on one core and
@@ -239,51 +351,30 @@ fn main() {
         "limits:  blake3 {b3_1:.0} MiB/s (1 core), {b3_n:.0} MiB/s (all); zstd-3 {z_1:.0} MiB/s (1 core), {z_n:.0} MiB/s (all), ratio {zratio:.2}"
     );
 
-    let store_dir = tmp.path().join("store");
-    let ing = ingest(&rt, &data, &store_dir, StoreConfig::default_config());
-    let ingest_rate = mib(data.logical_bytes) / ing.seconds;
-    let objects_per_gib = ing.objects as f64 / (data.logical_bytes as f64 / (1u64 << 30) as f64);
-    let chunked_rate = mib(ing.chunked_bytes) / ing.seconds;
-    println!(
-        "ingest:  {ingest_rate:.0} MiB/s logical, {chunked_rate:.0} MiB/s of chunked (new or changed) files ({:.1} MiB in {:.2} s)",
-        mib(ing.chunked_bytes),
-        ing.seconds
-    );
-    println!(
-        "         stored {:.1} MiB, dedup ratio {:.2}x, {} objects ({objects_per_gib:.0} per logical GiB), peak RSS {:.0} MiB",
-        mib(ing.stored_bytes),
-        data.logical_bytes as f64 / ing.stored_bytes as f64,
-        ing.objects,
-        mib(ing.peak_rss)
-    );
-
-    reset_peak_rss();
-    let started = Instant::now();
-    let (restored_bytes, range_reads) = rt.block_on(async {
-        let store = Store::open(Arc::new(LocalBackend::new(&store_dir).unwrap()))
-            .await
-            .unwrap();
-        let (mut bytes, mut reads) = (0, 0);
-        for (d, _) in data.rounds.last().unwrap() {
-            let to = tmp
-                .path()
-                .join(format!("restored/{}/{}", d.tenant, d.timeline));
-            let r = store
-                .restore_timeline(&d.tenant, &d.timeline, None, &to, progress::none())
-                .await
-                .unwrap();
-            bytes += r.bytes;
-            reads += r.range_reads;
-        }
-        (bytes, reads)
+    let mut json = serde_json::json!({
+        "logical_bytes": data.logical_bytes,
+        "blake3_mib_s_1core": b3_1, "blake3_mib_s_all": b3_n, "zstd3_mib_s_1core": z_1, "zstd3_mib_s_all": z_n,
     });
-    let restore_secs = started.elapsed().as_secs_f64();
-    println!(
-        "restore: {:.0} MiB/s ({:.1} MiB in {restore_secs:.2} s, {range_reads} ranged reads), peak RSS {:.0} MiB",
-        mib(restored_bytes) / restore_secs,
-        mib(restored_bytes),
-        mib(peak_rss())
+    let local_store = local(&tmp.path().join("store"));
+    json["local"] = run_backend(
+        &rt,
+        &data,
+        "local",
+        local_store,
+        None,
+        &tmp.path().join("restored-local"),
     );
+    if env_or("LAYERCAS_BENCH_S3", 1) != 0 {
+        let (s3, metrics) = s3_backend(&rt);
+        json["s3"] = run_backend(
+            &rt,
+            &data,
+            "s3",
+            s3,
+            Some(metrics),
+            &tmp.path().join("restored-s3"),
+        );
+    }
 
     let mut sweep_rows = Vec::new();
     if sweep {
@@ -297,7 +388,7 @@ fn main() {
             let config =
                 StoreConfig::new(ChunkerParams::fastcdc(avg / 2, avg, avg * 4), 16 << 20, 3);
             let dir = tmp.path().join(format!("sweep-{avg_kib}"));
-            let r = ingest(&rt, &data, &dir, config);
+            let r = ingest(&rt, &data, local(&dir), config);
             let ratio = data.logical_bytes as f64 / r.stored_bytes as f64;
             let rate = mib(data.logical_bytes) / r.seconds;
             let chunks = rt.block_on(async {
@@ -315,13 +406,6 @@ fn main() {
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }
-    let json = serde_json::json!({
-        "logical_bytes": data.logical_bytes,
-        "blake3_mib_s_1core": b3_1, "blake3_mib_s_all": b3_n, "zstd3_mib_s_1core": z_1, "zstd3_mib_s_all": z_n,
-        "ingest_mib_s": ingest_rate, "ingest_chunked_mib_s": chunked_rate, "chunked_bytes": ing.chunked_bytes, "stored_bytes": ing.stored_bytes, "objects": ing.objects,
-        "objects_per_logical_gib": objects_per_gib, "ingest_peak_rss": ing.peak_rss,
-        "restore_mib_s": mib(restored_bytes) / restore_secs, "range_reads": range_reads,
-        "sweep": sweep_rows,
-    });
+    json["sweep"] = serde_json::Value::Array(sweep_rows);
     println!("{json}");
 }
