@@ -287,6 +287,7 @@ fn escaping_names_are_refused() {
                 chunks: vec![],
             }],
             removed: vec![],
+            base: false,
         };
         std::fs::write(
             store.join(format!("manifests/{T}/{TL}/0000000000000020")),
