@@ -241,7 +241,11 @@ impl Writer {
                 .collect()
         };
         for key in &fresh {
-            let obj = self.store.read_index(key).await?;
+            // gc merged it into an object the next refresh lists; validation keeps this safe.
+            let obj = match self.store.read_index(key).await {
+                Err(e) if e.is_not_found() => continue,
+                other => other?,
+            };
             self.index.write().expect("index lock").add_object(&obj);
             self.seen_indexes
                 .lock()
