@@ -33,6 +33,7 @@ pub enum Kind {
     Index = 3,
     Manifest = 4,
     TimelineMetadata = 5,
+    GcState = 6,
 }
 
 impl Kind {
@@ -43,19 +44,25 @@ impl Kind {
             Kind::Index => "index",
             Kind::Manifest => "manifest",
             Kind::TimelineMetadata => "timeline metadata",
+            Kind::GcState => "gc state",
         }
     }
 }
 
-/// The only version of every kind this code reads and writes.
+/// The version of every kind this code writes by default (manifests also have version 2).
 pub const VERSION: u8 = 1;
 
 /// Frames `body` as an envelope of `kind`.
 pub fn seal(kind: Kind, body: &[u8]) -> Vec<u8> {
+    seal_version(kind, VERSION, body)
+}
+
+/// Frames `body` as an envelope of `kind` with body format `version`.
+pub fn seal_version(kind: Kind, version: u8, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(OVERHEAD + body.len());
     out.extend_from_slice(&MAGIC);
     out.push(kind as u8);
-    out.push(VERSION);
+    out.push(version);
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     out.extend_from_slice(body);
@@ -67,6 +74,16 @@ pub fn seal(kind: Kind, body: &[u8]) -> Vec<u8> {
 /// Checks an envelope of `kind` whose body may be at most `max_body` bytes and returns the body.
 /// `bytes` must be exactly one envelope.
 pub fn open(kind: Kind, bytes: &[u8], max_body: u64) -> Result<&[u8], DecodeError> {
+    open_versions(kind, &[VERSION], bytes, max_body).map(|(_, body)| body)
+}
+
+/// Like [`open`], accepting any of `versions`; returns the version found and the body.
+pub fn open_versions<'a>(
+    kind: Kind,
+    versions: &[u8],
+    bytes: &'a [u8],
+    max_body: u64,
+) -> Result<(u8, &'a [u8]), DecodeError> {
     let err = |reason: String| DecodeError::new(kind.name(), reason);
     if bytes.len() < OVERHEAD {
         return Err(err(format!(
@@ -85,9 +102,9 @@ pub fn open(kind: Kind, bytes: &[u8], max_body: u64) -> Result<&[u8], DecodeErro
             kind.name()
         )));
     }
-    if bytes[5] != VERSION {
+    if !versions.contains(&bytes[5]) {
         return Err(err(format!(
-            "unsupported format version {} (this reader knows {VERSION})",
+            "unsupported format version {} (this reader knows {versions:?})",
             bytes[5]
         )));
     }
@@ -111,7 +128,7 @@ pub fn open(kind: Kind, bytes: &[u8], max_body: u64) -> Result<&[u8], DecodeErro
     if sum.as_bytes()[..] != bytes[end..] {
         return Err(err("checksum mismatch".into()));
     }
-    Ok(&bytes[HEADER_LEN..end])
+    Ok((bytes[5], &bytes[HEADER_LEN..end]))
 }
 
 /// Decodes a msgpack body with rmp-serde. The body must be exactly the canonical encoding of the

@@ -59,6 +59,10 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A write was refused by the gc fence (format-spec section 13): its validation of the gc
+    /// state is too old, or chunks it meant to reference kept being condemned. Retry it.
+    #[error("fenced by gc: {0}")]
+    Fenced(String),
     /// Restored bytes did not match their recorded hash.
     #[error("{0}")]
     Integrity(String),

@@ -11,6 +11,11 @@
 //! of each batch are hashed and compressed in parallel (rayon), while packs upload concurrently
 //! on the async runtime. Memory stays bounded: a file is read in batches, at most a few packs
 //! are in flight. Must not read manifests of other timelines or delete anything.
+//!
+//! Concurrent gc is fenced by [`crate::gc::fence`]: the writer applies the gc state before
+//! deduplicating, validates its references after uploading, and creates its index object and
+//! manifest only within the window of that validation; references into condemned packs are
+//! stored again (in salted packs) instead.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -26,6 +31,7 @@ use tokio::task::JoinSet;
 use crate::backend::{BackendError, BackendExt, DynBackend, Key};
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
+use crate::gc::fence::{Fence, IndexAction, Validation};
 use crate::id::{ChunkId, FileHash, PackId, TenantId, TimelineId};
 use crate::index::{ChunkIndex, IndexObject};
 use crate::layout;
@@ -43,6 +49,8 @@ const BATCH_BYTES: usize = 8 << 20;
 const PACK_QUEUE: usize = 2;
 /// Packs uploaded at once.
 pub const UPLOAD_CONCURRENCY: usize = 4;
+/// Times a checkpoint stores chunks again because gc condemned packs it meant to reference.
+const FENCE_RETRIES: usize = 3;
 
 /// A local file to record under `name`.
 #[derive(Clone, Debug)]
@@ -111,16 +119,21 @@ pub struct Writer {
     /// The newest known state of each timeline this writer recorded, to avoid re-reading its
     /// manifests for the next checkpoint.
     states: Mutex<HashMap<(TenantId, TimelineId), TimelineState>>,
+    /// The gc generation applied to `index`.
+    fence: Fence,
 }
 
 impl Writer {
     /// Loads the store's index.
     pub async fn new(store: Store) -> Result<Writer> {
+        let fence = Fence::new();
+        let unusable = fence.prime(store.backend()).await?;
         let objects = store.read_all_indexes().await?;
         let mut index = ChunkIndex::new();
         for obj in objects.values() {
             index.add_object(obj);
         }
+        unusable.iter().for_each(|p| index.drop_pack(p));
         index.compact();
         tracing::debug!(
             chunks = index.len(),
@@ -132,7 +145,73 @@ impl Writer {
             index: Arc::new(RwLock::new(index)),
             seen_indexes: Mutex::new(objects.into_keys().collect()),
             states: Mutex::new(HashMap::new()),
+            fence,
         })
+    }
+
+    /// Applies the gc state to the index before deduplicating against it (fence step 1).
+    async fn apply_gc_state(&self) -> Result<()> {
+        let drop = match self.fence.before_dedup(self.store.backend()).await? {
+            IndexAction::Keep => return Ok(()),
+            IndexAction::Drop(packs) => {
+                self.refresh_index().await?;
+                packs
+            }
+            IndexAction::Reload(packs) => {
+                let objects = self.store.read_all_indexes().await?;
+                let mut index = ChunkIndex::new();
+                objects.values().for_each(|o| index.add_object(o));
+                *self.index.write().expect("index lock") = index;
+                *self.seen_indexes.lock().expect("seen lock") = objects.into_keys().collect();
+                packs
+            }
+        };
+        let mut index = self.index.write().expect("index lock");
+        drop.iter().for_each(|p| index.drop_pack(p));
+        Ok(())
+    }
+
+    /// Stores the files, again while gc condemns packs they would reference; returns the
+    /// entries, the packs written and a validation (fence step 2).
+    async fn store_fenced(
+        &self,
+        req: &CheckpointRequest,
+        prev: Option<&TimelineState>,
+        report: &mut CheckpointReport,
+        progress: DynProgress,
+    ) -> Result<(Vec<FileEntry>, Vec<SealedPackInfo>, Validation)> {
+        for attempt in 0..=FENCE_RETRIES {
+            self.apply_gc_state().await?;
+            let retry = attempt > 0;
+            let (added, packs) = self
+                .store_files(&req.files, prev, retry, report, progress.clone())
+                .await?;
+            let own: HashMap<ChunkId, PackId> = packs
+                .iter()
+                .flat_map(|p| p.entries.iter().map(|e| (e.chunk, p.id)))
+                .collect();
+            let chunks: Vec<ChunkId> = added.iter().flat_map(|f| &f.chunks).map(|c| c.id).collect();
+            let backend = self.store.backend();
+            match self
+                .fence
+                .validate(backend, &self.index, &own, &chunks)
+                .await?
+            {
+                Ok(v) => return Ok((added, packs, v)),
+                Err(bad) => {
+                    tracing::info!(
+                        packs = bad.len(),
+                        "gc condemned packs this checkpoint used; storing again"
+                    );
+                    let mut index = self.index.write().expect("index lock");
+                    bad.iter().for_each(|p| index.drop_pack(p));
+                }
+            }
+        }
+        Err(Error::Fenced(format!(
+            "gc condemned packs under checkpoint {} {FENCE_RETRIES} times",
+            req.metadata.disk_consistent_lsn
+        )))
     }
 
     /// The store written to.
@@ -162,7 +241,11 @@ impl Writer {
                 .collect()
         };
         for key in &fresh {
-            let obj = self.store.read_index(key).await?;
+            // gc merged it into an object the next refresh lists; validation keeps this safe.
+            let obj = match self.store.read_index(key).await {
+                Err(e) if e.is_not_found() => continue,
+                other => other?,
+            };
             self.index.write().expect("index lock").add_object(&obj);
             self.seen_indexes
                 .lock()
@@ -203,7 +286,7 @@ impl Writer {
                 return Ok(Some(cached.clone()));
             }
         }
-        Ok(TimelineState::fold(self.store.read_manifests(refs).await?))
+        Ok(TimelineState::fold(self.store.read_chain(refs).await?))
     }
 
     /// Records one checkpoint. Fails with `AlreadyExists` if the timeline has a checkpoint at
@@ -242,11 +325,12 @@ impl Writer {
             files: req.files.len(),
             ..Default::default()
         };
-        let (added, packs) = self
-            .store_files(&req.files, prev.as_ref(), &mut report, progress)
+        let (added, packs, validation) = self
+            .store_fenced(&req, prev.as_ref(), &mut report, progress)
             .await?;
         let removed = removed_names(&req, prev.as_ref());
         report.files_removed = removed.len();
+        validation.check("index object")?;
         self.commit_index(&packs, &mut report).await?;
 
         let manifest = Manifest {
@@ -257,9 +341,11 @@ impl Writer {
             metadata: req.metadata,
             added,
             removed,
+            base: false,
         };
         manifest.validate().map_err(Error::InvalidInput)?;
         let key = layout::manifest_key(&req.tenant, &req.timeline, lsn);
+        validation.check("manifest")?;
         match self
             .store
             .backend()
@@ -286,10 +372,18 @@ impl Writer {
         &self,
         files: &[SourceFile],
         prev: Option<&TimelineState>,
+        retry: bool,
         report: &mut CheckpointReport,
         progress: DynProgress,
     ) -> Result<(Vec<FileEntry>, Vec<SealedPackInfo>)> {
+        *report = CheckpointReport {
+            lsn: std::mem::take(&mut report.lsn),
+            files: files.len(),
+            ..Default::default()
+        };
+        // A retry stores every chunk it cannot resolve afresh, in salted packs.
         let known_files: HashMap<FileHash, Vec<ChunkRef>> = prev
+            .filter(|_| !retry)
             .map(|p| {
                 p.files
                     .values()
@@ -309,6 +403,7 @@ impl Writer {
             tx,
             stats: Mutex::new(ChunkStats::default()),
             progress,
+            salt: retry,
         });
         let total: u64 = files
             .iter()
@@ -438,6 +533,9 @@ struct IngestCtx {
     tx: mpsc::Sender<SealedPack>,
     stats: Mutex<ChunkStats>,
     progress: DynProgress,
+    /// Add a random blob to every pack, so that its bytes (and id) differ from any condemned
+    /// pack holding the same chunks.
+    salt: bool,
 }
 
 enum FileOutcome {
@@ -495,7 +593,7 @@ impl IngestCtx {
             let mut b = self.builder.lock().expect("pack lock");
             b.push(blob);
             b.is_full(self.pack_target)
-                .then(|| std::mem::take(&mut *b).seal())
+                .then(|| self.seal(std::mem::take(&mut *b)))
         };
         match sealed {
             Some(p) => self.send(p),
@@ -515,8 +613,20 @@ impl IngestCtx {
         if b.is_empty() {
             Ok(())
         } else {
-            self.send(b.seal())
+            self.send(self.seal(b))
         }
+    }
+
+    fn seal(&self, mut b: PackBuilder) -> SealedPack {
+        if self.salt {
+            let nonce = crate::gc::fence::nonce();
+            b.push(pack::encode_blob(
+                ChunkId::of(&nonce),
+                &nonce,
+                self.zstd_level,
+            ));
+        }
+        b.seal()
     }
 }
 

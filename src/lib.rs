@@ -12,6 +12,7 @@
 //! - Content: [`chunker`] (where chunks end), [`id`] (typed ids and LSNs).
 //! - Storage: [`backend`] (the object-store trait and its implementations).
 //! - Operations: [`store`] (opening a store, shared reads), [`ingest`] (recording checkpoints),
+//!   [`gc`] (retention, compaction, reclamation and the writers' fence),
 //!   [`restore`], [`verify`], [`inspect`] (listings and statistics).
 //! - Support: [`sample`] (a realistic generated workdir for demos, tests and benchmarks),
 //!   [`progress`], [`error`].
@@ -42,6 +43,7 @@ pub mod chunker;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod gc;
 pub mod id;
 pub mod index;
 pub mod ingest;

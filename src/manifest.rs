@@ -3,8 +3,11 @@
 //! manifests in LSN order gives its file set at any recorded LSN.
 //!
 //! Encoding: an envelope of kind `Manifest` around the canonical msgpack encoding of
-//! [`Manifest`] (structs as arrays of fields in declaration order). Decoding is total: any bytes
-//! give a manifest or a [`DecodeError`], and no name that could leave a directory is accepted.
+//! [`Manifest`] (structs as arrays of fields in declaration order). A *delta* (what writers
+//! create) is version 1; a *base* (what gc writes: the whole state, so folding may start there)
+//! is version 2, whose body is `[manifest, flags]` with flag bit 0 set, so that a version-1
+//! reader refuses it instead of folding it as a delta. Decoding is total: any bytes give a
+//! manifest or a [`DecodeError`], and no name that could leave a directory is accepted.
 //!
 //! Owns the manifest type, its validation and the fold. Must not read or write a store.
 
@@ -59,18 +62,48 @@ pub struct Manifest {
     pub added: Vec<FileEntry>,
     /// Names removed by this checkpoint (applied before `added`).
     pub removed: Vec<String>,
+    /// A base holds the timeline's whole state: folding starts afresh at it. Not a msgpack
+    /// field: it is the envelope version (2) and the flags of the version-2 body.
+    #[serde(skip)]
+    pub base: bool,
 }
+
+/// Envelope version of a delta manifest.
+pub const DELTA_VERSION: u8 = 1;
+/// Envelope version of a base manifest.
+pub const BASE_VERSION: u8 = 2;
+/// Flag bit of a version-2 body saying the manifest is a base; other bits are reserved.
+const FLAG_BASE: u8 = 1;
 
 impl Manifest {
     /// The manifest object's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        envelope::seal(Kind::Manifest, &envelope::encode_msgpack(self))
+        if self.base {
+            let body = envelope::encode_msgpack(&(self, FLAG_BASE));
+            envelope::seal_version(Kind::Manifest, BASE_VERSION, &body)
+        } else {
+            envelope::seal(Kind::Manifest, &envelope::encode_msgpack(self))
+        }
     }
 
-    /// Parses and validates a manifest object.
+    /// Parses and validates a manifest object (a delta or a base).
     pub fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
-        let body = envelope::open(Kind::Manifest, bytes, MAX_MANIFEST_BODY)?;
-        let manifest: Manifest = envelope::decode_msgpack("manifest", body)?;
+        let versions = [DELTA_VERSION, BASE_VERSION];
+        let (version, body) =
+            envelope::open_versions(Kind::Manifest, &versions, bytes, MAX_MANIFEST_BODY)?;
+        let manifest = if version == BASE_VERSION {
+            let (mut m, flags): (Manifest, u8) = envelope::decode_msgpack("manifest", body)?;
+            if flags != FLAG_BASE {
+                return Err(DecodeError::new(
+                    "manifest",
+                    format!("version-2 flags {flags:#x}: only the base bit may be set, and must"),
+                ));
+            }
+            m.base = true;
+            m
+        } else {
+            envelope::decode_msgpack("manifest", body)?
+        };
         manifest
             .validate()
             .map_err(|e| DecodeError::new("manifest", e))?;
@@ -80,6 +113,9 @@ impl Manifest {
     /// Checks the rules every manifest keeps: safe unique names, chunk lengths adding up to file
     /// sizes, LSNs consistent with the metadata and the previous manifest.
     pub fn validate(&self) -> Result<(), String> {
+        if self.base && (self.prev_lsn.is_some() || !self.removed.is_empty()) {
+            return Err("a base has no previous lsn and removes nothing".into());
+        }
         if self.metadata.disk_consistent_lsn != self.lsn {
             return Err(format!(
                 "lsn {} differs from metadata disk_consistent_lsn {}",
@@ -163,8 +199,12 @@ pub struct TimelineState {
 
 impl TimelineState {
     /// Applies one manifest: removals first, then additions (which replace same-named files).
+    /// A base replaces the state entirely.
     pub fn apply(state: Option<TimelineState>, m: Manifest) -> TimelineState {
-        let mut files = state.map(|s| s.files).unwrap_or_default();
+        let mut files = state
+            .filter(|_| !m.base)
+            .map(|s| s.files)
+            .unwrap_or_default();
         for name in &m.removed {
             files.remove(name);
         }
@@ -183,6 +223,20 @@ impl TimelineState {
         manifests
             .into_iter()
             .fold(None, |s, m| Some(TimelineState::apply(s, m)))
+    }
+
+    /// The state as a base manifest: every file added, nothing removed, no predecessor.
+    pub fn to_base(&self, tenant: TenantId, timeline: TimelineId) -> Manifest {
+        Manifest {
+            tenant,
+            timeline,
+            lsn: self.lsn,
+            prev_lsn: None,
+            metadata: self.metadata.clone(),
+            added: self.files.values().cloned().collect(),
+            removed: Vec::new(),
+            base: true,
+        }
     }
 
     /// Total bytes of all files.
@@ -213,6 +267,7 @@ mod tests {
                 chunks: vec![chunk],
             }],
             removed: vec!["old_layer".into()],
+            base: false,
         }
     }
 
@@ -264,5 +319,34 @@ mod tests {
         let s = TimelineState::fold([m1, m2]).unwrap();
         assert_eq!(s.files.keys().collect::<Vec<_>>(), vec!["layer_b"]);
         assert_eq!(s.lsn, Lsn(0x200));
+    }
+
+    #[test]
+    fn a_base_round_trips_as_version_2_and_resets_the_fold() {
+        let m1 = sample_manifest();
+        let state = TimelineState::fold([m1.clone()]).unwrap();
+        let base = state.to_base(m1.tenant, m1.timeline);
+        let bytes = base.encode();
+        assert_eq!(bytes[5], BASE_VERSION);
+        let back = Manifest::decode(&bytes).unwrap();
+        assert!(back.base);
+        assert_eq!(back, base);
+        // A version-1 reader refuses it rather than folding it as a delta.
+        assert!(envelope::open(Kind::Manifest, &bytes, MAX_MANIFEST_BODY).is_err());
+        // Folding a delta that the base superseded, then the base, gives the base's state.
+        let mut stale = sample_manifest();
+        stale.lsn = Lsn(0x50);
+        stale.prev_lsn = None;
+        stale.metadata = TimelineMetadata::at(Lsn(0x50));
+        stale.added[0].name = "gone".into();
+        let folded = TimelineState::fold([stale, back]).unwrap();
+        assert_eq!(folded, state);
+        // Unknown flags are refused.
+        let forged = envelope::seal_version(
+            Kind::Manifest,
+            BASE_VERSION,
+            &envelope::encode_msgpack(&(&base, 3u8)),
+        );
+        assert!(Manifest::decode(&forged).is_err());
     }
 }

@@ -4,6 +4,11 @@
 //! Owns store-level reading rules: every object read is bounded in size before it is buffered,
 //! checked against its key (content-addressed objects are re-hashed) and decoded totally. Writing
 //! lives in `ingest`, reassembly in `restore`, checking in `verify`.
+//!
+//! gc may fold manifests into a base and then delete them, and merge index objects and then
+//! delete the originals, while a reader works: a reader that finds a listed manifest or index
+//! object gone lists again and starts over (a few times), and a timeline is read newest first,
+//! stopping at its newest base.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +26,8 @@ use crate::manifest::{MAX_MANIFEST_BODY, Manifest, TimelineState};
 
 /// How many small objects (index, manifests) are fetched at once.
 pub const READ_CONCURRENCY: usize = 16;
+/// Times a read that lost a race with gc (a listed object was deleted) lists again.
+pub const GC_RACE_RETRIES: usize = 5;
 
 /// An opened store.
 #[derive(Debug, Clone)]
@@ -171,13 +178,35 @@ impl Store {
         timeline: &TimelineId,
         at: Option<Lsn>,
     ) -> Result<Option<TimelineState>> {
-        let refs: Vec<ManifestRef> = self
-            .timeline_manifests(tenant, timeline)
-            .await?
-            .into_iter()
-            .filter(|r| at.is_none_or(|at| r.lsn <= at))
-            .collect();
-        Ok(TimelineState::fold(self.read_manifests(&refs).await?))
+        let mut attempt = 0;
+        loop {
+            let refs: Vec<ManifestRef> = self
+                .timeline_manifests(tenant, timeline)
+                .await?
+                .into_iter()
+                .filter(|r| at.is_none_or(|at| r.lsn <= at))
+                .collect();
+            match self.read_chain(&refs).await {
+                Err(e) if e.is_not_found() && attempt < GC_RACE_RETRIES => attempt += 1,
+                other => return other.map(TimelineState::fold),
+            }
+        }
+    }
+
+    /// The manifests of one timeline (`refs`, ascending) needed for the state at the last one:
+    /// read newest first, stopping at the newest base. Ascending on return.
+    pub async fn read_chain(&self, refs: &[ManifestRef]) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for r in refs.iter().rev() {
+            let m = self.read_manifest(r).await?;
+            let base = m.base;
+            out.push(m);
+            if base {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
     }
 
     /// Like [`Store::timeline_state`], but a missing checkpoint is a `NotFound` error.
@@ -211,6 +240,16 @@ impl Store {
 
     /// Every index object, keyed by its key.
     pub async fn read_all_indexes(&self) -> Result<BTreeMap<Key, IndexObject>> {
+        let mut attempt = 0;
+        loop {
+            match self.read_listed_indexes().await {
+                Err(e) if e.is_not_found() && attempt < GC_RACE_RETRIES => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_listed_indexes(&self) -> Result<BTreeMap<Key, IndexObject>> {
         let keys: Vec<Key> = self
             .list(&layout::prefix(layout::INDEX))
             .await?

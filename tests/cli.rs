@@ -312,6 +312,7 @@ fn escaping_names_are_refused() {
                 chunks: vec![],
             }],
             removed: vec![],
+            base: false,
         };
         t.write(&format!("manifests/{T}/{TL}/0000000000000020"), &m.encode());
         let (ok, v) = verify(&t);

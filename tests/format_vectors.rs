@@ -116,6 +116,7 @@ fn manifest_vector() {
             chunks,
         }],
         removed: vec!["layer-0".into()],
+        base: false,
     };
     let bytes = check(
         "manifest",

@@ -147,7 +147,15 @@ pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> R
     let (restored_files, _) = tree_size(&restored.join("tenants"))?;
 
     let (p, pb) = progress::bar("verify", !json);
-    let v = verify(&store, VerifyOptions { read_data: true }, p).await;
+    let v = verify(
+        &store,
+        VerifyOptions {
+            read_data: true,
+            subset: None,
+        },
+        p,
+    )
+    .await;
     progress::finish(pb);
     let v = v?;
     let s = layercas::inspect::stats(&store).await?;

@@ -117,6 +117,33 @@ enum Command {
         /// Read every pack in full and re-hash every chunk.
         #[arg(long)]
         read_data: bool,
+        /// Read only the N-th of M deterministic slices of the packs (N/M, 1 <= N <= M), so
+        /// that M runs cover the store.
+        #[arg(long, value_name = "N/M", conflicts_with = "read_data")]
+        read_data_subset: Option<String>,
+    },
+    /// Remove checkpoints retention drops, fold manifests, delete and repack packs. Safe while
+    /// writers write; they are never blocked. Prints what was (or would be) removed.
+    Gc {
+        /// Plan and print only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep the newest N checkpoints of each timeline.
+        #[arg(long, conflicts_with_all = ["keep_since", "retention"])]
+        keep_last: Option<usize>,
+        /// Keep every checkpoint at or after this LSN.
+        #[arg(long, conflicts_with = "retention")]
+        keep_since: Option<Lsn>,
+        /// A TOML retention file ([default] and [tenants.<id>] tables).
+        #[arg(long)]
+        retention: Option<PathBuf>,
+        /// Repack packs whose live fraction is below this.
+        #[arg(long, default_value_t = layercas::gc::DEFAULT_REPACK_THRESHOLD)]
+        repack_threshold: f64,
+        /// The writers' window in milliseconds (gc waits this long between condemning and
+        /// deleting).
+        #[arg(long, default_value_t = 60_000)]
+        window_ms: u64,
     },
     /// Run the sync loop once over a pageserver workdir: upload every local checkpoint the store
     /// lacks and, with --download, bring back timelines that are only (or newer) in the store.
@@ -342,10 +369,16 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 )
             });
         }
-        Command::Verify { read_data } => {
+        Command::Verify {
+            read_data,
+            read_data_subset,
+        } => {
+            let subset = read_data_subset.as_deref().map(parse_subset).transpose()?;
+            let read_data = read_data || subset.is_some();
             let store = Store::open(open(&cli.store).await?.backend).await?;
             let (p, pb) = progress::bar("verify", !json && read_data);
-            let report = verify(&store, VerifyOptions { read_data }, p).await;
+            let opts = VerifyOptions { read_data, subset };
+            let report = verify(&store, opts, p).await;
             progress::finish(pb);
             let report = report?;
             emit(json, &report, |r| {
@@ -365,6 +398,55 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             if report.errors() > 0 {
                 return Ok(std::process::ExitCode::from(1));
             }
+        }
+        Command::Gc {
+            dry_run,
+            keep_last,
+            keep_since,
+            retention,
+            repack_threshold,
+            window_ms,
+        } => {
+            use layercas::gc::retention::{Policy, Retention};
+            if !(0.0..=1.0).contains(&repack_threshold) {
+                bail!("--repack-threshold must be between 0 and 1");
+            }
+            let retention = match (keep_last, keep_since, retention) {
+                (Some(0), _, _) => bail!("--keep-last must be at least 1"),
+                (Some(n), _, _) => Retention::uniform(Policy::KeepLast(n)),
+                (_, Some(l), _) => Retention::uniform(Policy::KeepSince(l)),
+                (_, _, Some(f)) => Retention::from_toml(
+                    &std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?,
+                )?,
+                _ => Retention::uniform(Policy::KeepAll),
+            };
+            let mut opts = layercas::gc::GcOptions::new(retention);
+            opts.dry_run = dry_run;
+            opts.repack_threshold = repack_threshold;
+            opts.window = std::time::Duration::from_millis(window_ms);
+            let store = Store::open(open(&cli.store).await?.backend).await?;
+            let (p, pb) = progress::bar("repack", !json);
+            let report = layercas::gc::run(&store, &opts, p).await;
+            progress::finish(pb);
+            let r = report?;
+            emit(json, &r, |r| {
+                let verb = if r.dry_run { "would free" } else { "freed" };
+                format!(
+                    "{}manifests folded {}, deleted {}; packs deleted {}, repacked {}, rescued {}, written {}; index objects deleted {}, written {}; {verb} {} bytes, wrote {} bytes in {} ms",
+                    if r.dry_run { "dry run: " } else { "" },
+                    r.manifests_folded,
+                    r.manifests_deleted,
+                    r.packs_deleted,
+                    r.packs_repacked,
+                    r.packs_rescued,
+                    r.packs_written,
+                    r.index_objects_deleted,
+                    r.index_objects_written,
+                    r.bytes_freed,
+                    r.bytes_written,
+                    r.duration_ms
+                )
+            });
         }
         Command::Sync {
             workdir,
@@ -420,6 +502,17 @@ impl LowerFirst for String {
 }
 
 /// Prints `value` as JSON or as the text `text` makes of it.
+/// Parses `N/M` with 1 <= N <= M.
+fn parse_subset(s: &str) -> Result<(u64, u64)> {
+    let parsed = s
+        .split_once('/')
+        .and_then(|(n, m)| Some((n.parse::<u64>().ok()?, m.parse::<u64>().ok()?)));
+    match parsed {
+        Some((n, m)) if n >= 1 && n <= m => Ok((n, m)),
+        _ => bail!("--read-data-subset wants N/M with 1 <= N <= M, not {s:?}"),
+    }
+}
+
 fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) {
     use std::io::Write;
     let out = if json {

@@ -1,0 +1,177 @@
+//! Manifest compaction: the checkpoints retention drops are folded away. Every kept manifest
+//! preceded (since the previous kept one) by a dropped manifest is replaced, in place and with
+//! `PutMode::Update(etag)`, by a *base* holding its whole state; only after every such
+//! replacement succeeded are the dropped manifests deleted. A long run of kept deltas is also
+//! cut by a base every `max_chain` manifests, so readers stop early.
+//!
+//! Owns the plan and its application; must not touch packs or index objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use crate::backend::{Payload, PutMode};
+use crate::error::{Error, Result};
+use crate::id::{Lsn, TenantId, TimelineId};
+use crate::manifest::{Manifest, TimelineState};
+use crate::store::{ManifestRef, Store};
+
+/// A manifest as scanned, with its etag.
+#[derive(Clone, Debug)]
+pub struct Scanned {
+    pub r: ManifestRef,
+    pub etag: Option<String>,
+    pub manifest: Manifest,
+}
+
+/// What compaction will do.
+#[derive(Debug, Default)]
+pub struct CompactPlan {
+    /// Kept manifests replaced by a base of their state.
+    pub bases: Vec<(Scanned, Manifest)>,
+    /// Dropped manifests, deleted after every base is written.
+    pub delete: Vec<Scanned>,
+}
+
+/// Plans compaction of every timeline given the LSNs to keep.
+pub fn plan(
+    manifests: &[Scanned],
+    kept: &BTreeMap<(TenantId, TimelineId), BTreeSet<Lsn>>,
+    max_chain: usize,
+) -> CompactPlan {
+    let mut out = CompactPlan::default();
+    let mut by_tl: BTreeMap<(TenantId, TimelineId), Vec<&Scanned>> = BTreeMap::new();
+    for s in manifests {
+        by_tl.entry((s.r.tenant, s.r.timeline)).or_default().push(s);
+    }
+    for (key, list) in by_tl {
+        let keep = kept.get(&key).cloned().unwrap_or_default();
+        plan_timeline(key, &list, &keep, max_chain.max(2), &mut out);
+    }
+    out
+}
+
+fn plan_timeline(
+    (tenant, timeline): (TenantId, TimelineId),
+    list: &[&Scanned],
+    keep: &BTreeSet<Lsn>,
+    max_chain: usize,
+    out: &mut CompactPlan,
+) {
+    let mut state: Option<TimelineState> = None;
+    let mut gap = false;
+    let mut chain = 0;
+    for s in list {
+        state = Some(TimelineState::apply(state, s.manifest.clone()));
+        if !keep.contains(&s.r.lsn) {
+            gap = true;
+            out.delete.push((*s).clone());
+            continue;
+        }
+        chain = if s.manifest.base { 0 } else { chain + 1 };
+        if !s.manifest.base && (gap || chain >= max_chain) {
+            let base = state.as_ref().expect("applied").to_base(tenant, timeline);
+            out.bases.push(((*s).clone(), base));
+            chain = 0;
+        }
+        gap = false;
+    }
+}
+
+/// Writes the bases, then deletes the dropped manifests. Returns the bytes deleted.
+pub async fn apply(store: &Store, plan: &CompactPlan) -> Result<u64> {
+    let backend = store.backend();
+    for (s, base) in &plan.bases {
+        let etag = match &s.etag {
+            Some(e) => e.clone(),
+            None => backend.head(&s.r.key).await?.etag.ok_or_else(|| {
+                Error::InvalidInput(format!("{}: backend gives no etag", s.r.key))
+            })?,
+        };
+        let payload = Payload::from_bytes(Bytes::from(base.encode()));
+        backend
+            .put(&s.r.key, payload, PutMode::Update(etag))
+            .await?;
+    }
+    let mut freed = 0;
+    for s in &plan.delete {
+        backend.delete(&s.r.key).await?;
+        freed += s.r.size;
+    }
+    Ok(freed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{ChunkId, FileHash};
+    use crate::manifest::{ChunkRef, FileEntry};
+    use crate::metadata::TimelineMetadata;
+
+    fn delta(lsn: u64, prev: Option<u64>, add: &str, remove: &[&str]) -> Scanned {
+        let (t, tl) = (TenantId([1; 16]), TimelineId([2; 16]));
+        let m = Manifest {
+            tenant: t,
+            timeline: tl,
+            lsn: Lsn(lsn),
+            prev_lsn: prev.map(Lsn),
+            metadata: TimelineMetadata::at(Lsn(lsn)),
+            added: vec![FileEntry {
+                name: add.into(),
+                size: 1,
+                hash: FileHash([lsn as u8; 32]),
+                chunks: vec![ChunkRef {
+                    id: ChunkId::of(add.as_bytes()),
+                    len: 1,
+                }],
+            }],
+            removed: remove.iter().map(|s| s.to_string()).collect(),
+            base: false,
+        };
+        Scanned {
+            r: ManifestRef {
+                key: crate::layout::manifest_key(&t, &tl, Lsn(lsn)),
+                tenant: t,
+                timeline: tl,
+                lsn: Lsn(lsn),
+                size: 100,
+            },
+            etag: None,
+            manifest: m,
+        }
+    }
+
+    #[test]
+    fn kept_manifests_after_a_gap_become_bases_of_the_same_state() {
+        let list = vec![
+            delta(1, None, "a", &[]),
+            delta(2, Some(1), "b", &["a"]),
+            delta(3, Some(2), "c", &[]),
+            delta(4, Some(3), "d", &[]),
+        ];
+        let key = (TenantId([1; 16]), TimelineId([2; 16]));
+        let mut kept = BTreeMap::new();
+        kept.insert(key, [Lsn(1), Lsn(3), Lsn(4)].into_iter().collect());
+        let p = plan(&list, &kept, 100);
+        assert_eq!(p.delete.len(), 1);
+        assert_eq!(p.delete[0].r.lsn, Lsn(2));
+        assert_eq!(p.bases.len(), 1);
+        let (at, base) = &p.bases[0];
+        assert_eq!(at.r.lsn, Lsn(3));
+        let names: Vec<&str> = base.added.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, vec!["b", "c"]);
+        // The state at every kept LSN is unchanged: fold before == fold after.
+        let before = TimelineState::fold(list.iter().map(|s| s.manifest.clone())).unwrap();
+        let after = TimelineState::fold([base.clone(), list[3].manifest.clone()]).unwrap();
+        assert_eq!(before, after);
+        // Chains of kept deltas are cut every max_chain manifests.
+        let mut all = BTreeMap::new();
+        all.insert(key, (1..=4).map(Lsn).collect());
+        let p = plan(&list, &all, 2);
+        assert!(p.delete.is_empty());
+        assert_eq!(
+            p.bases.iter().map(|b| b.0.r.lsn.0).collect::<Vec<_>>(),
+            vec![2, 4]
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! Pack reclamation: marking live chunks, choosing packs to delete or repack, copying live blobs
+//! into new packs, deciding after the window which condemned packs may really go, and rewriting
+//! index objects without them.
+//!
+//! Owns these computations and the repack/index writes (packs first, then the index object that
+//! names them). Must not touch manifests or the gc state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use bytes::Bytes;
+
+use crate::backend::{BackendError, BackendExt, Key, PutMode};
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, IndexId, PackId};
+use crate::index::IndexObject;
+use crate::layout;
+use crate::manifest::Manifest;
+use crate::pack::{self, Blob, BlobEntry, PackBuilder};
+use crate::progress::DynProgress;
+use crate::store::Store;
+
+/// Index objects are merged when there are more than this many.
+pub const MAX_INDEX_OBJECTS: usize = 16;
+/// Entries per merged index object.
+const ENTRIES_PER_INDEX: usize = 1 << 20;
+
+/// Every chunk any of `manifests` adds: a superset of the chunks of every state they fold to.
+pub fn live_chunks<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> HashSet<ChunkId> {
+    manifests
+        .into_iter()
+        .flat_map(|m| m.added.iter())
+        .flat_map(|f| f.chunks.iter().map(|c| c.id))
+        .collect()
+}
+
+/// Index sections per pack (first section seen wins), from every index object.
+pub fn sections(indexes: &BTreeMap<Key, IndexObject>) -> BTreeMap<PackId, Vec<BlobEntry>> {
+    let mut out = BTreeMap::new();
+    for obj in indexes.values() {
+        for (p, entries) in &obj.packs {
+            out.entry(*p).or_insert_with(|| entries.clone());
+        }
+    }
+    out
+}
+
+/// What reclamation will do.
+#[derive(Debug, Default, Clone)]
+pub struct ReclaimPlan {
+    /// Packs with nothing live (or in no index object).
+    pub dead: BTreeSet<PackId>,
+    /// Packs whose live fraction is below the threshold: their live blobs are copied.
+    pub repack: BTreeSet<PackId>,
+    /// Per pack to repack, the chunks to copy out of it.
+    pub copy: BTreeMap<PackId, BTreeSet<ChunkId>>,
+    /// Bytes of the dead and repacked packs, and of the blobs copied.
+    pub bytes_released: u64,
+    pub bytes_copied: u64,
+}
+
+/// Decides which packs die and which are repacked. Each live chunk is kept in one pack (the
+/// first in id order that holds it); the other copies count as dead.
+pub fn plan(
+    sections: &BTreeMap<PackId, Vec<BlobEntry>>,
+    packs: &HashMap<PackId, u64>,
+    live: &HashSet<ChunkId>,
+    threshold: f64,
+) -> ReclaimPlan {
+    let mut out = ReclaimPlan::default();
+    let mut placed: HashSet<ChunkId> = HashSet::new();
+    for (id, size) in packs {
+        if !sections.contains_key(id) {
+            out.dead.insert(*id);
+            out.bytes_released += size;
+        }
+    }
+    for (id, entries) in sections {
+        let Some(size) = packs.get(id) else { continue };
+        let mine: BTreeSet<ChunkId> = entries
+            .iter()
+            .filter(|e| live.contains(&e.chunk) && placed.insert(e.chunk))
+            .map(|e| e.chunk)
+            .collect();
+        let total: u64 = entries.iter().map(|e| e.stored_len as u64).sum();
+        let live_bytes: u64 = entries
+            .iter()
+            .filter(|e| mine.contains(&e.chunk))
+            .map(|e| e.stored_len as u64)
+            .sum();
+        if mine.is_empty() {
+            out.dead.insert(*id);
+            out.bytes_released += size;
+        } else if (live_bytes as f64) < threshold * total as f64 {
+            out.repack.insert(*id);
+            out.bytes_released += size;
+            out.bytes_copied += live_bytes;
+            out.copy.insert(*id, mine);
+        }
+    }
+    out
+}
+
+/// The condemned packs that must survive: they hold a live chunk no other usable pack holds.
+pub fn rescued(
+    sections: &BTreeMap<PackId, Vec<BlobEntry>>,
+    packs: &HashMap<PackId, u64>,
+    live: &HashSet<ChunkId>,
+    condemned: &BTreeSet<PackId>,
+) -> BTreeSet<PackId> {
+    let covered: HashSet<ChunkId> = sections
+        .iter()
+        .filter(|(p, _)| packs.contains_key(*p) && !condemned.contains(*p))
+        .flat_map(|(_, es)| es.iter().map(|e| e.chunk))
+        .collect();
+    condemned
+        .iter()
+        .filter(|p| {
+            sections.get(*p).is_some_and(|es| {
+                es.iter()
+                    .any(|e| live.contains(&e.chunk) && !covered.contains(&e.chunk))
+            })
+        })
+        .copied()
+        .collect()
+}
+
+/// Copies the planned live blobs into new packs, uploads them, then creates the index object
+/// naming them. Returns the new packs' ids and bytes written.
+pub async fn repack(
+    store: &Store,
+    plan: &ReclaimPlan,
+    sections: &BTreeMap<PackId, Vec<BlobEntry>>,
+    progress: &DynProgress,
+) -> Result<(Vec<PackId>, u64)> {
+    progress.set_total(plan.bytes_copied);
+    let target = store.config().pack_target_size;
+    let mut builder = PackBuilder::default();
+    let mut written: Vec<(PackId, Vec<BlobEntry>)> = Vec::new();
+    let mut bytes = 0u64;
+    for (id, chunks) in &plan.copy {
+        let entries = &sections[id];
+        for blob in read_blobs(store, id, entries, chunks).await? {
+            progress.advance(blob.entry.stored_len as u64);
+            builder.push(blob);
+            if builder.is_full(target) {
+                bytes += upload(store, std::mem::take(&mut builder), &mut written).await?;
+            }
+        }
+    }
+    if !builder.is_empty() {
+        bytes += upload(store, builder, &mut written).await?;
+    }
+    if !written.is_empty() {
+        bytes += create_index(
+            store,
+            IndexObject {
+                packs: written.clone(),
+            },
+        )
+        .await?;
+    }
+    Ok((written.into_iter().map(|(p, _)| p).collect(), bytes))
+}
+
+/// The blobs of `chunks` in pack `id`, read in one piece and checked.
+async fn read_blobs(
+    store: &Store,
+    id: &PackId,
+    entries: &[BlobEntry],
+    chunks: &BTreeSet<ChunkId>,
+) -> Result<Vec<Blob>> {
+    let key = layout::pack_key(id);
+    let (offsets, end) = pack::offsets(entries);
+    let data = store.backend().get_range(&key, 0..end).await?;
+    let mut out = Vec::new();
+    for (e, off) in entries.iter().zip(offsets) {
+        if !chunks.contains(&e.chunk) {
+            continue;
+        }
+        let blob = data.slice(off as usize..(off + e.stored_len as u64) as usize);
+        pack::decode_blob(e, &blob).map_err(|d| Error::corrupt(&key, d))?;
+        out.push(Blob {
+            entry: *e,
+            data: blob,
+        });
+    }
+    Ok(out)
+}
+
+async fn upload(
+    store: &Store,
+    builder: PackBuilder,
+    written: &mut Vec<(PackId, Vec<BlobEntry>)>,
+) -> Result<u64> {
+    let sealed = builder.seal();
+    let len = sealed.payload.len();
+    let key = layout::pack_key(&sealed.id);
+    match store
+        .backend()
+        .put(&key, sealed.payload, PutMode::Create)
+        .await
+    {
+        Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    written.push((sealed.id, sealed.entries));
+    Ok(len)
+}
+
+async fn create_index(store: &Store, mut object: IndexObject) -> Result<u64> {
+    object.packs.sort_by_key(|(id, _)| *id);
+    let bytes = object.encode();
+    let len = bytes.len() as u64;
+    let key = layout::index_key(&IndexId::of(&bytes));
+    match store.backend().create_bytes(&key, Bytes::from(bytes)).await {
+        Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(len),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Index objects rewritten: how many were deleted and written.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IndexRewrite {
+    pub deleted: usize,
+    pub written: usize,
+    pub bytes_freed: u64,
+}
+
+/// Rewrites the index objects that name a pack in `gone` or one that does not exist (all of
+/// them when there are more than [`MAX_INDEX_OBJECTS`]): new objects first, then the old ones
+/// are deleted.
+pub async fn rewrite_indexes(
+    store: &Store,
+    indexes: &BTreeMap<Key, (u64, IndexObject)>,
+    packs: &HashMap<PackId, u64>,
+    gone: &BTreeSet<PackId>,
+) -> Result<IndexRewrite> {
+    let stale = |p: &PackId| gone.contains(p) || !packs.contains_key(p);
+    let merge_all = indexes.len() > MAX_INDEX_OBJECTS;
+    let inputs: Vec<&Key> = indexes
+        .iter()
+        .filter(|(_, (_, o))| merge_all || o.packs.iter().any(|(p, _)| stale(p)))
+        .map(|(k, _)| k)
+        .collect();
+    let mut out = IndexRewrite::default();
+    if inputs.is_empty() {
+        return Ok(out);
+    }
+    let mut seen = HashSet::new();
+    let mut current = IndexObject::default();
+    let mut entries = 0;
+    let mut outputs = HashSet::new();
+    for k in &inputs {
+        for (p, es) in &indexes[*k].1.packs {
+            if stale(p) || !seen.insert(*p) {
+                continue;
+            }
+            entries += es.len();
+            current.packs.push((*p, es.clone()));
+            if entries >= ENTRIES_PER_INDEX {
+                outputs.insert(write_merged(store, std::mem::take(&mut current)).await?);
+                entries = 0;
+            }
+        }
+    }
+    if !current.packs.is_empty() {
+        outputs.insert(write_merged(store, current).await?);
+    }
+    out.written = outputs.len();
+    for k in inputs.into_iter().filter(|k| !outputs.contains(*k)) {
+        store.backend().delete(k).await?;
+        out.deleted += 1;
+        out.bytes_freed += indexes[k].0;
+    }
+    Ok(out)
+}
+
+async fn write_merged(store: &Store, mut object: IndexObject) -> Result<Key> {
+    object.packs.sort_by_key(|(id, _)| *id);
+    let bytes = object.encode();
+    let key = layout::index_key(&IndexId::of(&bytes));
+    create_index(store, object).await?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::Compression;
+
+    fn e(c: &str, len: u32) -> BlobEntry {
+        BlobEntry {
+            chunk: ChunkId::of(c.as_bytes()),
+            compression: Compression::None,
+            stored_len: len,
+            raw_len: len,
+        }
+    }
+
+    #[test]
+    fn dead_repacked_and_rescued_packs_are_chosen_by_live_bytes() {
+        let (p1, p2, p3, p4) = (
+            PackId::of(b"1"),
+            PackId::of(b"2"),
+            PackId::of(b"3"),
+            PackId::of(b"orphan"),
+        );
+        let mut sections = BTreeMap::new();
+        sections.insert(p1, vec![e("a", 90), e("b", 10)]);
+        sections.insert(p2, vec![e("c", 10), e("d", 90)]);
+        sections.insert(p3, vec![e("x", 50)]);
+        let packs: HashMap<PackId, u64> = [(p1, 150), (p2, 150), (p3, 100), (p4, 10)]
+            .into_iter()
+            .collect();
+        let live: HashSet<ChunkId> = ["a", "c"]
+            .iter()
+            .map(|c| ChunkId::of(c.as_bytes()))
+            .collect();
+        let plan = plan(&sections, &packs, &live, 0.75);
+        assert_eq!(plan.dead, [p3, p4].into_iter().collect());
+        assert_eq!(plan.repack, [p2].into_iter().collect());
+        assert_eq!(plan.bytes_copied, 10);
+        // At re-mark, a condemned pack holding a live chunk found nowhere else survives.
+        let condemned: BTreeSet<PackId> = [p2, p3].into_iter().collect();
+        assert_eq!(
+            rescued(&sections, &packs, &live, &condemned),
+            [p2].into_iter().collect()
+        );
+        sections.insert(PackId::of(b"copy"), vec![e("c", 10)]);
+        let mut packs = packs;
+        packs.insert(PackId::of(b"copy"), 60);
+        assert!(rescued(&sections, &packs, &live, &condemned).is_empty());
+    }
+}
