@@ -128,11 +128,7 @@ impl Writer {
     pub async fn new(store: Store) -> Result<Writer> {
         let fence = Fence::new();
         let unusable = fence.prime(store.backend()).await?;
-        let objects = store.read_all_indexes().await?;
-        let mut index = ChunkIndex::new();
-        for obj in objects.values() {
-            index.add_object(obj);
-        }
+        let (mut index, seen) = store.load_index_objects().await?;
         unusable.iter().for_each(|p| index.drop_pack(p));
         index.compact();
         tracing::debug!(
@@ -143,7 +139,7 @@ impl Writer {
         Ok(Writer {
             store,
             index: Arc::new(RwLock::new(index)),
-            seen_indexes: Mutex::new(objects.into_keys().collect()),
+            seen_indexes: Mutex::new(seen.into_iter().collect()),
             states: Mutex::new(HashMap::new()),
             fence,
         })

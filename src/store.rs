@@ -10,7 +10,7 @@
 //! object gone lists again and starts over (a few times), and a timeline is read newest first,
 //! stopping at its newest base.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -19,7 +19,7 @@ use crate::backend::{BackendError, BackendExt, DynBackend, Key, ObjectMeta, Pref
 use crate::chunker::Chunker;
 use crate::config::StoreConfig;
 use crate::error::{DecodeError, Error, Result};
-use crate::id::{IndexId, Lsn, TenantId, TimelineId};
+use crate::id::{IndexId, Lsn, PackId, TenantId, TimelineId};
 use crate::index::{ChunkIndex, IndexObject, MAX_INDEX_BODY};
 use crate::layout;
 use crate::manifest::{MAX_MANIFEST_BODY, Manifest, TimelineState};
@@ -266,13 +266,27 @@ impl Store {
         .await
     }
 
-    /// The chunk index built from every index object.
+    /// The chunk index built from every index object, leaving out packs that do not exist (an
+    /// index object can outlive a pack gc deleted if gc was interrupted; another copy of its
+    /// chunks then exists, or gc would not have deleted it).
     pub async fn load_index(&self) -> Result<ChunkIndex> {
+        Ok(self.load_index_objects().await?.0)
+    }
+
+    /// [`Store::load_index`], plus the keys of the index objects it was built from.
+    pub async fn load_index_objects(&self) -> Result<(ChunkIndex, Vec<Key>)> {
+        // List packs after reading index objects: a pack written after the listing is still
+        // found, as its index object was written after it.
+        let objects = self.read_all_indexes().await?;
+        let packs: HashSet<PackId> =
+            self.list(&layout::prefix(layout::PACKS)).await?.iter().filter_map(|m| layout::parse_pack_key(&m.key)).collect();
         let mut index = ChunkIndex::new();
-        for obj in self.read_all_indexes().await?.values() {
-            index.add_object(obj);
+        for obj in objects.values() {
+            for (pack, entries) in obj.packs.iter().filter(|(p, _)| packs.contains(p)) {
+                index.add_pack(*pack, entries);
+            }
         }
         index.compact();
-        Ok(index)
+        Ok((index, objects.into_keys().collect()))
     }
 }

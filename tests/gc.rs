@@ -100,7 +100,7 @@ fn small_config() -> StoreConfig {
 }
 
 /// Checks that every chunk of every manifest resolves to a pack that holds it intact.
-async fn every_chunk_readable(store: &Store) -> usize {
+async fn every_chunk_readable(store: &Store, when: &str) -> usize {
     let index = store.load_index().await.expect("index");
     let refs = store
         .list_manifests(&layercas::layout::prefix(layercas::layout::MANIFESTS))
@@ -112,13 +112,13 @@ async fn every_chunk_readable(store: &Store) -> usize {
             for c in &f.chunks {
                 let loc = index
                     .get(&c.id)
-                    .unwrap_or_else(|| panic!("{}: chunk {} unindexed", m.lsn, c.id));
+                    .unwrap_or_else(|| panic!("{when}: {}: chunk {} unindexed", m.lsn, c.id));
                 let key = layercas::layout::pack_key(&loc.pack);
                 let data = store
                     .backend()
                     .get_range(&key, loc.offset..loc.offset + loc.stored_len as u64)
                     .await
-                    .unwrap_or_else(|e| panic!("{}: chunk {} in {key}: {e}", m.lsn, c.id));
+                    .unwrap_or_else(|e| panic!("{when}: {}: chunk {} in {key}: {e}", m.lsn, c.id));
                 pack::decode_blob(&loc.entry(c.id), &data).expect("blob intact");
                 checked += 1;
             }
@@ -201,12 +201,12 @@ async fn schedule(seed: u64, root: &Path) {
             gc_run(1).await
         }
     });
-    assert!(every_chunk_readable(&store).await > 0, "seed {seed}");
+    assert!(every_chunk_readable(&store, &format!("seed {seed} after the race")).await > 0);
     // A final, uninterrupted gc converges and leaves everything readable.
     let mut opts = GcOptions::new(Retention::uniform(Policy::KeepLast(1)));
     opts.window = window;
     gc::run(&store, &opts, progress::none()).await.unwrap();
-    every_chunk_readable(&store).await;
+    every_chunk_readable(&store, &format!("seed {seed} after the final gc")).await;
     let to = root.join("restored");
     store
         .restore_timeline(&TENANT, &TIMELINE, None, &to, progress::none())
