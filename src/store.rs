@@ -278,8 +278,12 @@ impl Store {
         // List packs after reading index objects: a pack written after the listing is still
         // found, as its index object was written after it.
         let objects = self.read_all_indexes().await?;
-        let packs: HashSet<PackId> =
-            self.list(&layout::prefix(layout::PACKS)).await?.iter().filter_map(|m| layout::parse_pack_key(&m.key)).collect();
+        let packs: HashSet<PackId> = self
+            .list(&layout::prefix(layout::PACKS))
+            .await?
+            .iter()
+            .filter_map(|m| layout::parse_pack_key(&m.key))
+            .collect();
         let mut index = ChunkIndex::new();
         for obj in objects.values() {
             for (pack, entries) in obj.packs.iter().filter(|(p, _)| packs.contains(p)) {

@@ -215,14 +215,14 @@ async fn schedule(seed: u64, root: &Path) {
     assert_eq!(read_tree(&to), last, "seed {seed}");
 }
 
-/// Seeded interleavings (200; GC_SIM_SCHEDULES=2000 for a long run) of writer and
+/// Seeded interleavings (2000 by default, GC_SIM_SCHEDULES=N for more or fewer) of writer and
 /// gc steps in virtual time: long writer pauses, killed gc runs, two gc runs racing.
 #[test]
 fn simulated_interleavings_never_lose_a_referenced_chunk() {
     let n: u64 = std::env::var("GC_SIM_SCHEDULES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(2000);
     for seed in 1..=n {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
