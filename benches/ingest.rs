@@ -108,6 +108,8 @@ fn make_dataset(root: &Path, spec: &SampleSpec, steps: usize) -> Dataset {
 
 struct IngestResult {
     seconds: f64,
+    /// CPU time over wall time: how many cores ingest kept busy.
+    cores: f64,
     /// Bytes of files that had to be chunked (new or changed, not recognised whole).
     chunked_bytes: u64,
     stored_bytes: u64,
@@ -148,6 +150,7 @@ fn ingest(
         chunked
     });
     let seconds = started.elapsed().as_secs_f64();
+    let cores = (cpu_seconds() - cpu_before) / seconds;
     let peak_rss = peak_rss();
     let listed = rt.block_on(backend.list_all(&Prefix::all())).unwrap();
     let stored_bytes = listed.iter().map(|m| m.size).sum();
@@ -201,9 +204,10 @@ fn run_backend(
     let objects_per_gib = ing.objects as f64 / (data.logical_bytes as f64 / (1u64 << 30) as f64);
     let chunked_rate = mib(ing.chunked_bytes) / ing.seconds;
     println!(
-        "{name} ingest:  {ingest_rate:.0} MiB/s logical, {chunked_rate:.0} MiB/s of chunked (new or changed) files ({:.1} MiB in {:.2} s)",
+        "{name} ingest:  {ingest_rate:.0} MiB/s logical, {chunked_rate:.0} MiB/s of chunked (new or changed) files ({:.1} MiB in {:.2} s, {:.2} cores busy)",
         mib(ing.chunked_bytes),
-        ing.seconds
+        ing.seconds,
+        ing.cores
     );
     println!(
         "{name}          stored {:.1} MiB, dedup ratio {:.2}x, {} objects ({objects_per_gib:.0} per logical GiB), peak RSS {:.0} MiB{}",
@@ -230,7 +234,7 @@ fn run_backend(
     serde_json::json!({
         "ingest_mib_s": ingest_rate, "ingest_chunked_mib_s": chunked_rate, "chunked_bytes": ing.chunked_bytes,
         "stored_bytes": ing.stored_bytes, "objects": ing.objects, "objects_per_logical_gib": objects_per_gib,
-        "ingest_peak_rss": ing.peak_rss, "put_requests": puts, "restore_mib_s": mib(bytes) / secs,
+        "ingest_peak_rss": ing.peak_rss, "ingest_cores_busy": ing.cores, "put_requests": puts, "restore_mib_s": mib(bytes) / secs,
         "range_reads": reads, "restore_get_requests": gets,
     })
 }

@@ -7,4 +7,4 @@ cargo fmt --all -- --check
 cargo test --locked --lib --bins --tests "$@"
 cargo test --locked --doc
 # Benchmarks must keep compiling (they run with `cargo bench`).
-cargo bench --locked --no-run
+cargo test --locked --benches --no-run

@@ -240,7 +240,24 @@ fn simulated_interleavings_never_lose_a_referenced_chunk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_writer_and_gc_together() {
     let (_d, root) = tempdir();
-    let store = Store::open_or_create(local_backend(&root.join("store")), small_config())
+    stress(local_backend(&root.join("store")), &root).await;
+}
+
+/// The same on the real S3 server, through the standard stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stress_writer_and_gc_together_on_s3() {
+    use layercas::backend::open::{StackConfig, standard_stack};
+    let (_d, root) = tempdir();
+    let s3 = common::s3server::s3_backend(common::s3server::small_pages_and_parts).await;
+    stress(
+        standard_stack(Arc::new(s3), &StackConfig::default()).backend,
+        &root,
+    )
+    .await;
+}
+
+async fn stress(backend: DynBackend, root: &Path) {
+    let store = Store::open_or_create(backend, small_config())
         .await
         .unwrap();
     let window = Duration::from_millis(300);
