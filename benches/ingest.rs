@@ -117,6 +117,15 @@ struct IngestResult {
     peak_rss: u64,
 }
 
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only fills the struct passed to it.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 fn ingest(
     rt: &tokio::runtime::Runtime,
     data: &Dataset,
@@ -125,6 +134,7 @@ fn ingest(
 ) -> IngestResult {
     reset_peak_rss();
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     let chunked_bytes = rt.block_on(async {
         let store = Store::open_or_create(backend.clone(), config)
             .await
@@ -156,6 +166,7 @@ fn ingest(
     let stored_bytes = listed.iter().map(|m| m.size).sum();
     IngestResult {
         seconds,
+        cores,
         chunked_bytes,
         stored_bytes,
         objects: listed.len() as u64,
