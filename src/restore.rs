@@ -29,11 +29,11 @@ use crate::progress::DynProgress;
 use crate::store::Store;
 
 /// Ranged reads in flight at once.
-pub const RESTORE_CONCURRENCY: usize = 8;
+pub const RESTORE_CONCURRENCY: usize = 4;
 /// Blobs closer than this are fetched in one read (the gap is downloaded and discarded).
 const COALESCE_GAP: u64 = 256 << 10;
 /// Longest single ranged read.
-const MAX_RANGE: u64 = 16 << 20;
+const MAX_RANGE: u64 = 8 << 20;
 
 /// What a restore did.
 #[derive(Clone, Debug, Default, serde::Serialize)]

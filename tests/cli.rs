@@ -427,6 +427,7 @@ fn multi_gib_file_streams_with_bounded_memory() {
             .arg(&work),
     );
     assert!(status, "checkpoint failed");
+    eprintln!("checkpoint of a 2 GiB file: peak RSS {} MiB", rss >> 20);
     assert!(
         rss < 400 << 20,
         "checkpoint peak RSS {} MiB for a 2 GiB file",
@@ -440,6 +441,7 @@ fn multi_gib_file_streams_with_bounded_memory() {
             .arg(&out),
     );
     assert!(status, "restore failed");
+    eprintln!("restore of a 2 GiB file: peak RSS {} MiB", rss >> 20);
     assert!(
         rss < 400 << 20,
         "restore peak RSS {} MiB for a 2 GiB file",
