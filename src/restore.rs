@@ -33,7 +33,7 @@ pub const RESTORE_CONCURRENCY: usize = 4;
 /// Blobs closer than this are fetched in one read (the gap is downloaded and discarded).
 const COALESCE_GAP: u64 = 256 << 10;
 /// Longest single ranged read.
-const MAX_RANGE: u64 = 8 << 20;
+const MAX_RANGE: u64 = 20 << 20;
 
 /// What a restore did.
 #[derive(Clone, Debug, Default, serde::Serialize)]

@@ -182,6 +182,11 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Packs and ranged reads are buffers of megabytes. glibc raises its mmap threshold after the
+    // first such buffer is freed and then serves them from per-thread arenas, which keeps freed
+    // memory resident; a fixed threshold returns every large buffer to the system when freed.
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let runtime = tokio::runtime::Builder::new_multi_thread()
