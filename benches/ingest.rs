@@ -5,6 +5,9 @@
 //! the first checkpoint, default 24; LAYERCAS_BENCH_STEPS = checkpoints after the first, default 3;
 //! LAYERCAS_BENCH_SWEEP=0 to skip the chunk-size sweep). Prints a table and one JSON line.
 
+mod common;
+
+use common::{env_or, mib, peak_rss, reset_peak_rss};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,33 +23,6 @@ use layercas::progress;
 use layercas::sample::{CheckpointDelta, SampleSpec, SampleWorkdir};
 use layercas::store::Store;
 use rayon::prelude::*;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Peak resident set size since the last reset, in bytes (Linux).
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Resets the peak RSS counter so the next stage measures its own peak.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn mib(b: u64) -> f64 {
-    b as f64 / (1 << 20) as f64
-}
 
 fn files_of(dir: &Path) -> Vec<SourceFile> {
     let mut out = Vec::new();

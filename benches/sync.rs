@@ -4,6 +4,9 @@
 //! Run: `cargo bench --bench sync` (env: LAYERCAS_BENCH_MIB = MiB per timeline, default 24;
 //! LAYERCAS_BENCH_TENANTS = tenants of 3 timelines each, default 3). Prints lines and one JSON line.
 
+mod common;
+
+use common::{env_or, mib, peak_rss, reset_peak_rss};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,30 +18,6 @@ use layercas::store::Store;
 use layercas::sync::{
     RemoteStorageConfig, RemoteStorageKind, StateBoard, TimelineSyncState, start_with_backend,
 };
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
-    kb.unwrap_or(0) * 1024
-}
-
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn mib(b: u64) -> f64 {
-    b as f64 / (1 << 20) as f64
-}
 
 fn tree_bytes(dir: &Path) -> u64 {
     let mut total = 0;

@@ -449,18 +449,11 @@ fn killed_sync_runs_converge() {
     );
     let full = t0.elapsed();
 
-    let kills = 10;
-    for i in 0..kills {
-        let mut child = casctl_sync(&store, &work, false)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(full.mul_f64(i as f64 / kills as f64));
-        let _ = child.kill();
-        child.wait().unwrap();
-        assert_verifies(&store);
-    }
+    kill_at_spread_points(
+        full,
+        || casctl_sync(&store, &work, false),
+        |_| assert_verifies(&store),
+    );
     assert!(
         casctl_sync(&store, &work, false)
             .output()
@@ -471,26 +464,22 @@ fn killed_sync_runs_converge() {
     );
 
     let (_d, fresh) = tempdir();
-    for i in 0..kills {
-        let mut child = casctl_sync(&store, &fresh, true)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(full.mul_f64(i as f64 / kills as f64));
-        let _ = child.kill();
-        child.wait().unwrap();
-        // Whatever is under a final name is complete and correct.
-        for (name, bytes) in tree(&fresh) {
-            if !name.contains(".layercas") {
-                assert_eq!(
-                    Some(&bytes),
-                    want.get(&name),
-                    "{name} is wrong after kill {i}"
-                );
+    kill_at_spread_points(
+        full,
+        || casctl_sync(&store, &fresh, true),
+        |i| {
+            // Whatever is under a final name is complete and correct.
+            for (name, bytes) in tree(&fresh) {
+                if !name.contains(".layercas") {
+                    assert_eq!(
+                        Some(&bytes),
+                        want.get(&name),
+                        "{name} is wrong after kill {i}"
+                    );
+                }
             }
-        }
-    }
+        },
+    );
     let out = casctl_sync(&store, &fresh, true).output().unwrap();
     assert!(
         out.status.success(),
@@ -504,6 +493,23 @@ fn killed_sync_runs_converge() {
         "download converges to the uploaded workdir"
     );
     assert_verifies(&store);
+}
+
+/// Starts `command` ten times, SIGKILLs it at points spread over `full`, and runs `check(i)`
+/// after each kill.
+fn kill_at_spread_points(full: Duration, command: impl Fn() -> Command, check: impl Fn(usize)) {
+    let kills = 10;
+    for i in 0..kills {
+        let mut child = command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(i as f64 / kills as f64));
+        let _ = child.kill();
+        child.wait().unwrap();
+        check(i);
+    }
 }
 
 fn assert_verifies(store: &Path) {
