@@ -12,16 +12,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use layercas::backend::layers::metrics::{Metrics, MetricsSnapshot};
 use layercas::backend::local::LocalBackend;
-use layercas::backend::metrics::{Metrics, MetricsSnapshot};
 use layercas::backend::open::{StackConfig, standard_stack};
 use layercas::backend::wrap::Op;
 use layercas::backend::{BackendExt, DynBackend, Prefix};
-use layercas::config::{ChunkerParams, StoreConfig};
-use layercas::ingest::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
+use layercas::format::config::{ChunkerParams, StoreConfig};
 use layercas::progress;
-use layercas::sample::{CheckpointDelta, SampleSpec, SampleWorkdir};
 use layercas::store::Store;
+use layercas::testkit::sample::{CheckpointDelta, SampleSpec, SampleWorkdir};
+use layercas::write::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
 use rayon::prelude::*;
 
 fn files_of(dir: &Path) -> Vec<SourceFile> {

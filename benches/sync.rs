@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use layercas::backend::local::LocalBackend;
-use layercas::ingest::Writer;
-use layercas::sample::{SampleSpec, SampleWorkdir};
 use layercas::store::Store;
 use layercas::sync::{
     RemoteStorageConfig, RemoteStorageKind, StateBoard, TimelineSyncState, start_with_backend,
 };
+use layercas::testkit::sample::{SampleSpec, SampleWorkdir};
+use layercas::write::Writer;
 
 fn tree_bytes(dir: &Path) -> u64 {
     let mut total = 0;

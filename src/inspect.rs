@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::backend::Prefix;
 use crate::error::Result;
-use crate::layout;
-use crate::manifest::TimelineState;
+use crate::format::layout;
+use crate::format::manifest::TimelineState;
 use crate::store::Store;
 
 /// One timeline's checkpoints.

@@ -7,22 +7,25 @@
 //! `format-spec/README.md`.
 //!
 //! # Layout
-//! - Formats: [`envelope`] (framing and checksums shared by every small object), [`config`],
-//!   [`pack`], [`index`], [`manifest`], [`metadata`], and [`layout`] (which key holds what).
-//! - Content: [`chunker`] (where chunks end), [`id`] (typed ids and LSNs).
-//! - Storage: [`backend`] (the object-store trait and its implementations).
-//! - Operations: [`store`] (opening a store, shared reads), [`ingest`] (recording checkpoints),
-//!   [`gc`] (retention, compaction, reclamation and the writers' fence),
-//!   [`restore`], [`verify`], [`inspect`] (listings and statistics).
-//! - Support: [`sample`] (a realistic generated workdir for demos, tests and benchmarks),
-//!   [`progress`], [`error`].
+//! Folders are layers; each module's doc says what it owns and what it must not touch.
+//! - [`format`]: pure encoding of every stored object (envelope, config, pack, index, manifest,
+//!   metadata), chunk boundaries, and the key layout. No I/O.
+//! - [`backend`]: the object-store trait, the local and S3 implementations, the layers around
+//!   them (retry, timeout, limit, metrics, fault injection) and `open`, which stacks them.
+//! - [`store`]: an opened store and the reads every operation shares.
+//! - [`write`]: recording checkpoints (chunk, pack, index, manifest, in that order).
+//! - [`restore`], [`verify`], [`inspect`]: reading a store back, checking it, summarising it.
+//! - [`gc`]: retention, compaction, reclamation and the writers' fence.
+//! - [`sync`]: the pageserver's front door, a loop that keeps a workdir and a store in step.
+//! - [`id`], [`error`], [`progress`]: types shared by all of the above.
+//! - `testkit` (feature `testkit`): sample workdirs and the backend conformance suite.
 //!
 //! # Example
 //! ```no_run
 //! # async fn example() -> layercas::Result<()> {
 //! use std::sync::Arc;
 //! use layercas::{backend::local::LocalBackend, config::StoreConfig, store::Store};
-//! use layercas::ingest::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
+//! use layercas::write::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
 //! use layercas::{id::Lsn, metadata::TimelineMetadata, progress};
 //!
 //! let backend = Arc::new(LocalBackend::new("/tmp/store").expect("store dir"));
@@ -39,24 +42,18 @@
 //! ```
 
 pub mod backend;
-pub mod chunker;
-pub mod config;
-pub mod envelope;
 pub mod error;
+pub mod format;
 pub mod gc;
 pub mod id;
-pub mod index;
-pub mod ingest;
 pub mod inspect;
-pub mod layout;
-pub mod manifest;
-pub mod metadata;
-pub mod pack;
 pub mod progress;
 pub mod restore;
-pub mod sample;
 pub mod store;
 pub mod sync;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod verify;
+pub mod write;
 
 pub use error::{DecodeError, Error, Result};

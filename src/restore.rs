@@ -19,12 +19,12 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
+use crate::format::index::{ChunkIndex, Location};
+use crate::format::layout;
+use crate::format::manifest::{FileEntry, TimelineState};
+use crate::format::metadata::METADATA_FILE_NAME;
+use crate::format::pack;
 use crate::id::{ChunkId, FileHash, PackId};
-use crate::index::{ChunkIndex, Location};
-use crate::layout;
-use crate::manifest::{FileEntry, TimelineState};
-use crate::metadata::METADATA_FILE_NAME;
-use crate::pack;
 use crate::progress::DynProgress;
 use crate::store::Store;
 

@@ -16,10 +16,10 @@ use serde::Serialize;
 
 use crate::backend::{BackendExt, Key, ObjectMeta};
 use crate::error::{Error, Result};
+use crate::format::index::{ChunkIndex, IndexObject};
+use crate::format::layout;
+use crate::format::pack::{self, BlobEntry};
 use crate::id::{ChunkId, PackId};
-use crate::index::{ChunkIndex, IndexObject};
-use crate::layout;
-use crate::pack::{self, BlobEntry};
 use crate::progress::DynProgress;
 use crate::store::{READ_CONCURRENCY, Store};
 
@@ -358,7 +358,7 @@ async fn check_pack(store: &Store, id: PackId, size: u64, read_data: bool) -> Re
     }
     let bytes = store
         .backend()
-        .get_bytes(&key, crate::config::MAX_PACK_TARGET * 2)
+        .get_bytes(&key, crate::format::config::MAX_PACK_TARGET * 2)
         .await?;
     tokio::task::spawn_blocking(move || {
         let table = pack::decode_pack_table(&bytes).map_err(corrupt)?;

@@ -1,4 +1,4 @@
-//! Runs the one conformance suite (`layercas::backend::conformance`) against every backend and
+//! Runs the one conformance suite (`layercas::testkit::conformance`) against every backend and
 //! every wrapper: local filesystem, S3 on a real SeaweedFS server (moto with
 //! `LAYERCAS_S3_SERVER=moto`), each wrapper around the local backend, and retry + fault around S3.
 
@@ -10,14 +10,14 @@ use std::time::Duration;
 use std::time::Instant;
 
 use layercas::backend::Backend;
-use layercas::backend::conformance::{Capabilities, run_all};
-use layercas::backend::fault::{FaultBackend, FaultConfig};
-use layercas::backend::limit::LimitBackend;
+use layercas::backend::layers::fault::{FaultBackend, FaultConfig};
+use layercas::backend::layers::limit::LimitBackend;
+use layercas::backend::layers::metrics::MetricsBackend;
+use layercas::backend::layers::retry::{RetryBackend, RetryConfig};
+use layercas::backend::layers::timeout::{TimeoutBackend, TimeoutConfig};
 use layercas::backend::local::LocalBackend;
-use layercas::backend::metrics::MetricsBackend;
-use layercas::backend::retry::{RetryBackend, RetryConfig};
-use layercas::backend::timeout::{TimeoutBackend, TimeoutConfig};
 use layercas::backend::wrap::Op;
+use layercas::testkit::conformance::{Capabilities, run_all};
 
 #[cfg(feature = "s3")]
 use common::s3server::{s3_backend, small_pages_and_parts, unique};

@@ -291,8 +291,8 @@ fn corruption(t: &Target) {
 /// restore, and nothing is written outside the target.
 #[test]
 fn escaping_names_are_refused() {
+    use layercas::format::manifest::{FileEntry, Manifest};
     use layercas::id::{FileHash, Lsn, TenantId, TimelineId};
-    use layercas::manifest::{FileEntry, Manifest};
     for bad in ["../x", "/etc/x"] {
         let (_s, store) = tempdir();
         let t = Target::local(&store);
@@ -304,7 +304,7 @@ fn escaping_names_are_refused() {
             timeline: TL.parse::<TimelineId>().unwrap(),
             lsn: Lsn(0x20),
             prev_lsn: Some(Lsn(0x10)),
-            metadata: layercas::metadata::TimelineMetadata::at(Lsn(0x20)),
+            metadata: layercas::format::metadata::TimelineMetadata::at(Lsn(0x20)),
             added: vec![FileEntry {
                 name: bad.into(),
                 size: 0,

@@ -4,12 +4,12 @@
 
 use std::path::PathBuf;
 
-use layercas::config::{ChunkerParams, StoreConfig};
+use layercas::format::config::{ChunkerParams, StoreConfig};
+use layercas::format::index::IndexObject;
+use layercas::format::manifest::{ChunkRef, FileEntry, Manifest};
+use layercas::format::metadata::TimelineMetadata;
+use layercas::format::pack::{self, PackBuilder};
 use layercas::id::{ChunkId, FileHash, Lsn, PackId, TenantId, TimelineId};
-use layercas::index::IndexObject;
-use layercas::manifest::{ChunkRef, FileEntry, Manifest};
-use layercas::metadata::TimelineMetadata;
-use layercas::pack::{self, PackBuilder};
 
 fn vector_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

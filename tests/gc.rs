@@ -16,14 +16,15 @@ use futures::stream::BoxStream;
 use layercas::backend::{
     Backend, BackendError, DynBackend, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode,
 };
-use layercas::config::{ChunkerParams, StoreConfig};
+use layercas::format::config::{ChunkerParams, StoreConfig};
+use layercas::format::metadata::TimelineMetadata;
+use layercas::format::pack;
 use layercas::gc::retention::{Policy, Retention};
 use layercas::gc::{self, GcOptions};
 use layercas::id::Lsn;
-use layercas::ingest::{CheckpointMode, CheckpointRequest, Writer};
-use layercas::metadata::TimelineMetadata;
 use layercas::store::Store;
-use layercas::{Error, pack, progress};
+use layercas::write::{CheckpointMode, CheckpointRequest, Writer};
+use layercas::{Error, progress};
 
 use common::*;
 
@@ -103,7 +104,9 @@ fn small_config() -> StoreConfig {
 async fn every_chunk_readable(store: &Store, when: &str) -> usize {
     let index = store.load_index().await.expect("index");
     let refs = store
-        .list_manifests(&layercas::layout::prefix(layercas::layout::MANIFESTS))
+        .list_manifests(&layercas::format::layout::prefix(
+            layercas::format::layout::MANIFESTS,
+        ))
         .await
         .unwrap();
     let mut checked = 0;
@@ -113,7 +116,7 @@ async fn every_chunk_readable(store: &Store, when: &str) -> usize {
                 let loc = index
                     .get(&c.id)
                     .unwrap_or_else(|| panic!("{when}: {}: chunk {} unindexed", m.lsn, c.id));
-                let key = layercas::layout::pack_key(&loc.pack);
+                let key = layercas::format::layout::pack_key(&loc.pack);
                 let data = store
                     .backend()
                     .get_range(&key, loc.offset..loc.offset + loc.stored_len as u64)
@@ -428,7 +431,7 @@ fn sigkill_of_gc_at_many_points_is_harmless() {
 /// a fresh store holding only the kept checkpoints; dry run predicts and changes nothing.
 #[test]
 fn gc_reclaims_space_close_to_a_fresh_store() {
-    use layercas::sample::{SampleSpec, SampleWorkdir};
+    use layercas::testkit::sample::{SampleSpec, SampleWorkdir};
     let (_d, root) = tempdir();
     let spec = SampleSpec {
         seed: 5,

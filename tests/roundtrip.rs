@@ -5,11 +5,11 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
+use layercas::format::metadata::TimelineMetadata;
 use layercas::id::Lsn;
-use layercas::ingest::Writer;
-use layercas::metadata::TimelineMetadata;
 use layercas::progress;
 use layercas::store::Store;
+use layercas::write::Writer;
 
 /// Empty files, files below the minimum chunk size, at exact chunk-size boundaries, multi-chunk
 /// files, nested names, and a thousand tiny files all come back byte-identical, with metadata.
@@ -126,13 +126,13 @@ async fn restore_at_each_lsn_gives_that_checkpoint_on(store: Store) {
     assert!(matches!(older, layercas::Error::InvalidInput(_)), "{older}");
 }
 
-fn request(dir: &std::path::Path, lsn: u64) -> layercas::ingest::CheckpointRequest {
-    layercas::ingest::CheckpointRequest {
+fn request(dir: &std::path::Path, lsn: u64) -> layercas::write::CheckpointRequest {
+    layercas::write::CheckpointRequest {
         tenant: TENANT,
         timeline: TIMELINE,
         metadata: TimelineMetadata::at(Lsn(lsn)),
         files: sources(dir),
-        mode: layercas::ingest::CheckpointMode::Full,
+        mode: layercas::write::CheckpointMode::Full,
     }
 }
 
@@ -175,7 +175,7 @@ async fn same_bytes_under_new_names_store_under_one_percent_on(store: Store) {
 
     // Under a fresh writer (no whole-file knowledge of another timeline), chunk dedup still holds.
     let other = Writer::new(store.clone()).await.unwrap();
-    let req = layercas::ingest::CheckpointRequest {
+    let req = layercas::write::CheckpointRequest {
         timeline: layercas::id::TimelineId([0xcc; 16]),
         ..request(&work, 0x300)
     };
@@ -231,7 +231,10 @@ async fn s3_store() -> Store {
     use layercas::backend::open::{StackConfig, standard_stack};
     let s3 = common::s3server::s3_backend(common::s3server::small_pages_and_parts).await;
     let backend = standard_stack(std::sync::Arc::new(s3), &StackConfig::default()).backend;
-    Store::open_or_create(backend, layercas::config::StoreConfig::default_config())
-        .await
-        .unwrap()
+    Store::open_or_create(
+        backend,
+        layercas::format::config::StoreConfig::default_config(),
+    )
+    .await
+    .unwrap()
 }

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use layercas::backend::conformance::pattern;
-use layercas::backend::fault::{FaultBackend, FaultConfig};
-use layercas::backend::metrics::MetricsBackend;
-use layercas::backend::retry::{RetryBackend, RetryConfig};
+use layercas::backend::layers::fault::{FaultBackend, FaultConfig};
+use layercas::backend::layers::metrics::MetricsBackend;
+use layercas::backend::layers::retry::{RetryBackend, RetryConfig};
 use layercas::backend::wrap::Op;
 use layercas::backend::{Backend, BackendError, BackendExt, Key, Payload, Prefix, PutMode};
+use layercas::testkit::conformance::pattern;
 
 use common::s3server::{s3_backend, server, small_pages_and_parts, unique};
 

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use common::*;
 use layercas::backend::open::{StackConfig, standard_stack};
 use layercas::backend::wrap::Op;
-use layercas::config::StoreConfig;
-use layercas::ingest::Writer;
+use layercas::format::config::StoreConfig;
 use layercas::store::Store;
+use layercas::write::Writer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_costs_few_requests() {

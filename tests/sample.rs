@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use layercas::format::metadata::TimelineMetadata;
 use layercas::id::{TenantId, TimelineId};
-use layercas::metadata::TimelineMetadata;
-use layercas::sample::{
+use layercas::testkit::sample::{
     self, CheckpointDelta, LayerName, PAGE_SIZE, SampleSpec, SampleTimeline, SampleWorkdir,
 };
 

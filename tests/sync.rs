@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use layercas::backend::fault::{FaultBackend, FaultConfig};
-use layercas::sample::{SampleSpec, SampleWorkdir};
+use layercas::backend::layers::fault::{FaultBackend, FaultConfig};
 use layercas::sync::{
     RemoteStorageConfig, RemoteStorageKind, StateBoard, SyncHandle, TimelineSyncState,
     start_with_backend,
 };
+use layercas::testkit::sample::{SampleSpec, SampleWorkdir};
 
 fn remote(store: &Path) -> RemoteStorageConfig {
     let mut r = RemoteStorageConfig::new(RemoteStorageKind::Local {
@@ -203,7 +203,7 @@ async fn incremental_uploads_store_only_new_chunks() {
     handle.shutdown().await;
     let before = store_bytes(&store);
     // The second round counts the bytes it sends.
-    let metered = Arc::new(layercas::backend::metrics::MetricsBackend::new(
+    let metered = Arc::new(layercas::backend::layers::metrics::MetricsBackend::new(
         local_backend(&store),
     ));
     let metrics = metered.metrics();

@@ -2,7 +2,7 @@
 //! index.
 #![no_main]
 
-use layercas::index::{ChunkIndex, IndexObject};
+use layercas::format::index::{ChunkIndex, IndexObject};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

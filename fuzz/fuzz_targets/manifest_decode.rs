@@ -2,16 +2,16 @@
 //! the same bytes.
 #![no_main]
 
-use layercas::config::StoreConfig;
-use layercas::manifest::Manifest;
-use layercas::metadata::TimelineMetadata;
+use layercas::format::config::StoreConfig;
+use layercas::format::manifest::Manifest;
+use layercas::format::metadata::TimelineMetadata;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Manifest::decode(data) {
         assert_eq!(m.encode(), data, "a decoded manifest must re-encode to its bytes");
         for f in &m.added {
-            assert!(layercas::manifest::validate_name(&f.name).is_ok());
+            assert!(layercas::format::manifest::validate_name(&f.name).is_ok());
         }
     }
     if let Ok(c) = StoreConfig::decode(data) {

@@ -1,7 +1,7 @@
 //! Pack decoding never panics: the table of a whole pack, and every blob it lists.
 #![no_main]
 
-use layercas::pack;
+use layercas::format::pack;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -16,17 +16,11 @@
 //! - `delete` of a missing key succeeds.
 //! - `list` returns every object under a prefix exactly once, in no promised order.
 
-#[doc(hidden)]
-pub mod conformance;
-pub mod fault;
-pub mod limit;
+pub mod layers;
 pub mod local;
-pub mod metrics;
 pub mod open;
-pub mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
-pub mod timeout;
 pub mod wrap;
 
 use std::fmt;

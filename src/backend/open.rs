@@ -8,11 +8,11 @@
 
 use std::sync::Arc;
 
-use super::limit::LimitBackend;
+use super::layers::limit::LimitBackend;
+use super::layers::metrics::{Metrics, MetricsBackend};
+use super::layers::retry::{RetryBackend, RetryConfig};
+use super::layers::timeout::{TimeoutBackend, TimeoutConfig};
 use super::local::LocalBackend;
-use super::metrics::{Metrics, MetricsBackend};
-use super::retry::{RetryBackend, RetryConfig};
-use super::timeout::{TimeoutBackend, TimeoutConfig};
 use super::{BackendError, DynBackend};
 
 /// Settings of the standard stack.

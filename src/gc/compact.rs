@@ -12,8 +12,8 @@ use bytes::Bytes;
 
 use crate::backend::{Payload, PutMode};
 use crate::error::{Error, Result};
+use crate::format::manifest::{Manifest, TimelineState};
 use crate::id::{Lsn, TenantId, TimelineId};
-use crate::manifest::{Manifest, TimelineState};
 use crate::store::{ManifestRef, Store};
 
 /// A manifest as scanned, with its etag.
@@ -104,9 +104,9 @@ pub async fn apply(store: &Store, plan: &CompactPlan) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::manifest::{ChunkRef, FileEntry};
+    use crate::format::metadata::TimelineMetadata;
     use crate::id::{ChunkId, FileHash};
-    use crate::manifest::{ChunkRef, FileEntry};
-    use crate::metadata::TimelineMetadata;
 
     fn delta(lsn: u64, prev: Option<u64>, add: &str, remove: &[&str]) -> Scanned {
         let (t, tl) = (TenantId([1; 16]), TimelineId([2; 16]));
@@ -130,7 +130,7 @@ mod tests {
         };
         Scanned {
             r: ManifestRef {
-                key: crate::layout::manifest_key(&t, &tl, Lsn(lsn)),
+                key: crate::format::layout::manifest_key(&t, &tl, Lsn(lsn)),
                 tenant: t,
                 timeline: tl,
                 lsn: Lsn(lsn),

@@ -21,9 +21,9 @@ use tokio::time::Instant;
 
 use crate::backend::DynBackend;
 use crate::error::{Error, Result};
+use crate::format::index::ChunkIndex;
 use crate::gc::state::{self, DEFAULT_WINDOW, GcState};
 use crate::id::{ChunkId, PackId};
-use crate::index::ChunkIndex;
 
 /// What the writer must do after reading the gc state.
 #[derive(Debug, PartialEq, Eq)]

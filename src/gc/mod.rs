@@ -43,9 +43,9 @@ use tokio::time::Instant;
 
 use crate::backend::{Key, ObjectMeta};
 use crate::error::{Error, Result};
+use crate::format::index::IndexObject;
+use crate::format::layout;
 use crate::id::PackId;
-use crate::index::IndexObject;
-use crate::layout;
 use crate::progress::DynProgress;
 use crate::store::Store;
 use compact::Scanned;
@@ -183,7 +183,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     report.manifests_folded = plan.bases.len();
     report.manifests_deleted = plan.delete.len();
     let dropped: BTreeSet<&Key> = plan.delete.iter().map(|s| &s.r.key).collect();
-    let replaced: HashMap<&Key, &crate::manifest::Manifest> =
+    let replaced: HashMap<&Key, &crate::format::manifest::Manifest> =
         plan.bases.iter().map(|(s, b)| (&s.r.key, b)).collect();
     let remaining = first
         .manifests

@@ -11,11 +11,11 @@ use bytes::Bytes;
 
 use crate::backend::{BackendError, BackendExt, Key, PutMode};
 use crate::error::{Error, Result};
+use crate::format::index::IndexObject;
+use crate::format::layout;
+use crate::format::manifest::Manifest;
+use crate::format::pack::{self, Blob, BlobEntry, PackBuilder};
 use crate::id::{ChunkId, IndexId, PackId};
-use crate::index::IndexObject;
-use crate::layout;
-use crate::manifest::Manifest;
-use crate::pack::{self, Blob, BlobEntry, PackBuilder};
 use crate::progress::DynProgress;
 use crate::store::Store;
 
@@ -286,7 +286,7 @@ async fn write_merged(store: &Store, mut object: IndexObject) -> Result<Key> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::Compression;
+    use crate::format::pack::Compression;
 
     fn e(c: &str, len: u32) -> BlobEntry {
         BlobEntry {

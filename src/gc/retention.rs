@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::format::metadata::TimelineMetadata;
 use crate::id::{Lsn, TenantId, TimelineId};
-use crate::metadata::TimelineMetadata;
 
 /// What to keep of one timeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendError, DynBackend, Key, Payload, PutMode};
-use crate::envelope::{self, Kind};
 use crate::error::{DecodeError, Error, Result};
+use crate::format::envelope::{self, Kind};
 use crate::id::PackId;
 
 /// Key of the gc state object.

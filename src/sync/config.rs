@@ -23,8 +23,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::backend::open::{Opened, StackConfig, open_location, standard_stack};
-use crate::config::{ChunkerParams, StoreConfig};
 use crate::error::{Error, Result};
+use crate::format::config::{ChunkerParams, StoreConfig};
 
 /// Where the store is.
 #[derive(Clone, Debug, PartialEq, Eq)]

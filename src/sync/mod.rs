@@ -58,12 +58,12 @@ use tracing::Instrument;
 
 use crate::backend::DynBackend;
 use crate::error::{Error, Result};
+use crate::format::layout;
+use crate::format::metadata::TimelineMetadata;
 use crate::id::{Lsn, TenantId, TimelineId};
-use crate::ingest::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
-use crate::layout;
-use crate::metadata::TimelineMetadata;
 use crate::progress;
 use crate::store::Store;
+use crate::write::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
 pub use config::{RemoteStorageConfig, RemoteStorageKind};
 use queue::{Queue, Task, Upload, UploadFiles};
 pub use state::{StateBoard, SyncStateSink, TimelineKey, TimelineSyncState};

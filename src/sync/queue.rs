@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
-use crate::metadata::TimelineMetadata;
+use crate::format::metadata::TimelineMetadata;
 use crate::sync::state::TimelineKey;
 
 /// Which files an upload records.

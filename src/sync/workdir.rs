@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::format::manifest::RESERVED_PREFIX;
+use crate::format::metadata::{METADATA_FILE_NAME, TimelineMetadata};
 use crate::id::{TenantId, TimelineId};
-use crate::manifest::RESERVED_PREFIX;
-use crate::metadata::{METADATA_FILE_NAME, TimelineMetadata};
 use crate::sync::state::TimelineKey;
 
 /// A timeline found locally with valid metadata.

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use layercas::backend::DynBackend;
 use layercas::backend::local::LocalBackend;
-use layercas::config::StoreConfig;
+use layercas::format::config::StoreConfig;
+use layercas::format::metadata::TimelineMetadata;
 use layercas::id::{Lsn, TenantId, TimelineId};
-use layercas::ingest::{CheckpointMode, CheckpointReport, CheckpointRequest, SourceFile, Writer};
-use layercas::metadata::TimelineMetadata;
 use layercas::progress;
 use layercas::store::Store;
+use layercas::write::{CheckpointMode, CheckpointReport, CheckpointRequest, SourceFile, Writer};
 
 pub const TENANT: TenantId = TenantId([0xaa; 16]);
 pub const TIMELINE: TimelineId = TimelineId([0xbb; 16]);

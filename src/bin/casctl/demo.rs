@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
-use layercas::config::StoreConfig;
-use layercas::sample::{SampleSpec, SampleWorkdir};
+use layercas::format::config::StoreConfig;
 use layercas::store::Store;
+use layercas::testkit::sample::{SampleSpec, SampleWorkdir};
 use layercas::verify::{VerifyOptions, verify};
 use serde::Serialize;
 

@@ -11,12 +11,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use layercas::backend::DynBackend;
 use layercas::backend::open::{Opened, StackConfig, open_location, standard_stack};
-use layercas::config::{ChunkerParams, StoreConfig};
+use layercas::format::config::{ChunkerParams, StoreConfig};
+use layercas::format::metadata::{METADATA_FILE_NAME, TimelineMetadata};
 use layercas::id::{Lsn, TenantId, TimelineId};
-use layercas::ingest::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
-use layercas::metadata::{METADATA_FILE_NAME, TimelineMetadata};
 use layercas::store::Store;
 use layercas::verify::{VerifyOptions, verify};
+use layercas::write::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -345,7 +345,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             struct StatsOutput {
                 #[serde(flatten)]
                 store: layercas::inspect::StoreStats,
-                requests: layercas::backend::metrics::MetricsSnapshot,
+                requests: layercas::backend::layers::metrics::MetricsSnapshot,
             }
             let out = StatsOutput {
                 store: store_stats,

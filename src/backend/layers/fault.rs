@@ -26,8 +26,8 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 
-use super::wrap::Op;
-use super::{
+use crate::backend::wrap::Op;
+use crate::backend::{
     Backend, BackendError, ByteStream, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode,
 };
 

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use super::{Backend, BackendError, BackendExt, KEY_PUNCTUATION, Key, Payload, Prefix, PutMode};
+use crate::backend::{
+    Backend, BackendError, BackendExt, KEY_PUNCTUATION, Key, Payload, Prefix, PutMode,
+};
 
 /// What the backend under test can do, or how far to push it.
 #[derive(Clone, Debug)]

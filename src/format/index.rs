@@ -13,10 +13,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::envelope::{self, Kind};
 use crate::error::DecodeError;
+use crate::format::envelope::{self, Kind};
+use crate::format::pack::{self, BlobEntry, Compression};
 use crate::id::{ChunkId, PackId};
-use crate::pack::{self, BlobEntry, Compression};
 
 /// Largest index body a decoder accepts (about 6 million chunks).
 pub const MAX_INDEX_BODY: u64 = 256 << 20;

@@ -16,13 +16,13 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::backend::{BackendError, BackendExt, DynBackend, Key, ObjectMeta, Prefix};
-use crate::chunker::Chunker;
-use crate::config::StoreConfig;
 use crate::error::{DecodeError, Error, Result};
+use crate::format::chunker::Chunker;
+use crate::format::config::StoreConfig;
+use crate::format::index::{ChunkIndex, IndexObject, MAX_INDEX_BODY};
+use crate::format::layout;
+use crate::format::manifest::{MAX_MANIFEST_BODY, Manifest, TimelineState};
 use crate::id::{IndexId, Lsn, PackId, TenantId, TimelineId};
-use crate::index::{ChunkIndex, IndexObject, MAX_INDEX_BODY};
-use crate::layout;
-use crate::manifest::{MAX_MANIFEST_BODY, Manifest, TimelineState};
 
 /// How many small objects (index, manifests) are fetched at once.
 pub const READ_CONCURRENCY: usize = 16;

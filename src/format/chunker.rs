@@ -8,7 +8,7 @@ use std::io::Read;
 
 use fastcdc::v2020::{FastCDC, Normalization, StreamCDC};
 
-use crate::config::ChunkerParams;
+use crate::format::config::ChunkerParams;
 
 /// Cuts byte sources into chunks.
 #[derive(Clone, Debug)]

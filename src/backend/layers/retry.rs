@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use super::wrap::Op;
-use super::{Backend, BackendError, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode};
+use crate::backend::wrap::Op;
+use crate::backend::{Backend, BackendError, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode};
 
 /// How often and how patiently to retry.
 #[derive(Clone, Debug)]

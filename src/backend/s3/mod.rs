@@ -39,7 +39,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
-use super::{
+use crate::backend::{
     Backend, BackendError, BoxError, ByteStream, GetResult, Key, ObjectMeta, Payload, Prefix,
     PutMode, collect_stream,
 };

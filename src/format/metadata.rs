@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{self, Kind};
 use crate::error::DecodeError;
+use crate::format::envelope::{self, Kind};
 use crate::id::{Lsn, TimelineId};
 
 /// Name of the metadata file inside a timeline directory.

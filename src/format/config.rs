@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{self, Kind};
 use crate::error::DecodeError;
+use crate::format::envelope::{self, Kind};
 
 /// Largest config body accepted.
 const MAX_BODY: u64 = 4096;

@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{self, Kind};
 use crate::error::DecodeError;
+use crate::format::envelope::{self, Kind};
+use crate::format::metadata::{METADATA_FILE_NAME, TimelineMetadata};
 use crate::id::{ChunkId, FileHash, Lsn, TenantId, TimelineId};
-use crate::metadata::{METADATA_FILE_NAME, TimelineMetadata};
 
 /// Largest manifest body accepted: about 12 million chunk references.
 pub const MAX_MANIFEST_BODY: u64 = 512 << 20;

@@ -29,15 +29,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::backend::{BackendError, BackendExt, DynBackend, Key};
-use crate::chunker::Chunker;
 use crate::error::{Error, Result};
+use crate::format::chunker::Chunker;
+use crate::format::index::{ChunkIndex, IndexObject};
+use crate::format::layout;
+use crate::format::manifest::{self, ChunkRef, FileEntry, Manifest, TimelineState};
+use crate::format::metadata::TimelineMetadata;
+use crate::format::pack::{self, BlobEntry, PackBuilder, SealedPack};
 use crate::gc::fence::{Fence, IndexAction, Validation};
 use crate::id::{ChunkId, FileHash, PackId, TenantId, TimelineId};
-use crate::index::{ChunkIndex, IndexObject};
-use crate::layout;
-use crate::manifest::{self, ChunkRef, FileEntry, Manifest, TimelineState};
-use crate::metadata::TimelineMetadata;
-use crate::pack::{self, BlobEntry, PackBuilder, SealedPack};
 use crate::progress::DynProgress;
 use crate::store::Store;
 

@@ -21,8 +21,8 @@ use super::CheckpointDelta;
 use super::layer::{self, LayerName, Owner, Relation};
 use super::page::PAGE_SIZE;
 use super::rng::SampleRng;
+use crate::format::metadata::{METADATA_FILE_NAME, TimelineMetadata};
 use crate::id::{Lsn, TenantId, TimelineId};
-use crate::metadata::{METADATA_FILE_NAME, TimelineMetadata};
 
 /// Where every timeline's WAL starts (Neon's usual initdb LSN, 0/149F0D8).
 const INITDB_LSN: Lsn = Lsn(0x0149_F0D8);

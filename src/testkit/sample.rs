@@ -45,8 +45,8 @@ pub use page::{PAGE_SIZE, PageContext, postgres_page, update_rows};
 pub use rng::SampleRng;
 pub use timeline::SampleTimeline;
 
+use crate::format::metadata::TimelineMetadata;
 use crate::id::{Lsn, TenantId, TimelineId};
-use crate::metadata::TimelineMetadata;
 use timeline::Plan;
 
 /// Smallest accepted `bytes_per_timeline`.

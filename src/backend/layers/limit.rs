@@ -20,8 +20,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::wrap::{Op, each_step, hold_until_done};
-use super::{Backend, BackendError, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode};
+use crate::backend::wrap::{Op, each_step, hold_until_done};
+use crate::backend::{Backend, BackendError, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode};
 
 /// A backend with bounded concurrency.
 #[derive(Debug)]

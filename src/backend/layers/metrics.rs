@@ -26,8 +26,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use super::wrap::Op;
-use super::{Backend, BackendError, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode};
+use crate::backend::wrap::Op;
+use crate::backend::{Backend, BackendError, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode};
 
 /// Upper bounds of the latency histogram buckets, in seconds (a last `+Inf` bucket is implied).
 pub const LATENCY_BUCKETS: [f64; 12] = [

@@ -15,8 +15,8 @@
 use bytes::Bytes;
 
 use crate::backend::Payload;
-use crate::envelope::{self, Kind};
 use crate::error::DecodeError;
+use crate::format::envelope::{self, Kind};
 use crate::id::{ChunkId, PackId};
 
 /// Bytes per table entry.

@@ -1,0 +1,14 @@
+//! The on-store format: how every object is encoded and decoded, and which key holds it.
+//!
+//! Pure encoding: no I/O, no backend calls, no policy. Every decoder is total (bounded lengths,
+//! checked hashes, typed errors, never a panic) because its input comes from a store; these are
+//! the functions the fuzzers target. `format-spec/README.md` is the normative description.
+
+pub mod chunker;
+pub mod config;
+pub mod envelope;
+pub mod index;
+pub mod layout;
+pub mod manifest;
+pub mod metadata;
+pub mod pack;
