@@ -1,6 +1,7 @@
 //! Typed identifiers: content hashes (chunk, pack, index), tenant and timeline ids, and LSNs.
 //!
-//! Owns parsing and printing of every id. Each stored kind has its own type so that a pack id
+//! Owns parsing and printing of every id, and [`unique_bytes`], the one generator of fresh
+//! unique values (store ids, salt blobs). Each stored kind has its own type so that a pack id
 //! cannot be passed where a chunk id is expected. No id type implements `Default`: an all-zero id
 //! would look valid.
 
@@ -192,6 +193,22 @@ impl FromStr for Lsn {
         };
         Ok(Lsn(((part(hi)? as u64) << 32) | part(lo)? as u64))
     }
+}
+
+/// 32 bytes that no other call returns, in this process or another: hashes the process id, a
+/// process-wide counter, the wall clock and the thread. Uniqueness, not secrecy, is the goal.
+pub fn unique_bytes() -> [u8; 32] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = blake3::Hasher::new();
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.update(&wall.as_nanos().to_le_bytes());
+    h.update(&format!("{:?}", std::thread::current().id()).into_bytes());
+    *h.finalize().as_bytes()
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
-use crate::format::index::{ChunkIndex, Location};
 use crate::format::layout;
 use crate::format::manifest::{FileEntry, TimelineState};
 use crate::format::metadata::METADATA_FILE_NAME;
@@ -27,6 +26,7 @@ use crate::format::pack;
 use crate::id::{ChunkId, FileHash, PackId};
 use crate::progress::DynProgress;
 use crate::store::Store;
+use crate::store::chunk_index::{ChunkIndex, Location};
 
 /// Ranged reads in flight at once.
 pub const RESTORE_CONCURRENCY: usize = 4;

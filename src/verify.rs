@@ -16,11 +16,12 @@ use serde::Serialize;
 
 use crate::backend::{BackendExt, Key, ObjectMeta};
 use crate::error::{Error, Result};
-use crate::format::index::{ChunkIndex, IndexObject};
+use crate::format::index::IndexObject;
 use crate::format::layout;
 use crate::format::pack::{self, BlobEntry};
 use crate::id::{ChunkId, PackId};
 use crate::progress::DynProgress;
+use crate::store::chunk_index::ChunkIndex;
 use crate::store::{READ_CONCURRENCY, Store};
 
 /// How serious a finding is.

@@ -2,7 +2,8 @@
 //! index.
 #![no_main]
 
-use layercas::format::index::{ChunkIndex, IndexObject};
+use layercas::format::index::IndexObject;
+use layercas::store::chunk_index::ChunkIndex;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -148,16 +148,11 @@ impl StoreConfig {
     }
 }
 
+/// A fresh store id: the first 16 of [`crate::id::unique_bytes`].
 fn random_id() -> [u8; 16] {
-    // Uniqueness, not secrecy, is needed: hash time, pid and an address.
-    let mut h = blake3::Hasher::new();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    h.update(&now.as_nanos().to_le_bytes());
-    h.update(&std::process::id().to_le_bytes());
-    h.update(&(&now as *const _ as usize).to_le_bytes());
-    h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
+    crate::id::unique_bytes()[..16]
+        .try_into()
+        .expect("16 bytes")
 }
 
 /// Serializes a 16-byte array as msgpack `bin`.

@@ -5,6 +5,7 @@
 //! packs/<first 2 hex of id>/<pack id, 64 hex>    pack objects
 //! index/<index id, 64 hex>                       index objects
 //! manifests/<tenant>/<timeline>/<lsn, 16 HEX>    one manifest per checkpoint
+//! gc/state                                      the gc state (the fence between gc and writers)
 //! ```
 //! Owns key construction and parsing only.
 
@@ -13,6 +14,8 @@ use crate::id::{IndexId, Lsn, PackId, TenantId, TimelineId};
 
 /// Key of the store configuration.
 pub const CONFIG: &str = "config";
+/// Key of the gc state object.
+pub const GC_STATE: &str = "gc/state";
 /// Prefix of all packs.
 pub const PACKS: &str = "packs/";
 /// Prefix of all index objects.
@@ -27,6 +30,11 @@ fn key(s: String) -> Key {
 /// The config key.
 pub fn config_key() -> Key {
     key(CONFIG.into())
+}
+
+/// The gc state key.
+pub fn gc_state_key() -> Key {
+    key(GC_STATE.into())
 }
 
 /// Key of a pack.

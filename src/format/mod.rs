@@ -7,6 +7,7 @@
 pub mod chunker;
 pub mod config;
 pub mod envelope;
+pub mod gc_state;
 pub mod index;
 pub mod layout;
 pub mod manifest;

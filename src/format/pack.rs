@@ -14,7 +14,6 @@
 
 use bytes::Bytes;
 
-use crate::backend::Payload;
 use crate::error::DecodeError;
 use crate::format::envelope::{self, Kind};
 use crate::id::{ChunkId, PackId};
@@ -243,8 +242,26 @@ pub struct PackBuilder {
 #[derive(Debug)]
 pub struct SealedPack {
     pub id: PackId,
-    pub payload: Payload,
+    /// The blobs, then the table and trailer: the pack is their concatenation.
+    pub parts: Vec<Bytes>,
     pub entries: Vec<BlobEntry>,
+}
+
+impl SealedPack {
+    /// Bytes of the whole pack.
+    pub fn len(&self) -> u64 {
+        self.parts.iter().map(|p| p.len() as u64).sum()
+    }
+
+    /// True for a pack of no bytes (never the case for a sealed pack: it has a table).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pack's bytes in one buffer (for tests and vectors; uploads send the parts).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
 }
 
 impl PackBuilder {
@@ -293,7 +310,7 @@ impl PackBuilder {
         let id = PackId(*hasher.finalize().as_bytes());
         SealedPack {
             id,
-            payload: Payload::from_parts(parts),
+            parts,
             entries: self.entries,
         }
     }
@@ -383,7 +400,7 @@ mod tests {
     #[test]
     fn pack_round_trips_and_is_named_by_its_hash() {
         let (sealed, chunks) = sample_pack();
-        let bytes = futures::executor::block_on(sealed.payload.to_bytes()).unwrap();
+        let bytes = sealed.to_vec();
         assert_eq!(PackId::of(&bytes), sealed.id);
         let entries = decode_pack_table(&bytes).unwrap();
         assert_eq!(entries, sealed.entries);
@@ -398,7 +415,7 @@ mod tests {
     #[test]
     fn damaged_packs_and_blobs_are_typed_errors() {
         let (sealed, _) = sample_pack();
-        let bytes = futures::executor::block_on(sealed.payload.to_bytes()).unwrap();
+        let bytes = sealed.to_vec();
         for cut in 1..bytes.len() {
             assert!(
                 decode_pack_table(&bytes[cut..]).is_err(),

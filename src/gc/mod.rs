@@ -26,11 +26,10 @@
 //! and step 8 deletes only what re-marking proved dead); the next run carries the condemned set
 //! over and finishes the work.
 //!
-//! Owns the orchestration and the report. Retention, compaction, reclamation and the writer's
-//! fence live in the submodules.
+//! Owns the orchestration and the report. Retention, compaction, reclamation and the gc state's
+//! update live in the submodules; the writer's side of the fence is `write::fence`.
 
 pub mod compact;
-pub mod fence;
 pub mod reclaim;
 pub mod retention;
 pub mod state;

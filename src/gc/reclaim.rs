@@ -3,21 +3,20 @@
 //! index objects without them.
 //!
 //! Owns these computations and the repack/index writes (packs first, then the index object that
-//! names them). Must not touch manifests or the gc state.
+//! names them, through the writer's `write::packer` routines). Must not touch manifests or the gc state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use bytes::Bytes;
-
-use crate::backend::{BackendError, BackendExt, Key, PutMode};
+use crate::backend::Key;
 use crate::error::{Error, Result};
 use crate::format::index::IndexObject;
 use crate::format::layout;
 use crate::format::manifest::Manifest;
 use crate::format::pack::{self, Blob, BlobEntry, PackBuilder};
-use crate::id::{ChunkId, IndexId, PackId};
+use crate::id::{ChunkId, PackId};
 use crate::progress::DynProgress;
 use crate::store::Store;
+use crate::write::packer;
 
 /// Index objects are merged when there are more than this many.
 pub const MAX_INDEX_OBJECTS: usize = 16;
@@ -151,13 +150,9 @@ pub async fn repack(
         bytes += upload(store, builder, &mut written).await?;
     }
     if !written.is_empty() {
-        bytes += create_index(
-            store,
-            IndexObject {
-                packs: written.clone(),
-            },
-        )
-        .await?;
+        bytes += packer::create_index(store.backend(), written.clone())
+            .await?
+            .len;
     }
     Ok((written.into_iter().map(|(p, _)| p).collect(), bytes))
 }
@@ -187,35 +182,15 @@ async fn read_blobs(
     Ok(out)
 }
 
+/// Seals and uploads one pack of copied blobs (shared with the writer); returns its bytes.
 async fn upload(
     store: &Store,
     builder: PackBuilder,
     written: &mut Vec<(PackId, Vec<BlobEntry>)>,
 ) -> Result<u64> {
-    let sealed = builder.seal();
-    let len = sealed.payload.len();
-    let key = layout::pack_key(&sealed.id);
-    match store
-        .backend()
-        .put(&key, sealed.payload, PutMode::Create)
-        .await
-    {
-        Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
-    written.push((sealed.id, sealed.entries));
-    Ok(len)
-}
-
-async fn create_index(store: &Store, mut object: IndexObject) -> Result<u64> {
-    object.packs.sort_by_key(|(id, _)| *id);
-    let bytes = object.encode();
-    let len = bytes.len() as u64;
-    let key = layout::index_key(&IndexId::of(&bytes));
-    match store.backend().create_bytes(&key, Bytes::from(bytes)).await {
-        Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(len),
-        Err(e) => Err(e.into()),
-    }
+    let uploaded = packer::upload_pack(store.backend(), builder.seal()).await?;
+    written.push((uploaded.id, uploaded.entries));
+    Ok(uploaded.len)
 }
 
 /// Index objects rewritten: how many were deleted and written.
@@ -275,12 +250,10 @@ pub async fn rewrite_indexes(
     Ok(out)
 }
 
-async fn write_merged(store: &Store, mut object: IndexObject) -> Result<Key> {
-    object.packs.sort_by_key(|(id, _)| *id);
-    let bytes = object.encode();
-    let key = layout::index_key(&IndexId::of(&bytes));
-    create_index(store, object).await?;
-    Ok(key)
+async fn write_merged(store: &Store, object: IndexObject) -> Result<Key> {
+    Ok(packer::create_index(store.backend(), object.packs)
+        .await?
+        .key)
 }
 
 #[cfg(test)]

@@ -3,14 +3,16 @@
 //!
 //! Owns store-level reading rules: every object read is bounded in size before it is buffered,
 //! checked against its key (content-addressed objects are re-hashed) and decoded totally. Writing
-//! lives in `ingest`, reassembly in `restore`, checking in `verify`.
+//! lives in `write`, reassembly in `restore`, checking in `verify`.
+//!
+//! Submodules: `indexes` (reading index objects, building the chunk index), [`chunk_index`]
+//! (the in-memory index), [`index_cache`] (a writer's index and its refresh), [`gc_state`]
+//! (reading the gc state).
 //!
 //! gc may fold manifests into a base and then delete them, and merge index objects and then
 //! delete the originals, while a reader works: a reader that finds a listed manifest or index
 //! object gone lists again and starts over (a few times), and a timeline is read newest first,
 //! stopping at its newest base.
-
-use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -19,10 +21,14 @@ use crate::backend::{BackendError, BackendExt, DynBackend, Key, ObjectMeta, Pref
 use crate::error::{DecodeError, Error, Result};
 use crate::format::chunker::Chunker;
 use crate::format::config::StoreConfig;
-use crate::format::index::{ChunkIndex, IndexObject, MAX_INDEX_BODY};
 use crate::format::layout;
 use crate::format::manifest::{MAX_MANIFEST_BODY, Manifest, TimelineState};
-use crate::id::{IndexId, Lsn, PackId, TenantId, TimelineId};
+use crate::id::{Lsn, TenantId, TimelineId};
+
+pub mod chunk_index;
+pub mod gc_state;
+pub mod index_cache;
+mod indexes;
 
 /// How many small objects (index, manifests) are fetched at once.
 pub const READ_CONCURRENCY: usize = 16;
@@ -222,75 +228,5 @@ impl Store {
                 let when = at.map(|l| format!(" at or before {l}")).unwrap_or_default();
                 Error::NotFound(format!("checkpoint of timeline {tenant}/{timeline}{when}"))
             })
-    }
-
-    /// Reads and checks one index object: its bytes hash to its key and decode.
-    pub async fn read_index(&self, key: &Key) -> Result<IndexObject> {
-        let id = layout::parse_index_key(key)
-            .ok_or_else(|| Error::InvalidInput(format!("{key} is not an index key")))?;
-        let bytes = self.backend.get_bytes(key, MAX_INDEX_BODY + 64).await?;
-        if IndexId::of(&bytes) != id {
-            return Err(Error::corrupt(
-                key,
-                DecodeError::new("index", "content does not hash to its key"),
-            ));
-        }
-        IndexObject::decode(&bytes).map_err(|e| Error::corrupt(key, e))
-    }
-
-    /// Every index object, keyed by its key.
-    pub async fn read_all_indexes(&self) -> Result<BTreeMap<Key, IndexObject>> {
-        let mut attempt = 0;
-        loop {
-            match self.read_listed_indexes().await {
-                Err(e) if e.is_not_found() && attempt < GC_RACE_RETRIES => attempt += 1,
-                other => return other,
-            }
-        }
-    }
-
-    async fn read_listed_indexes(&self) -> Result<BTreeMap<Key, IndexObject>> {
-        let keys: Vec<Key> = self
-            .list(&layout::prefix(layout::INDEX))
-            .await?
-            .into_iter()
-            .map(|m| m.key)
-            .filter(|k| layout::parse_index_key(k).is_some())
-            .collect();
-        futures::stream::iter(keys.into_iter().map(|k| async move {
-            let obj = self.read_index(&k).await?;
-            Ok::<_, Error>((k, obj))
-        }))
-        .buffer_unordered(READ_CONCURRENCY)
-        .try_collect()
-        .await
-    }
-
-    /// The chunk index built from every index object, leaving out packs that do not exist (an
-    /// index object can outlive a pack gc deleted if gc was interrupted; another copy of its
-    /// chunks then exists, or gc would not have deleted it).
-    pub async fn load_index(&self) -> Result<ChunkIndex> {
-        Ok(self.load_index_objects().await?.0)
-    }
-
-    /// [`Store::load_index`], plus the keys of the index objects it was built from.
-    pub async fn load_index_objects(&self) -> Result<(ChunkIndex, Vec<Key>)> {
-        // List packs after reading index objects: a pack written after the listing is still
-        // found, as its index object was written after it.
-        let objects = self.read_all_indexes().await?;
-        let packs: HashSet<PackId> = self
-            .list(&layout::prefix(layout::PACKS))
-            .await?
-            .iter()
-            .filter_map(|m| layout::parse_pack_key(&m.key))
-            .collect();
-        let mut index = ChunkIndex::new();
-        for obj in objects.values() {
-            for (pack, entries) in obj.packs.iter().filter(|(p, _)| packs.contains(p)) {
-                index.add_pack(*pack, entries);
-            }
-        }
-        index.compact();
-        Ok((index, objects.into_keys().collect()))
     }
 }

@@ -1,5 +1,6 @@
-//! The writer's side of the gc fence (format-spec section 13). A [`Fence`] lives in each
-//! `Writer`; the writer calls it at three points of a checkpoint:
+//! The writer's side of the gc fence (format-spec section 13); gc's side is `gc` (it updates the
+//! gc state through `gc::state`). A [`Fence`] lives in each `Writer`; the writer calls it at
+//! three points of a checkpoint:
 //! 1. [`Fence::before_dedup`]: reads the gc state; drops condemned and recently deleted packs
 //!    from the writer's chunk index (or asks for a full reload when it missed generations), so
 //!    the writer deduplicates only against packs gc will keep.
@@ -21,9 +22,10 @@ use tokio::time::Instant;
 
 use crate::backend::DynBackend;
 use crate::error::{Error, Result};
-use crate::format::index::ChunkIndex;
-use crate::gc::state::{self, DEFAULT_WINDOW, GcState};
+use crate::format::gc_state::{DEFAULT_WINDOW, GcState};
 use crate::id::{ChunkId, PackId};
+use crate::store::chunk_index::ChunkIndex;
+use crate::store::gc_state as state;
 
 /// What the writer must do after reading the gc state.
 #[derive(Debug, PartialEq, Eq)]
@@ -136,20 +138,4 @@ impl Fence {
             Ok(Err(bad))
         }
     }
-}
-
-/// 32 bytes that no other call, in this process or another, returns: the salt blob of a pack
-/// stored again.
-pub fn nonce() -> [u8; 32] {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = blake3::Hasher::new();
-    h.update(&std::process::id().to_le_bytes());
-    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    h.update(&wall.as_nanos().to_le_bytes());
-    h.update(&format!("{:?}", std::thread::current().id()).into_bytes());
-    *h.finalize().as_bytes()
 }

@@ -1,0 +1,136 @@
+//! The gc state object (`gc/state`, envelope kind 6): its fields and encoding. It says which
+//! packs writers must not newly reference (condemned), which packs gc deleted in recent
+//! generations, and the window within which a writer must commit after reading it.
+//!
+//! Owns the object's encoding and the pure rules over its fields. Must not read or write the
+//! store: the conditional read-modify-write is `gc::state`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DecodeError;
+use crate::format::envelope::{self, Kind};
+use crate::id::PackId;
+
+/// Largest gc state body accepted.
+pub const MAX_GC_STATE_BODY: u64 = 64 << 20;
+/// Window a writer assumes when no gc state exists yet, and the least a gc creating the state
+/// waits.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+/// Generations of deletions remembered in [`GcState::deleted`].
+pub const DELETED_HISTORY: usize = 16;
+
+/// What a gc run is doing, as far as writers are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// No pack is condemned.
+    Idle,
+    /// Packs are condemned; gc waits out the window, then re-marks.
+    Condemned,
+    /// The condemned packs are being deleted.
+    Deleting,
+}
+
+/// The gc state object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcState {
+    /// Incremented by every update.
+    pub generation: u64,
+    /// Milliseconds within which a writer must create its index object and manifest after
+    /// reading this state; gc waits at least this long between condemning and re-marking.
+    pub window_ms: u64,
+    pub phase: Phase,
+    /// Packs no writer may newly reference (sorted).
+    pub condemned: Vec<PackId>,
+    /// `(generation, packs)` deleted in that generation, the newest [`DELETED_HISTORY`] ones.
+    pub deleted: Vec<(u64, Vec<PackId>)>,
+    /// Every pack deleted in a generation above this one is in `deleted`.
+    pub history_from: u64,
+}
+
+impl GcState {
+    /// The state of a store no gc has touched.
+    pub fn initial(window: Duration) -> GcState {
+        GcState {
+            generation: 0,
+            window_ms: window.as_millis() as u64,
+            phase: Phase::Idle,
+            condemned: Vec::new(),
+            deleted: Vec::new(),
+            history_from: 0,
+        }
+    }
+
+    /// The writers' window.
+    pub fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms)
+    }
+
+    /// The object's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        envelope::seal(Kind::GcState, &envelope::encode_msgpack(self))
+    }
+
+    /// Parses a gc state object.
+    pub fn decode(bytes: &[u8]) -> Result<GcState, DecodeError> {
+        let body = envelope::open(Kind::GcState, bytes, MAX_GC_STATE_BODY)?;
+        let s: GcState = envelope::decode_msgpack("gc state", body)?;
+        if !s.condemned.is_sorted() {
+            return Err(DecodeError::new(
+                "gc state",
+                "condemned packs are not sorted",
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Packs a writer must not reference: condemned now, or deleted after generation `since`.
+    pub fn unusable_since(&self, since: u64) -> BTreeSet<PackId> {
+        let mut out: BTreeSet<PackId> = self.condemned.iter().copied().collect();
+        for (g, packs) in &self.deleted {
+            if *g > since {
+                out.extend(packs.iter().copied());
+            }
+        }
+        out
+    }
+
+    /// Records `packs` as deleted in the current generation, trimming the history.
+    pub fn record_deleted(&mut self, packs: Vec<PackId>) {
+        if packs.is_empty() {
+            return;
+        }
+        self.deleted.push((self.generation, packs));
+        while self.deleted.len() > DELETED_HISTORY {
+            let (g, _) = self.deleted.remove(0);
+            self.history_from = self.history_from.max(g);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_history_is_bounded() {
+        let mut s = GcState::initial(Duration::from_millis(250));
+        s.condemned = vec![PackId::of(b"a"), PackId::of(b"b")];
+        s.condemned.sort();
+        for g in 1..=20u64 {
+            s.generation = g;
+            s.record_deleted(vec![PackId::of(&g.to_le_bytes())]);
+        }
+        assert_eq!(s.deleted.len(), DELETED_HISTORY);
+        assert_eq!(s.history_from, 4);
+        assert_eq!(GcState::decode(&s.encode()).unwrap(), s);
+        let unusable = s.unusable_since(18);
+        assert!(unusable.contains(&PackId::of(&19u64.to_le_bytes())));
+        assert!(!unusable.contains(&PackId::of(&18u64.to_le_bytes())));
+        assert!(unusable.contains(&PackId::of(b"a")));
+        s.condemned.reverse();
+        assert!(GcState::decode(&s.encode()).is_err());
+    }
+}

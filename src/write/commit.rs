@@ -1,0 +1,335 @@
+//! The checkpoint itself: [`Writer`] orders the steps of one checkpoint: check the LSN against
+//! the timeline, apply the gc state, store the files (again while gc condemns what they would
+//! reference), then create the index object and the manifest inside the fence's window.
+//!
+//! Owns the orchestration, the manifest and the per-timeline state cache. Must not read files
+//! (`source`), build packs (`packer`) or judge gc state (`fence`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::backend::{BackendError, BackendExt, Key};
+use crate::error::{Error, Result};
+use crate::format::layout;
+use crate::format::manifest::{self, ChunkRef, FileEntry, Manifest, TimelineState};
+use crate::id::{ChunkId, FileHash, Lsn, PackId, TenantId, TimelineId};
+use crate::progress::DynProgress;
+use crate::store::index_cache::IndexCache;
+use crate::store::{ManifestRef, Store};
+use crate::write::fence::{Fence, IndexAction, Validation};
+use crate::write::packer::{self, IngestCtx, UploadedPack};
+use crate::write::request::{CheckpointReport, CheckpointRequest, SourceFile, removed_names};
+use crate::write::source::{self, Job};
+
+/// Times a checkpoint stores chunks again because gc condemned packs it meant to reference.
+const FENCE_RETRIES: usize = 3;
+
+/// A writer: a store plus the chunk index it deduplicates against. Keep one for many checkpoints
+/// so the index is loaded once; it learns the packs it writes.
+pub struct Writer {
+    store: Store,
+    index: IndexCache,
+    /// The newest known state of each timeline this writer recorded, to avoid re-reading its
+    /// manifests for the next checkpoint.
+    states: Mutex<HashMap<(TenantId, TimelineId), TimelineState>>,
+    /// The gc generation applied to `index`.
+    fence: Fence,
+}
+
+/// What storing a checkpoint's files produced: the added entries, the packs written and the
+/// fence's validation of their references.
+type Stored = (Vec<FileEntry>, Vec<UploadedPack>, Validation);
+
+impl Writer {
+    /// Loads the store's index.
+    pub async fn new(store: Store) -> Result<Writer> {
+        let fence = Fence::new();
+        let unusable = fence.prime(store.backend()).await?;
+        let index = IndexCache::load(&store, &unusable).await?;
+        Ok(Writer {
+            store,
+            index,
+            states: Mutex::new(HashMap::new()),
+            fence,
+        })
+    }
+
+    /// The store written to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Number of chunks known to be stored.
+    pub fn known_chunks(&self) -> usize {
+        self.index.read().len()
+    }
+
+    /// Heap bytes the chunk index holds for its entries.
+    pub fn index_heap_bytes(&self) -> usize {
+        self.index.read().entry_heap_bytes()
+    }
+
+    /// Merges index objects written by others since this writer loaded or last refreshed.
+    pub async fn refresh_index(&self) -> Result<usize> {
+        self.index.refresh(&self.store).await
+    }
+
+    /// Restores a timeline (at `at`, or its newest checkpoint) into `to`, finding chunks through
+    /// this writer's index after merging any index objects written since it was loaded.
+    pub async fn restore(
+        &self,
+        tenant: &TenantId,
+        timeline: &TimelineId,
+        at: Option<Lsn>,
+        to: &Path,
+        progress: DynProgress,
+    ) -> Result<crate::restore::RestoreReport> {
+        let state = self.store.checkpoint_state(tenant, timeline, at).await?;
+        self.refresh_index().await?;
+        let plan = {
+            let index = self.index.read();
+            self.store.plan_restore(&index, &state, to, &progress)?
+        };
+        self.store.execute_restore(plan, progress).await
+    }
+
+    /// Records one checkpoint. Fails with `AlreadyExists` if the timeline has a checkpoint at
+    /// this LSN and with `InvalidInput` if it has a newer one.
+    pub async fn checkpoint(
+        &self,
+        req: CheckpointRequest,
+        progress: DynProgress,
+    ) -> Result<CheckpointReport> {
+        let lsn = req.metadata.disk_consistent_lsn;
+        let refs = self
+            .store
+            .timeline_manifests(&req.tenant, &req.timeline)
+            .await?;
+        check_order(&refs, lsn)?;
+        let prev = self
+            .previous_state(&refs, (req.tenant, req.timeline))
+            .await?;
+        for f in &req.files {
+            manifest::validate_name(&f.name)
+                .map_err(|e| Error::InvalidInput(format!("file name {:?}: {e}", f.name)))?;
+        }
+        let mut report = CheckpointReport {
+            lsn: lsn.to_string(),
+            files: req.files.len(),
+            ..Default::default()
+        };
+        let (added, packs, validation) = self
+            .store_fenced(&req, prev.as_ref(), &mut report, progress)
+            .await?;
+        let removed = removed_names(&req, prev.as_ref());
+        report.files_removed = removed.len();
+        validation.check("index object")?;
+        self.commit_index(packs, &mut report).await?;
+        let manifest = Manifest {
+            tenant: req.tenant,
+            timeline: req.timeline,
+            lsn,
+            prev_lsn: prev.as_ref().map(|p| p.lsn),
+            metadata: req.metadata,
+            added,
+            removed,
+            base: false,
+        };
+        let key = self.create_manifest(&manifest, &validation).await?;
+        report.manifest = key.to_string();
+        let state = TimelineState::apply(prev, manifest);
+        self.states
+            .lock()
+            .expect("states lock")
+            .insert((req.tenant, req.timeline), state);
+        tracing::info!(manifest = %key, added = report.files_added, new_chunks = report.new_chunks, "checkpoint recorded");
+        Ok(report)
+    }
+
+    /// The timeline's state as of its newest manifest in `refs`, from the cache when it is current.
+    async fn previous_state(
+        &self,
+        refs: &[ManifestRef],
+        key: (TenantId, TimelineId),
+    ) -> Result<Option<TimelineState>> {
+        let newest = refs.last().map(|r| r.lsn);
+        if let Some(cached) = self.states.lock().expect("states lock").get(&key) {
+            if Some(cached.lsn) == newest {
+                return Ok(Some(cached.clone()));
+            }
+        }
+        Ok(TimelineState::fold(self.store.read_chain(refs).await?))
+    }
+
+    /// Applies the gc state to the index before deduplicating against it (fence step 1).
+    async fn apply_gc_state(&self) -> Result<()> {
+        let drop = match self.fence.before_dedup(self.store.backend()).await? {
+            IndexAction::Keep => return Ok(()),
+            IndexAction::Drop(packs) => {
+                self.refresh_index().await?;
+                packs
+            }
+            IndexAction::Reload(packs) => {
+                self.index.reload(&self.store).await?;
+                packs
+            }
+        };
+        self.index.drop_packs(&drop);
+        Ok(())
+    }
+
+    /// Stores the files, again while gc condemns packs they would reference; returns the
+    /// entries, the packs written and a validation (fence step 2).
+    async fn store_fenced(
+        &self,
+        req: &CheckpointRequest,
+        prev: Option<&TimelineState>,
+        report: &mut CheckpointReport,
+        progress: DynProgress,
+    ) -> Result<Stored> {
+        for attempt in 0..=FENCE_RETRIES {
+            self.apply_gc_state().await?;
+            let retry = attempt > 0;
+            let (added, packs) = self
+                .store_files(&req.files, prev, retry, report, progress.clone())
+                .await?;
+            let own: HashMap<ChunkId, PackId> = packs
+                .iter()
+                .flat_map(|p| p.entries.iter().map(|e| (e.chunk, p.id)))
+                .collect();
+            let chunks: Vec<ChunkId> = added.iter().flat_map(|f| &f.chunks).map(|c| c.id).collect();
+            let backend = self.store.backend();
+            match self
+                .fence
+                .validate(backend, self.index.shared(), &own, &chunks)
+                .await?
+            {
+                Ok(v) => return Ok((added, packs, v)),
+                Err(bad) => {
+                    tracing::info!(
+                        packs = bad.len(),
+                        "gc condemned packs this checkpoint used; storing again"
+                    );
+                    self.index.drop_packs(&bad);
+                }
+            }
+        }
+        Err(Error::Fenced(format!(
+            "gc condemned packs under checkpoint {} {FENCE_RETRIES} times",
+            req.metadata.disk_consistent_lsn
+        )))
+    }
+
+    /// Stores the content of every changed file; returns their entries and the packs written.
+    async fn store_files(
+        &self,
+        files: &[SourceFile],
+        prev: Option<&TimelineState>,
+        retry: bool,
+        report: &mut CheckpointReport,
+        progress: DynProgress,
+    ) -> Result<(Vec<FileEntry>, Vec<UploadedPack>)> {
+        *report = CheckpointReport {
+            lsn: std::mem::take(&mut report.lsn),
+            files: files.len(),
+            ..Default::default()
+        };
+        // A retry stores every chunk it cannot resolve afresh, in salted packs.
+        let known = known_files(prev.filter(|_| !retry));
+        let jobs: Vec<Job> = files
+            .iter()
+            .map(|f| (f.clone(), prev.and_then(|p| p.files.get(&f.name)).cloned()))
+            .collect();
+        let (tx, uploader) = packer::start_uploads(self.store.backend().clone());
+        let ctx = IngestCtx::new(
+            &self.store,
+            self.index.shared().clone(),
+            tx,
+            progress,
+            retry,
+        );
+        let ctx = Arc::new(ctx);
+        let outcomes = source::ingest_all(ctx.clone(), jobs, known).await;
+        let ctx = Arc::try_unwrap(ctx)
+            .map_err(|_| ())
+            .expect("workers are done");
+        // Finishing the context closes the pack channel, which ends the uploads.
+        ctx.finish().report(report);
+        let packs = uploader
+            .await
+            .map_err(|e| Error::InvalidInput(format!("upload task failed: {e}")))?;
+        let outcomes = outcomes?;
+        let packs = packs?;
+        let added = outcomes
+            .into_iter()
+            .filter_map(|o| o.tally(report))
+            .collect();
+        report.packs_written = packs.len();
+        Ok((added, packs))
+    }
+
+    /// Creates the index object naming `packs` (already durable) and teaches the writer's index.
+    async fn commit_index(
+        &self,
+        packs: Vec<UploadedPack>,
+        report: &mut CheckpointReport,
+    ) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let sections = packs.into_iter().map(|p| (p.id, p.entries)).collect();
+        let created = packer::create_index(self.store.backend(), sections).await?;
+        report.index_objects_written = 1;
+        self.index.add_object(&created.object);
+        Ok(())
+    }
+
+    /// Creates the manifest (fence step 3 first); a checkpoint is never overwritten.
+    async fn create_manifest(&self, manifest: &Manifest, validation: &Validation) -> Result<Key> {
+        manifest.validate().map_err(Error::InvalidInput)?;
+        let key = layout::manifest_key(&manifest.tenant, &manifest.timeline, manifest.lsn);
+        validation.check("manifest")?;
+        match self
+            .store
+            .backend()
+            .create_bytes(&key, Bytes::from(manifest.encode()))
+            .await
+        {
+            Err(BackendError::AlreadyExists { .. }) => {
+                Err(Error::AlreadyExists(format!("checkpoint {key}")))
+            }
+            other => other.map(|()| key).map_err(Error::from),
+        }
+    }
+}
+
+/// Refuses a checkpoint at or before the timeline's newest one.
+fn check_order(refs: &[ManifestRef], lsn: Lsn) -> Result<()> {
+    let Some(newest) = refs.last() else {
+        return Ok(());
+    };
+    if newest.lsn == lsn {
+        return Err(Error::AlreadyExists(format!("checkpoint {}", newest.key)));
+    }
+    if newest.lsn > lsn {
+        return Err(Error::InvalidInput(format!(
+            "checkpoint at {lsn} is older than the newest recorded one at {}",
+            newest.lsn
+        )));
+    }
+    Ok(())
+}
+
+/// Whole files of the previous checkpoint by content hash, to reuse their chunks.
+fn known_files(prev: Option<&TimelineState>) -> HashMap<FileHash, Vec<ChunkRef>> {
+    prev.map(|p| {
+        p.files
+            .values()
+            .map(|f| (f.hash, f.chunks.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
+}

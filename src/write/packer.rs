@@ -1,0 +1,286 @@
+//! Packing: compressing the chunks nobody stored yet into packs, sealing them and uploading them
+//! a few at a time, and creating the index object that names uploaded packs. The upload and
+//! index routines ([`upload_pack`], [`create_index`]) are shared with gc's repack.
+//!
+//! Owns pack building and the first two steps of the write order (packs durable, then their
+//! index object). Must not read files (`source`) or create manifests (`commit`).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use rayon::prelude::*;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::backend::{BackendError, BackendExt, DynBackend, Key, Payload, PutMode};
+use crate::error::{Error, Result};
+use crate::format::chunker::Chunker;
+use crate::format::index::IndexObject;
+use crate::format::layout;
+use crate::format::manifest::ChunkRef;
+use crate::format::pack::{self, BlobEntry, PackBuilder, SealedPack};
+use crate::id::{ChunkId, IndexId, PackId};
+use crate::progress::DynProgress;
+use crate::store::Store;
+use crate::store::chunk_index::ChunkIndex;
+use crate::write::request::CheckpointReport;
+
+/// Sealed packs waiting for an upload slot.
+const PACK_QUEUE: usize = 2;
+/// Packs uploaded at once.
+pub const UPLOAD_CONCURRENCY: usize = 4;
+
+/// A pack that was uploaded, with its table and size.
+#[derive(Debug)]
+pub(crate) struct UploadedPack {
+    pub id: PackId,
+    pub entries: Vec<BlobEntry>,
+    pub len: u64,
+}
+
+/// Chunks seen and stored by one checkpoint.
+#[derive(Default)]
+pub(crate) struct ChunkStats {
+    chunks: u64,
+    new_chunks: u64,
+    new_raw_bytes: u64,
+    new_stored_bytes: u64,
+}
+
+impl ChunkStats {
+    /// Copies the counts into `report`.
+    pub(crate) fn report(&self, report: &mut CheckpointReport) {
+        report.chunks = self.chunks;
+        report.new_chunks = self.new_chunks;
+        report.new_raw_bytes = self.new_raw_bytes;
+        report.new_stored_bytes = self.new_stored_bytes;
+    }
+}
+
+/// State shared by the workers of one checkpoint.
+pub(crate) struct IngestCtx {
+    pub(crate) chunker: Chunker,
+    zstd_level: i32,
+    pack_target: u64,
+    /// Chunks stored before this checkpoint began.
+    index: Arc<RwLock<ChunkIndex>>,
+    /// Chunks this checkpoint has put into a pack.
+    session: Mutex<HashSet<ChunkId>>,
+    builder: Mutex<PackBuilder>,
+    tx: mpsc::Sender<SealedPack>,
+    stats: Mutex<ChunkStats>,
+    pub(crate) progress: DynProgress,
+    /// Add a random blob to every pack, so that its bytes (and id) differ from any condemned
+    /// pack holding the same chunks.
+    salt: bool,
+}
+
+impl IngestCtx {
+    /// The shared state of one checkpoint's workers, sending sealed packs to `tx`.
+    pub(crate) fn new(
+        store: &Store,
+        index: Arc<RwLock<ChunkIndex>>,
+        tx: mpsc::Sender<SealedPack>,
+        progress: DynProgress,
+        salt: bool,
+    ) -> IngestCtx {
+        IngestCtx {
+            chunker: store.chunker(),
+            zstd_level: store.config().zstd_level,
+            pack_target: store.config().pack_target_size,
+            index,
+            session: Mutex::new(HashSet::new()),
+            builder: Mutex::new(PackBuilder::default()),
+            tx,
+            stats: Mutex::new(ChunkStats::default()),
+            progress,
+            salt,
+        }
+    }
+
+    /// What the workers stored, once they are done (the pack channel closes with it).
+    pub(crate) fn finish(self) -> ChunkStats {
+        self.stats.into_inner().expect("stats lock")
+    }
+
+    /// Claims `id` for this checkpoint unless it is stored or claimed already.
+    fn claim(&self, id: &ChunkId) -> bool {
+        !self.index.read().expect("index lock").contains(id)
+            && self.session.lock().expect("session lock").insert(*id)
+    }
+
+    /// Hashes a batch of chunks, compresses the ones nobody stored yet, adds them to packs.
+    pub(crate) fn store_batch(&self, chunks: &[&[u8]]) -> Result<Vec<ChunkRef>> {
+        let ids: Vec<ChunkId> = chunks.par_iter().map(|c| ChunkId::of(c)).collect();
+        let fresh: Vec<bool> = ids.iter().map(|id| self.claim(id)).collect();
+        let blobs: Vec<pack::Blob> = chunks
+            .par_iter()
+            .zip(&ids)
+            .zip(&fresh)
+            .filter(|(_, fresh)| **fresh)
+            .map(|((c, id), _)| pack::encode_blob(*id, c, self.zstd_level))
+            .collect();
+        {
+            let mut s = self.stats.lock().expect("stats lock");
+            s.chunks += chunks.len() as u64;
+            for b in &blobs {
+                s.new_chunks += 1;
+                s.new_raw_bytes += b.entry.raw_len as u64;
+                s.new_stored_bytes += b.entry.stored_len as u64;
+            }
+        }
+        for blob in blobs {
+            self.add_blob(blob)?;
+        }
+        self.progress
+            .advance(chunks.iter().map(|c| c.len() as u64).sum());
+        Ok(ids
+            .into_iter()
+            .zip(chunks)
+            .map(|(id, c)| ChunkRef {
+                id,
+                len: c.len() as u32,
+            })
+            .collect())
+    }
+
+    fn add_blob(&self, blob: pack::Blob) -> Result<()> {
+        let sealed = {
+            let mut b = self.builder.lock().expect("pack lock");
+            b.push(blob);
+            b.is_full(self.pack_target)
+                .then(|| self.seal(std::mem::take(&mut *b)))
+        };
+        match sealed {
+            Some(p) => self.send(p),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&self, pack: SealedPack) -> Result<()> {
+        self.tx
+            .blocking_send(pack)
+            .map_err(|_| Error::InvalidInput("pack upload stopped; see the upload error".into()))
+    }
+
+    /// Seals and sends the last, partly filled pack.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let b = std::mem::take(&mut *self.builder.lock().expect("pack lock"));
+        if b.is_empty() {
+            Ok(())
+        } else {
+            self.send(self.seal(b))
+        }
+    }
+
+    fn seal(&self, mut b: PackBuilder) -> SealedPack {
+        if self.salt {
+            let nonce = crate::id::unique_bytes();
+            b.push(pack::encode_blob(
+                ChunkId::of(&nonce),
+                &nonce,
+                self.zstd_level,
+            ));
+        }
+        b.seal()
+    }
+}
+
+/// Starts uploading the packs sent to the returned channel; the task ends when it closes.
+pub(crate) fn start_uploads(
+    backend: DynBackend,
+) -> (
+    mpsc::Sender<SealedPack>,
+    JoinHandle<Result<Vec<UploadedPack>>>,
+) {
+    let (tx, rx) = mpsc::channel(PACK_QUEUE);
+    (tx, tokio::spawn(upload_packs(backend, rx)))
+}
+
+/// Uploads sealed packs as they come, a few at a time; returns what was uploaded.
+async fn upload_packs(
+    backend: DynBackend,
+    mut rx: mpsc::Receiver<SealedPack>,
+) -> Result<Vec<UploadedPack>> {
+    let mut tasks = JoinSet::new();
+    let mut done = Vec::new();
+    let mut failure = None;
+    while let Some(pack) = rx.recv().await {
+        while tasks.len() >= UPLOAD_CONCURRENCY {
+            collect_one(&mut tasks, &mut done, &mut failure).await;
+        }
+        if failure.is_some() {
+            break; // dropping rx makes the workers stop
+        }
+        let backend = backend.clone();
+        tasks.spawn(async move { upload_pack(&backend, pack).await });
+    }
+    drop(rx);
+    while !tasks.is_empty() {
+        collect_one(&mut tasks, &mut done, &mut failure).await;
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
+}
+
+async fn collect_one(
+    tasks: &mut JoinSet<Result<UploadedPack>>,
+    done: &mut Vec<UploadedPack>,
+    failure: &mut Option<Error>,
+) {
+    match tasks.join_next().await {
+        Some(Ok(Ok(info))) => done.push(info),
+        Some(Ok(Err(e))) => *failure = failure.take().or(Some(e)),
+        Some(Err(e)) => {
+            *failure = failure.take().or(Some(Error::InvalidInput(format!(
+                "upload task panicked: {e}"
+            ))))
+        }
+        None => {}
+    }
+}
+
+/// Uploads one sealed pack. A pack already there under its id has the same bytes.
+pub(crate) async fn upload_pack(backend: &DynBackend, pack: SealedPack) -> Result<UploadedPack> {
+    let key = layout::pack_key(&pack.id);
+    let len = pack.len();
+    match backend
+        .put(&key, Payload::from_parts(pack.parts), PutMode::Create)
+        .await
+    {
+        Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(UploadedPack {
+            id: pack.id,
+            entries: pack.entries,
+            len,
+        }),
+        Err(e) => Err(Error::from(e)),
+    }
+}
+
+/// An index object that was created.
+#[derive(Debug)]
+pub(crate) struct CreatedIndex {
+    pub key: Key,
+    pub len: u64,
+    pub object: IndexObject,
+}
+
+/// Creates the index object naming `packs`, which must all be durable already (the second
+/// step of the write order). Sections are sorted by pack id, so equal content gets one key.
+pub(crate) async fn create_index(
+    backend: &DynBackend,
+    packs: Vec<(PackId, Vec<BlobEntry>)>,
+) -> Result<CreatedIndex> {
+    let mut object = IndexObject { packs };
+    object.packs.sort_by_key(|(id, _)| *id);
+    let bytes = object.encode();
+    let len = bytes.len() as u64;
+    let key = layout::index_key(&IndexId::of(&bytes));
+    match backend.create_bytes(&key, Bytes::from(bytes)).await {
+        Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(CreatedIndex { key, len, object }),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,81 @@
+//! What a checkpoint is asked to record and what it reports back.
+//!
+//! Owns the request and report types and the rules that follow from the request alone (which
+//! names a full checkpoint removes). Must not read files or the store.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use crate::format::manifest::TimelineState;
+use crate::format::metadata::TimelineMetadata;
+use crate::id::{TenantId, TimelineId};
+
+/// A local file to record under `name`.
+#[derive(Clone, Debug)]
+pub struct SourceFile {
+    /// Relative, `/`-separated name in the timeline.
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// Whether the given files are the whole timeline or only additions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointMode {
+    /// The files are the timeline's complete set: names in the previous checkpoint that are not
+    /// given are recorded as removed.
+    Full,
+    /// The files are added to the previous checkpoint's set; nothing is removed.
+    Incremental,
+}
+
+/// One checkpoint to record.
+#[derive(Clone, Debug)]
+pub struct CheckpointRequest {
+    pub tenant: TenantId,
+    pub timeline: TimelineId,
+    /// Its `disk_consistent_lsn` is the checkpoint's LSN.
+    pub metadata: TimelineMetadata,
+    pub files: Vec<SourceFile>,
+    pub mode: CheckpointMode,
+}
+
+/// What a checkpoint did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CheckpointReport {
+    pub lsn: String,
+    pub manifest: String,
+    /// Files in the request.
+    pub files: usize,
+    /// Files recorded as added (new or changed).
+    pub files_added: usize,
+    /// Files unchanged since the previous checkpoint.
+    pub files_unchanged: usize,
+    /// Added files whose whole content was already stored (not chunked again).
+    pub files_deduplicated: usize,
+    pub files_removed: usize,
+    /// Bytes of the added files.
+    pub bytes_added: u64,
+    /// Bytes of the added files that had to be chunked (not recognised whole), and their chunks.
+    pub chunked_bytes: u64,
+    pub chunks: u64,
+    /// Chunks not stored before, and their raw and stored bytes.
+    pub new_chunks: u64,
+    pub new_raw_bytes: u64,
+    pub new_stored_bytes: u64,
+    /// Objects created: packs, index objects, manifests.
+    pub packs_written: usize,
+    pub index_objects_written: usize,
+}
+
+/// Names in the previous checkpoint that a [`CheckpointMode::Full`] request leaves out.
+pub(crate) fn removed_names(req: &CheckpointRequest, prev: Option<&TimelineState>) -> Vec<String> {
+    let (Some(prev), CheckpointMode::Full) = (prev, req.mode) else {
+        return Vec::new();
+    };
+    let given: HashSet<&str> = req.files.iter().map(|f| f.name.as_str()).collect();
+    prev.files
+        .keys()
+        .filter(|n| !given.contains(n.as_str()))
+        .cloned()
+        .collect()
+}
