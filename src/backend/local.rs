@@ -7,7 +7,7 @@
 //!   place by `rename` (overwrite) or `link` (create: fails atomically with `EEXIST`, also against
 //!   other processes), and the parent directory is fsynced. A crash leaves at most a staging file,
 //!   which no key can name and which listings skip.
-//! - `Update(etag)` holds an exclusive `flock` on `<root>/.lock` while it compares and renames, so
+//! - `Update(etag)` holds an exclusive advisory lock (`File::lock`) on `<root>/.lock` while it compares and renames, so
 //!   updates from several processes serialise.
 //! - A key can never resolve outside the root: keys cannot hold `..` or start with `/`, and every
 //!   resolved path is checked to stay under the root after symlinks are followed.
@@ -363,29 +363,25 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// An exclusive `flock`, released on drop.
+/// An exclusive advisory lock on a file (`std::fs::File::lock`: `flock` on Unix), released on
+/// drop.
 struct FileLock(std::fs::File);
 
 impl FileLock {
     fn exclusive(path: &Path) -> io::Result<FileLock> {
-        use std::os::fd::AsRawFd;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)?;
-        // SAFETY: flock on a descriptor we own; no memory is shared with the call.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        file.lock()?;
         Ok(FileLock(file))
     }
 }
 
 impl Drop for FileLock {
     fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: as above; the descriptor is still open.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        // Closing the file releases the lock too; unlocking first says so explicitly.
+        let _ = self.0.unlock();
     }
 }

@@ -50,13 +50,13 @@ pub mod workdir;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::backend::DynBackend;
+use crate::backend::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::format::layout;
 use crate::format::metadata::TimelineMetadata;
@@ -375,7 +375,12 @@ impl SyncLoop {
                     );
                     return;
                 }
-                let delay = backoff(self.remote.base_backoff, self.remote.max_backoff, *n);
+                let delay = Backoff {
+                    base: self.remote.base_backoff,
+                    max: self.remote.max_backoff,
+                    jitter: SYNC_JITTER,
+                }
+                .delay(*n);
                 tracing::warn!(%tenant, %timeline, attempt = *n, ?delay, "sync task failed, will retry: {e}");
                 self.queue.release(key, Some(task));
                 self.queue.hold(key);
@@ -389,15 +394,9 @@ impl SyncLoop {
     }
 }
 
-/// `base * 2^(n-1)`, capped, with up to 25% jitter taken off so retries of many timelines spread.
-fn backoff(base: Duration, cap: Duration, n: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << (n - 1).min(20)).min(cap);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    exp.mul_f64(1.0 - (nanos % 1000) as f64 / 4000.0)
-}
+/// Up to 25% of a failed task's backoff is taken off at random, so retries of many timelines
+/// spread.
+const SYNC_JITTER: f64 = 0.25;
 
 /// Runs one timeline's task: download first (if asked and the store is newer), then upload.
 async fn run_task(shared: Arc<Shared>, key: TimelineKey, task: Task) -> TaskOutcome {

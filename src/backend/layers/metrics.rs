@@ -14,7 +14,6 @@
 //!   were answers that the object does not exist (often expected, e.g. a `head` probe).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -24,6 +23,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::wrap::Op;
@@ -173,8 +176,30 @@ pub struct LatencyBucket {
     pub count: u64,
 }
 
-/// A counter's name suffix, help text and field, for the Prometheus rendering.
+/// A counter's name (after the `layercas_backend_` prefix, before the `_total` suffix the
+/// exposition adds), help text and field.
 type Counter = (&'static str, &'static str, fn(&OpSnapshot) -> u64);
+
+const COUNTERS: [Counter; 6] = [
+    ("requests", "Backend calls.", |o| o.requests),
+    ("errors", "Backend calls that failed.", |o| o.errors),
+    (
+        "transient_errors",
+        "Backend calls that failed transiently.",
+        |o| o.transient_errors,
+    ),
+    (
+        "not_found",
+        "Backend calls answered 'no such object'.",
+        |o| o.not_found,
+    ),
+    ("bytes_in", "Bytes downloaded from the backend.", |o| {
+        o.bytes_in
+    }),
+    ("bytes_out", "Bytes uploaded to the backend.", |o| {
+        o.bytes_out
+    }),
+];
 
 impl MetricsSnapshot {
     /// The counters of `op` (all zero if it never ran).
@@ -187,50 +212,62 @@ impl MetricsSnapshot {
         self.ops.values().map(|o| o.requests).sum()
     }
 
-    /// The Prometheus text exposition format, metric names prefixed `layercas_backend_`.
+    /// The Prometheus (OpenMetrics) text exposition, rendered by `prometheus-client`: metric
+    /// names prefixed `layercas_backend_`, counters suffixed `_total`, each labelled `op`.
     pub fn to_prometheus_text(&self) -> String {
+        let mut registry = Registry::with_prefix("layercas_backend");
+        registry.register_collector(Box::new(SnapshotCollector(self.clone())));
         let mut out = String::new();
-        let counters: [Counter; 6] = [
-            ("requests_total", "Backend calls.", |o| o.requests),
-            ("errors_total", "Backend calls that failed.", |o| o.errors),
-            (
-                "transient_errors_total",
-                "Backend calls that failed transiently.",
-                |o| o.transient_errors,
-            ),
-            (
-                "not_found_total",
-                "Backend calls answered 'no such object'.",
-                |o| o.not_found,
-            ),
-            (
-                "bytes_in_total",
-                "Bytes downloaded from the backend.",
-                |o| o.bytes_in,
-            ),
-            ("bytes_out_total", "Bytes uploaded to the backend.", |o| {
-                o.bytes_out
-            }),
-        ];
-        for (name, help, get) in counters {
-            let _ = writeln!(out, "# HELP layercas_backend_{name} {help}");
-            let _ = writeln!(out, "# TYPE layercas_backend_{name} counter");
-            for (op, o) in &self.ops {
-                let _ = writeln!(out, "layercas_backend_{name}{{op=\"{op}\"}} {}", get(o));
-            }
-        }
-        let name = "layercas_backend_request_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Backend call latency.");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (op, o) in &self.ops {
-            for b in &o.latency_buckets {
-                let le = b.le_seconds.map_or("+Inf".to_string(), |le| le.to_string());
-                let _ = writeln!(out, "{name}_bucket{{op=\"{op}\",le=\"{le}\"}} {}", b.count);
-            }
-            let _ = writeln!(out, "{name}_sum{{op=\"{op}\"}} {}", o.latency_seconds_sum);
-            let _ = writeln!(out, "{name}_count{{op=\"{op}\"}} {}", o.requests);
-        }
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// A snapshot as a `prometheus-client` collector: the counters and the latency histogram.
+#[derive(Debug)]
+struct SnapshotCollector(MetricsSnapshot);
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, get) in COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (op, o) in &self.0.ops {
+                let labels = [("op", op.as_str())];
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, u64, u64>(&get(o), None)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "request_duration_seconds",
+            "Backend call latency.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (op, o) in &self.0.ops {
+            // The encoder sums per-bucket counts itself; `f64::MAX` is its `+Inf` bound.
+            let mut below = 0;
+            let buckets: Vec<(f64, u64)> = o
+                .latency_buckets
+                .iter()
+                .map(|b| {
+                    let n = b.count - below;
+                    below = b.count;
+                    (b.le_seconds.unwrap_or(f64::MAX), n)
+                })
+                .collect();
+            let labels = [("op", op.as_str())];
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    o.latency_seconds_sum,
+                    o.requests,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
     }
 }
 
@@ -365,17 +402,16 @@ mod tests {
         assert_eq!(snap.total_requests(), 2);
         let text = snap.to_prometheus_text();
         assert!(text.contains("layercas_backend_requests_total{op=\"put\"} 1"));
+        assert!(text.contains("# TYPE layercas_backend_request_duration_seconds histogram"));
         assert!(text.contains(
-            "layercas_backend_request_duration_seconds_bucket{op=\"put\",le=\"0.005\"} 1"
+            "layercas_backend_request_duration_seconds_bucket{le=\"0.005\",op=\"put\"} 1"
         ));
         assert!(text.contains(
-            "layercas_backend_request_duration_seconds_bucket{op=\"head\",le=\"+Inf\"} 1"
+            "layercas_backend_request_duration_seconds_bucket{le=\"+Inf\",op=\"head\"} 1"
         ));
-        assert!(
-            text.contains(
-                "layercas_backend_request_duration_seconds_bucket{op=\"head\",le=\"10\"} 0"
-            )
-        );
+        assert!(text.contains(
+            "layercas_backend_request_duration_seconds_bucket{le=\"10.0\",op=\"head\"} 0"
+        ));
         let json = serde_json::to_string(&snap).unwrap();
         let back: MetricsSnapshot = serde_json::from_str(&json).unwrap();
         assert_eq!(back, snap);

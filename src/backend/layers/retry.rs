@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 
+use crate::backend::backoff::Backoff;
 use crate::backend::wrap::Op;
 use crate::backend::{Backend, BackendError, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode};
 
@@ -50,14 +51,18 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
+    /// The delay policy: `base_delay` doubling up to `max_delay`, full jitter.
+    pub fn policy(&self) -> Backoff {
+        Backoff {
+            base: self.base_delay,
+            max: self.max_delay,
+            jitter: 1.0,
+        }
+    }
+
     /// The wait before retry number `retry` (1-based): uniform in `0..=min(max, base * 2^(retry-1))`.
     pub fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self
-            .base_delay
-            .saturating_mul(1u32 << (retry.saturating_sub(1)).min(20))
-            .min(self.max_delay);
-        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(fastrand::u64(0..=nanos))
+        self.policy().delay(retry)
     }
 }
 
@@ -191,5 +196,71 @@ mod tests {
             let cap = Duration::from_millis(10 * (1u64 << (retry - 1).min(20))).min(c.max_delay);
             assert!(c.backoff(retry) <= cap);
         }
+    }
+
+    /// Fails the first `failures` calls of `head` transiently, then answers; records nothing else.
+    #[derive(Debug)]
+    struct Flaky {
+        failures: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait]
+    impl Backend for Flaky {
+        fn list(&self, _: &Prefix) -> BoxStream<'static, Result<ObjectMeta, BackendError>> {
+            stream::empty().boxed()
+        }
+        async fn put(&self, _: &Key, _: Payload, _: PutMode) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn get(&self, key: &Key) -> Result<GetResult, BackendError> {
+            Err(BackendError::NotFound {
+                key: key.to_string(),
+            })
+        }
+        async fn get_range(&self, _: &Key, _: Range<u64>) -> Result<Bytes, BackendError> {
+            Ok(Bytes::new())
+        }
+        async fn head(&self, key: &Key) -> Result<ObjectMeta, BackendError> {
+            use std::sync::atomic::Ordering;
+            let left = self.failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, Ordering::SeqCst);
+                return Err(BackendError::transient("head", key, "injected"));
+            }
+            Ok(ObjectMeta {
+                key: key.clone(),
+                size: 0,
+                last_modified: std::time::SystemTime::UNIX_EPOCH,
+                etag: None,
+            })
+        }
+        async fn delete(&self, _: &Key) -> Result<(), BackendError> {
+            Ok(())
+        }
+    }
+
+    /// Retries really wait: on paused (virtual) time, four retries take at least the four
+    /// backoffs the policy draws (the random source is seeded, so the draws are known), and a
+    /// zero backoff would fail this.
+    #[tokio::test(start_paused = true)]
+    async fn retries_wait_out_their_backoff() {
+        let config = RetryConfig {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        fastrand::seed(7);
+        let expected: Duration = (1..=4).map(|n| config.backoff(n)).sum();
+        assert!(expected >= Duration::from_millis(100), "{expected:?}");
+        fastrand::seed(7);
+        let flaky = Arc::new(Flaky { failures: 4.into() });
+        let b = RetryBackend::new(flaky, config);
+        let start = tokio::time::Instant::now();
+        b.head(&Key::new("k").unwrap()).await.unwrap();
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= expected,
+            "waited {elapsed:?}, backoffs sum to {expected:?}"
+        );
     }
 }
