@@ -43,7 +43,9 @@
 //! without half-written layer files under final names; restarting converges.
 
 pub mod config;
+pub mod once;
 pub mod queue;
+pub mod sources;
 pub mod state;
 pub mod workdir;
 
@@ -476,9 +478,7 @@ async fn upload_checkpoint(shared: &Shared, key: TimelineKey, upload: &Upload) -
     let dir = workdir::timeline_dir(&shared.workdir, &tenant, &timeline);
     let (names, mode) = match &upload.files {
         UploadFiles::All => {
-            let mut names = Vec::new();
-            workdir::collect_layers(&dir, &dir, &mut names)
-                .map_err(|e| Error::io("list", &dir, e))?;
+            let names = workdir::layer_files(&dir).map_err(|e| Error::io("list", &dir, e))?;
             (names, CheckpointMode::Full)
         }
         UploadFiles::New(names) => (names.iter().cloned().collect(), CheckpointMode::Incremental),
