@@ -6,21 +6,20 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use layercas::format::config::StoreConfig;
-use layercas::id::{Lsn, TenantId, TimelineId};
+use layercas::id::Lsn;
 use layercas::store::Store;
 use layercas::sync::sources::{collect_sources, resolve_metadata};
 use layercas::write::{CheckpointMode, CheckpointRequest, Writer};
 
-use super::Ctx;
+use super::{Ctx, TimelineArgs};
 use crate::output::{Exit, emit, size};
 use crate::progress;
 
+/// The timeline, its LSN or metadata, and the files of the checkpoint.
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    tenant: TenantId,
-    #[arg(long)]
-    timeline: TimelineId,
+    #[command(flatten)]
+    timeline: TimelineArgs,
     /// The checkpoint's LSN (X/Y); must equal the metadata's disk_consistent_lsn if both given.
     #[arg(long)]
     lsn: Option<Lsn>,
@@ -45,8 +44,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
         CheckpointMode::Full
     };
     let req = CheckpointRequest {
-        tenant: a.tenant,
-        timeline: a.timeline,
+        tenant: a.timeline.tenant,
+        timeline: a.timeline.timeline,
         metadata,
         files,
         mode,

@@ -37,6 +37,15 @@ pub struct StoreArgs {
     region: Option<String>,
 }
 
+/// The timeline a command works on.
+#[derive(clap::Args)]
+pub struct TimelineArgs {
+    #[arg(long)]
+    pub tenant: layercas::id::TenantId,
+    #[arg(long)]
+    pub timeline: layercas::id::TimelineId,
+}
+
 /// What every command gets besides its own arguments.
 pub struct Ctx {
     pub store: StoreArgs,

@@ -3,30 +3,31 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use layercas::id::{Lsn, TenantId, TimelineId};
+use layercas::id::Lsn;
 use layercas::store::Store;
 
-use super::Ctx;
+use super::{Ctx, TimelineArgs};
 use crate::output::{Exit, emit, size};
 use crate::progress;
 
+/// What to restore, and where.
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    tenant: TenantId,
-    #[arg(long)]
-    timeline: TimelineId,
-    #[arg(long)]
-    lsn: Option<Lsn>,
+    /// The directory to restore into (created if missing).
     #[arg(long)]
     pub to: PathBuf,
+    #[command(flatten)]
+    timeline: TimelineArgs,
+    /// Restore the newest checkpoint at or before this LSN (default: the newest).
+    #[arg(long)]
+    lsn: Option<Lsn>,
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
     let store = Store::open(ctx.open().await?.backend).await?;
     let (p, pb) = progress::bar("restore", !ctx.json);
     let report = store
-        .restore_timeline(&a.tenant, &a.timeline, a.lsn, &a.to, p)
+        .restore_timeline(&a.timeline.tenant, &a.timeline.timeline, a.lsn, &a.to, p)
         .await;
     progress::finish(pb);
     emit(ctx.json, &report?, |r| {
