@@ -9,12 +9,18 @@
 //! # prefix_in_bucket = "staging/"
 //! max_concurrent_sync = 4                 # timelines synced at once
 //! max_sync_errors = 10                    # failures before a timeline is evicted
+//! base_backoff = "100ms"                  # first retry delay of a failed task ...
+//! max_backoff = "30s"                     # ... doubling up to this
 //! # Used only when the store is created:
 //! chunk_min = 16384
 //! chunk_avg = 32768
 //! chunk_max = 131072
 //! pack_target_size = 16777216
 //! ```
+//! Durations are humantime strings (`"250ms"`, `"30s"`, `"1m 30s"`), read with
+//! `humantime-serde`. The older keys `base_backoff_ms` and `max_backoff_ms` (plain integer
+//! milliseconds) are still accepted; giving both forms of one setting is an error.
+//!
 //! Owns parsing and validation. Must not open connections: see `RemoteStorageConfig::backend`.
 
 use std::path::PathBuf;
@@ -65,6 +71,11 @@ struct RawSection {
     prefix_in_bucket: Option<String>,
     max_concurrent_sync: Option<usize>,
     max_sync_errors: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    base_backoff: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    max_backoff: Option<Duration>,
+    /// Before humantime durations: plain milliseconds.
     base_backoff_ms: Option<u64>,
     max_backoff_ms: Option<u64>,
     chunk_min: Option<u32>,
@@ -115,12 +126,22 @@ impl RemoteStorageConfig {
         let mut c = RemoteStorageConfig::new(kind);
         c.max_concurrent_sync = raw.max_concurrent_sync.unwrap_or(c.max_concurrent_sync);
         c.max_sync_errors = raw.max_sync_errors.unwrap_or(c.max_sync_errors);
-        c.base_backoff = raw
-            .base_backoff_ms
-            .map_or(c.base_backoff, Duration::from_millis);
-        c.max_backoff = raw
-            .max_backoff_ms
-            .map_or(c.max_backoff, Duration::from_millis);
+        let duration = |name: &str, d: Option<Duration>, ms: Option<u64>, default| match (d, ms) {
+            (Some(_), Some(_)) => Err(bad(format!("give {name} or {name}_ms, not both"))),
+            (d, ms) => Ok(d.or(ms.map(Duration::from_millis)).unwrap_or(default)),
+        };
+        c.base_backoff = duration(
+            "base_backoff",
+            raw.base_backoff,
+            raw.base_backoff_ms,
+            c.base_backoff,
+        )?;
+        c.max_backoff = duration(
+            "max_backoff",
+            raw.max_backoff,
+            raw.max_backoff_ms,
+            c.max_backoff,
+        )?;
         let d = ChunkerParams::default_params();
         c.store.chunker = ChunkerParams::fastcdc(
             raw.chunk_min.unwrap_or(d.min_size),
@@ -145,7 +166,7 @@ impl RemoteStorageConfig {
             return Err("max_sync_errors must be at least 1".into());
         }
         if self.base_backoff > self.max_backoff {
-            return Err("base_backoff_ms exceeds max_backoff_ms".into());
+            return Err("base_backoff exceeds max_backoff".into());
         }
         self.store.validate()
     }
@@ -186,6 +207,15 @@ mod tests {
         let s3 = "[remote_storage]\nbucket_name = 'b'\nbucket_region = 'r'\nendpoint = 'http://127.0.0.1:1'\nprefix_in_bucket = 'p/'\n";
         let c = RemoteStorageConfig::from_toml(s3).unwrap().unwrap();
         assert!(matches!(c.kind, RemoteStorageKind::S3 { ref bucket, .. } if bucket == "b"));
+        let human =
+            "[remote_storage]\nlocal_path='/x'\nbase_backoff='250ms'\nmax_backoff='1m 30s'\n";
+        let c = RemoteStorageConfig::from_toml(human).unwrap().unwrap();
+        assert_eq!(c.base_backoff, Duration::from_millis(250));
+        assert_eq!(c.max_backoff, Duration::from_secs(90));
+        let ms = "[remote_storage]\nlocal_path='/x'\nbase_backoff_ms=20\nmax_backoff_ms=400\n";
+        let c = RemoteStorageConfig::from_toml(ms).unwrap().unwrap();
+        assert_eq!(c.base_backoff, Duration::from_millis(20));
+        assert_eq!(c.max_backoff, Duration::from_millis(400));
         assert!(
             RemoteStorageConfig::from_toml("other = 1")
                 .unwrap()
@@ -197,6 +227,9 @@ mod tests {
             "[remote_storage]\nlocal_path='/x'\nmax_concurrent_sync=0\n",
             "[remote_storage]\nlocal_path='/x'\nchunk_avg=10\n",
             "[remote_storage]\nlocal_path='/x'\ntypo=1\n",
+            "[remote_storage]\nlocal_path='/x'\nbase_backoff='1s'\nbase_backoff_ms=5\n",
+            "[remote_storage]\nlocal_path='/x'\nmax_backoff='soon'\n",
+            "[remote_storage]\nlocal_path='/x'\nbase_backoff='1m'\nmax_backoff='1s'\n",
         ] {
             let e = RemoteStorageConfig::from_toml(bad).unwrap_err().to_string();
             assert!(e.contains("[remote_storage]"), "{bad:?}: {e}");

@@ -43,8 +43,11 @@
 //! without half-written layer files under final names; restarting converges.
 
 pub mod config;
+pub mod once;
 pub mod queue;
+pub mod sources;
 pub mod state;
+mod transfer;
 pub mod workdir;
 
 use std::collections::{BTreeMap, HashMap};
@@ -61,9 +64,8 @@ use crate::error::{Error, Result};
 use crate::format::layout;
 use crate::format::metadata::TimelineMetadata;
 use crate::id::{Lsn, TenantId, TimelineId};
-use crate::progress;
 use crate::store::Store;
-use crate::write::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
+use crate::write::Writer;
 pub use config::{RemoteStorageConfig, RemoteStorageKind};
 use queue::{Queue, Task, Upload, UploadFiles};
 pub use state::{StateBoard, SyncStateSink, TimelineKey, TimelineSyncState};
@@ -407,110 +409,10 @@ async fn run_task(shared: Arc<Shared>, key: TimelineKey, task: Task) -> TaskOutc
         .map(|u| u.metadata.disk_consistent_lsn.to_string())
         .unwrap_or_default();
     let span = tracing::info_span!("sync", %tenant, %timeline, lsn, download = task.download);
-    let result = execute(shared, key, task.download, task.upload.clone())
+    let result = transfer::execute(shared, key, task.download, task.upload.clone())
         .instrument(span)
         .await;
     (key, task, result)
-}
-
-async fn execute(
-    shared: Arc<Shared>,
-    key: TimelineKey,
-    download_first: bool,
-    upload: Option<Upload>,
-) -> Result<Lsn> {
-    let mut ready = None;
-    if download_first {
-        ready = Some(download(&shared, key).await?);
-    }
-    if let Some(upload) = upload {
-        ready = Some(upload_checkpoint(&shared, key, &upload).await?);
-    }
-    ready.ok_or_else(|| Error::InvalidInput("empty sync task".into()))
-}
-
-async fn download(shared: &Shared, key: TimelineKey) -> Result<Lsn> {
-    let (tenant, timeline) = key;
-    let dir = workdir::timeline_dir(&shared.workdir, &tenant, &timeline);
-    let local = shared
-        .local_lsns
-        .lock()
-        .expect("lsn lock")
-        .get(&key)
-        .copied();
-    let remote = shared
-        .writer
-        .store()
-        .timeline_manifests(&tenant, &timeline)
-        .await?
-        .last()
-        .map(|r| r.lsn);
-    let Some(remote) = remote else {
-        return Err(Error::NotFound(format!(
-            "timeline {tenant}/{timeline} in the store"
-        )));
-    };
-    if local.is_some_and(|l| l >= remote) {
-        return Ok(local.expect("checked"));
-    }
-    let report = shared
-        .writer
-        .restore(&tenant, &timeline, Some(remote), &dir, progress::none())
-        .await?;
-    tracing::info!(
-        files = report.files,
-        reused = report.files_reused,
-        "downloaded"
-    );
-    shared
-        .local_lsns
-        .lock()
-        .expect("lsn lock")
-        .insert(key, remote);
-    Ok(remote)
-}
-
-async fn upload_checkpoint(shared: &Shared, key: TimelineKey, upload: &Upload) -> Result<Lsn> {
-    let (tenant, timeline) = key;
-    let dir = workdir::timeline_dir(&shared.workdir, &tenant, &timeline);
-    let (names, mode) = match &upload.files {
-        UploadFiles::All => {
-            let mut names = Vec::new();
-            workdir::collect_layers(&dir, &dir, &mut names)
-                .map_err(|e| Error::io("list", &dir, e))?;
-            (names, CheckpointMode::Full)
-        }
-        UploadFiles::New(names) => (names.iter().cloned().collect(), CheckpointMode::Incremental),
-    };
-    let files = names
-        .into_iter()
-        .map(|name| SourceFile {
-            path: dir.join(&name),
-            name,
-        })
-        .collect();
-    let lsn = upload.metadata.disk_consistent_lsn;
-    let req = CheckpointRequest {
-        tenant,
-        timeline,
-        metadata: upload.metadata.clone(),
-        files,
-        mode,
-    };
-    match shared.writer.checkpoint(req, progress::none()).await {
-        Ok(r) => tracing::info!(
-            new_chunks = r.new_chunks,
-            stored = r.new_stored_bytes,
-            "uploaded"
-        ),
-        // Recorded before (by an earlier run that crashed before it could report, say).
-        Err(Error::AlreadyExists(_)) => tracing::info!("checkpoint already in the store"),
-        Err(e) => return Err(e),
-    }
-    let mut lsns = shared.local_lsns.lock().expect("lsn lock");
-    let entry = lsns.entry(key).or_insert(lsn);
-    *entry = (*entry).max(lsn);
-    Ok(*entry)
 }
 
 /// Compile-time check: the futures the loop spawns must be `Send` for every caller; a
@@ -518,6 +420,8 @@ async fn upload_checkpoint(shared: &Shared, key: TimelineKey, upload: &Upload) -
 #[cfg(test)]
 #[allow(dead_code)]
 fn public_futures_are_send(w: &'static Writer, s: &'static Store) {
+    use crate::progress;
+    use crate::write::{CheckpointMode, CheckpointRequest};
     fn send<T: Send>(_: T) {}
     let (t, tl) = (TenantId([0; 16]), TimelineId([0; 16]));
     send(s.checkpoint_state(&t, &tl, None));

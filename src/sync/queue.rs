@@ -143,11 +143,18 @@ mod tests {
         }
     }
 
+    /// A queue holding an upload of `(timeline, file, lsn)` for each entry, pushed in order.
+    fn queue_of(uploads: &[(u8, &str, u64)]) -> Queue {
+        let mut q = Queue::default();
+        for &(k, file, lsn) in uploads {
+            q.push(key(k), upload(&[file], lsn));
+        }
+        q
+    }
+
     #[test]
     fn uploads_for_one_timeline_merge_and_are_never_dropped() {
-        let mut q = Queue::default();
-        q.push(key(1), upload(&["a"], 10));
-        q.push(key(1), upload(&["b"], 20));
+        let mut q = queue_of(&[(1, "a", 10), (1, "b", 20)]);
         let (_, t) = q.take_ready().unwrap();
         let u = t.upload.unwrap();
         assert_eq!(
@@ -160,9 +167,7 @@ mod tests {
 
     #[test]
     fn a_busy_timeline_does_not_block_others_and_failed_work_returns() {
-        let mut q = Queue::default();
-        q.push(key(1), upload(&["a"], 10));
-        q.push(key(2), upload(&["x"], 10));
+        let mut q = queue_of(&[(1, "a", 10), (2, "x", 10)]);
         let (k1, t1) = q.take_ready().unwrap();
         assert_eq!(k1, key(1));
         q.push(key(1), upload(&["b"], 20)); // arrives while timeline 1 runs

@@ -1,7 +1,7 @@
 //! The pageserver's local workdir as the sync loop sees it:
 //! `tenants/<tenant>/timelines/<timeline>/` with a `metadata` file and layer files.
 //!
-//! Owns scanning and path construction. Broken entries (unparsable ids, missing or corrupt
+//! Owns scanning, path construction and the crate's one directory walker ([`walk_files`]). Broken entries (unparsable ids, missing or corrupt
 //! metadata) are logged and skipped; they never stop the scan. Must not write anything.
 
 use std::collections::BTreeMap;
@@ -78,36 +78,88 @@ fn read_timeline(dir: &Path) -> Result<LocalTimeline, String> {
         std::fs::read(dir.join(METADATA_FILE_NAME)).map_err(|e| format!("metadata file: {e}"))?;
     let metadata =
         TimelineMetadata::from_file_bytes(&bytes).map_err(|e| format!("metadata file: {e}"))?;
-    let mut files = Vec::new();
-    collect_layers(dir, dir, &mut files).map_err(|e| format!("listing layers: {e}"))?;
-    files.sort();
+    let files = layer_files(dir).map_err(|e| format!("listing layers: {e}"))?;
     Ok(LocalTimeline { metadata, files })
 }
 
-/// Layer files: regular files other than `metadata` and our temporary files.
-pub fn collect_layers(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with(RESERVED_PREFIX) {
+/// A regular file found by [`walk_files`]: its name relative to the walked root (components
+/// joined by `/`) and its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalkedFile {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The one directory walker of the crate: every regular file under `root`, sorted by name.
+///
+/// The filter, shared by `casctl checkpoint DIR` and the sync loop's workdir scan:
+/// - an entry whose name starts with [`RESERVED_PREFIX`] (our temporary files) is skipped at any
+///   depth, and a reserved directory is not entered;
+/// - the timeline `metadata` file at the top of `root` is skipped (it is recorded as the
+///   checkpoint's metadata, not as a layer); a `metadata` file deeper down is a layer file;
+/// - symbolic links are not followed, and other non-regular files are skipped;
+/// - a name that is not UTF-8 is an error (a manifest cannot record it).
+pub fn walk_files(root: &Path) -> std::io::Result<Vec<WalkedFile>> {
+    let walker = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !is_reserved(e.file_name()));
+    let mut out = Vec::new();
+    for entry in walker {
+        let entry = entry.map_err(std::io::Error::from)?;
+        if !entry.file_type().is_file() {
             continue;
         }
-        let ft = e.file_type()?;
-        if ft.is_dir() {
-            collect_layers(root, &e.path(), out)?;
-        } else if ft.is_file() {
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .expect("under root")
-                .to_str()
-                .map(str::to_string);
-            match rel {
-                Some(rel) if rel != METADATA_FILE_NAME => out.push(rel),
-                _ => {}
-            }
+        let rel = entry.path().strip_prefix(root).expect("under root");
+        let name = rel
+            .components()
+            .map(|c| c.as_os_str().to_str())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                let msg = format!("{} is not UTF-8", entry.path().display());
+                std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+            })?
+            .join("/");
+        if name != METADATA_FILE_NAME {
+            out.push(WalkedFile {
+                name,
+                path: entry.into_path(),
+            });
         }
     }
-    Ok(())
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn is_reserved(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| n.starts_with(RESERVED_PREFIX))
+}
+
+/// The layer file names of a timeline directory, by the [`walk_files`] rule.
+pub fn layer_files(dir: &Path) -> std::io::Result<Vec<String>> {
+    Ok(walk_files(dir)?.into_iter().map(|f| f.name).collect())
+}
+
+/// Removes the temporary files restores and downloads leave under `dir` when interrupted
+/// (`.layercas-*.tmp`, at any depth) and returns how many were removed. Used by casctl after
+/// Ctrl-C; a missing `dir` holds none.
+pub fn remove_temporaries(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in walkdir::WalkDir::new(dir) {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if e.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let name = entry.file_name().to_str().unwrap_or("");
+        if entry.file_type().is_file() && is_reserved(entry.file_name()) && name.ends_with(".tmp") {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }

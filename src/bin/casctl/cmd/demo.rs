@@ -4,13 +4,36 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
+use layercas::backend::DynBackend;
 use layercas::format::config::StoreConfig;
 use layercas::store::Store;
+use layercas::sync::once::{OnceOptions, SyncReport, sync_once};
 use layercas::testkit::sample::{SampleSpec, SampleWorkdir};
 use layercas::verify::{VerifyOptions, verify};
 use serde::Serialize;
 
+use super::Ctx;
+use crate::output::{Exit, emit, size};
 use crate::progress;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where to work (default: a fresh temporary directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Checkpoints after the first.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+}
+
+/// Runs `casctl demo`: exit 1 when the demo did not pass.
+pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
+    let report = run_demo(a.dir, a.seed, a.steps, ctx.json).await?;
+    emit(ctx.json, &report, DemoReport::to_text);
+    Ok(if report.ok { Exit::Ok } else { Exit::Findings })
+}
 
 /// What `generate` wrote.
 #[derive(Serialize)]
@@ -64,17 +87,17 @@ impl DemoReport {
     pub fn to_text(&self) -> String {
         format!(
             "demo {}: {} timelines x {} checkpoints in {}\n\
-             synced {:.1} MiB of checkpointed files ({:.1} MiB in files new to their checkpoint) in {:.2} s\n\
-             store holds {:.1} MiB: {:.1}x smaller than full copies\n\
+             synced {} of checkpointed files ({} in files new to their checkpoint) in {:.2} s\n\
+             store holds {}: {:.1}x smaller than full copies\n\
              downloaded {} files into an empty workdir, byte-identical, in {:.2} s; verify --read-data: {} errors, {} warnings",
             if self.ok { "passed" } else { "FAILED" },
             self.timelines,
             self.checkpoints,
             self.workdir,
-            mib(self.logical_bytes),
-            mib(self.added_bytes),
+            size(self.logical_bytes),
+            size(self.added_bytes),
             self.checkpoint_seconds,
-            mib(self.stored_bytes),
+            size(self.stored_bytes),
             self.dedup_ratio,
             self.restored_files,
             self.restore_seconds,
@@ -84,12 +107,8 @@ impl DemoReport {
     }
 }
 
-fn mib(b: u64) -> f64 {
-    b as f64 / (1 << 20) as f64
-}
-
 /// Runs the demo in `dir` (or a temporary directory that is removed afterwards).
-pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> Result<DemoReport> {
+async fn run_demo(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> Result<DemoReport> {
     let temp = match &dir {
         Some(_) => None,
         None => Some(tempfile::tempdir().context("creating a temporary directory")?),
@@ -107,7 +126,7 @@ pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> R
             d.display()
         );
     }
-    let backend = crate::open_local(&store_dir).await?.backend;
+    let backend = super::open_local(&store_dir).await?.backend;
     let store = Store::open_or_create(backend.clone(), StoreConfig::default_config()).await?;
 
     // The pageserver's side: each step writes a checkpoint of every timeline; the sync loop
@@ -120,7 +139,7 @@ pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> R
         SampleWorkdir::create(&work, &spec).context("generating the sample workdir")?;
     let mut checkpoint_seconds = 0.0;
     for step in 0..=steps {
-        let synced = crate::sync_once(backend.clone(), work.clone(), false, 4).await?;
+        let synced = pass(&backend, &work, false).await?;
         ensure!(
             synced.evicted == 0,
             "sync evicted {} timelines",
@@ -140,7 +159,7 @@ pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> R
 
     // A new machine: an empty workdir gets every timeline back.
     std::fs::create_dir_all(&restored)?;
-    let downloaded = crate::sync_once(backend.clone(), restored.clone(), true, 4).await?;
+    let downloaded = pass(&backend, &restored, true).await?;
     let restore_seconds = downloaded.seconds;
     let identical =
         downloaded.evicted == 0 && same_tree(&work.join("tenants"), &restored.join("tenants"))?;
@@ -180,6 +199,16 @@ pub async fn run(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> R
     })
 }
 
+/// One sync pass as `casctl sync` runs it by default, without a progress bar.
+async fn pass(backend: &DynBackend, workdir: &Path, download: bool) -> Result<SyncReport> {
+    let opts = OnceOptions {
+        download,
+        max_concurrent_sync: 4,
+        progress: layercas::progress::none(),
+    };
+    Ok(sync_once(backend.clone(), workdir.to_path_buf(), opts).await?)
+}
+
 /// Whether two directories hold the same files with the same bytes.
 fn same_tree(a: &Path, b: &Path) -> Result<bool> {
     let (fa, fb) = (files_of(a)?, files_of(b)?);
@@ -194,17 +223,13 @@ fn same_tree(a: &Path, b: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// Every non-directory entry under `dir`, sorted: all of it, temporaries and `metadata` included.
 fn files_of(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d)? {
-            let e = e?;
-            if e.file_type()?.is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
+    for e in walkdir::WalkDir::new(dir).min_depth(1) {
+        let e = e?;
+        if !e.file_type().is_dir() {
+            out.push(e.into_path());
         }
     }
     out.sort();

@@ -1,0 +1,74 @@
+//! `casctl checkpoint`: record one checkpoint of a timeline from files and directories.
+//! Which files a directory contributes is `layercas::sync::workdir::walk_files`' rule, the same
+//! as the sync loop's.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use layercas::format::config::StoreConfig;
+use layercas::id::Lsn;
+use layercas::store::Store;
+use layercas::sync::sources::{collect_sources, resolve_metadata};
+use layercas::write::{CheckpointMode, CheckpointRequest, Writer};
+
+use super::{Ctx, TimelineArgs};
+use crate::output::{Exit, emit, size};
+use crate::progress;
+
+/// The timeline, its LSN or metadata, and the files of the checkpoint.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    timeline: TimelineArgs,
+    /// The checkpoint's LSN (X/Y); must equal the metadata's disk_consistent_lsn if both given.
+    #[arg(long)]
+    lsn: Option<Lsn>,
+    /// A timeline metadata file.
+    #[arg(long)]
+    metadata: Option<PathBuf>,
+    /// Add the files to the previous checkpoint instead of replacing its file set.
+    #[arg(long)]
+    incremental: bool,
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
+    let store =
+        Store::open_or_create(ctx.open().await?.backend, StoreConfig::default_config()).await?;
+    let (files, found_metadata) = collect_sources(&a.paths)?;
+    let metadata = resolve_metadata(a.lsn, a.metadata.or(found_metadata))?;
+    let mode = if a.incremental {
+        CheckpointMode::Incremental
+    } else {
+        CheckpointMode::Full
+    };
+    let req = CheckpointRequest {
+        tenant: a.timeline.tenant,
+        timeline: a.timeline.timeline,
+        metadata,
+        files,
+        mode,
+    };
+    let writer = Writer::new(store).await?;
+    let (p, pb) = progress::bar("checkpoint", !ctx.json);
+    let report = writer.checkpoint(req, p).await;
+    progress::finish(pb);
+    emit(ctx.json, &report?, |r| {
+        format!(
+            "recorded {} at {}: {} files added ({} already stored whole), {} unchanged, {} removed; \
+             {} new chunks of {}, {} stored in {} packs",
+            r.manifest,
+            r.lsn,
+            r.files_added,
+            r.files_deduplicated,
+            r.files_unchanged,
+            r.files_removed,
+            r.new_chunks,
+            r.chunks,
+            size(r.new_stored_bytes),
+            r.packs_written
+        )
+    });
+    Ok(Exit::Ok)
+}
