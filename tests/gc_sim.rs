@@ -1,0 +1,741 @@
+//! Deterministic simulation of gc beside writers (issue 10): seeded schedules in tokio paused
+//! time, where one `Writer` records 2-3 timelines concurrently while 2-3 gc runs with different
+//! settings collect, every party behind the production backend stack (retry, timeout, limit,
+//! metrics) over an adversarial backend (tests/common/adversary.rs) that delays, pauses far beyond
+//! any gc window, reorders, and lets timed-out writes land later; either side may be killed at a
+//! random point (its future dropped). After each schedule: every chunk of every manifest resolves
+//! through an index object to a pack holding it intact, and the latest successful checkpoint of
+//! each timeline restores byte-identically (or a newer checkpoint exists).
+//!
+//! `GC_SIM_SCHEDULES=N` runs seeds 1..=N (default 10,000; 0 is an error), `GC_SIM_SEED=S` replays
+//! one seed, `GC_SIM_THREADS=T` sets how many schedules run at once (default 2).
+
+#[path = "common/adversary.rs"]
+mod adversary;
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use layercas::backend::DynBackend;
+use layercas::backend::open::{StackConfig, standard_stack};
+use layercas::format::config::{ChunkerParams, StoreConfig};
+use layercas::format::index::{ChunkIndex, Location};
+use layercas::format::metadata::TimelineMetadata;
+use layercas::format::{layout, pack};
+use layercas::gc::retention::{Policy, Retention};
+use layercas::gc::{self, GcOptions};
+use layercas::id::{ChunkId, Lsn, TimelineId};
+use layercas::store::Store;
+use layercas::write::{CheckpointMode, CheckpointRequest, Writer};
+use layercas::{Error, progress};
+
+use adversary::{Adversary, Profile, Rng, Stats};
+use common::{TENANT, local_backend, noise, read_tree, sources, write_files};
+
+fn small_config() -> StoreConfig {
+    StoreConfig::new(ChunkerParams::fastcdc(256, 1024, 4096), 64 << 10, 1)
+}
+
+fn timeline_id(t: usize) -> TimelineId {
+    TimelineId([0x10 + t as u8; 16])
+}
+
+/// How one checkpoint attempt ended.
+#[derive(Clone, Debug)]
+enum Outcome {
+    Ok,
+    /// A clean refusal or failure reported to the caller.
+    Err(String),
+    /// Its future was dropped at a random point.
+    Killed,
+}
+
+/// One checkpoint attempt: what it tried to record and how that ended.
+#[derive(Clone, Debug)]
+struct Attempt {
+    timeline: usize,
+    lsn: u64,
+    files: BTreeMap<String, Vec<u8>>,
+    outcome: Outcome,
+}
+
+/// The settings of one gc party.
+#[derive(Clone, Debug)]
+struct GcPlan {
+    start: Duration,
+    runs: usize,
+    gap: Duration,
+    opts: GcOptions,
+    /// Drop the party's current run this long after it started.
+    kill_after: Option<Duration>,
+    profile: Profile,
+}
+
+/// Everything a seed decides up front.
+#[derive(Clone, Debug)]
+struct Plan {
+    /// The schedule's time scale: the init window, and the unit of the gc windows.
+    base: Duration,
+    /// The window written by `init_state` (`None`: no state until the first gc).
+    init_window: Option<Duration>,
+    timelines: usize,
+    steps: usize,
+    /// File contents checkpoints pick from (so content dropped by retention comes back).
+    pool: Vec<Vec<u8>>,
+    /// Chance (per mille) that a checkpoint is killed, and the latest moment.
+    kill_per_mille: u64,
+    kill_max: Duration,
+    /// Longest idle time of a timeline between checkpoints.
+    think_max: Duration,
+    writer: Profile,
+    gcs: Vec<GcPlan>,
+    /// Long enough for every late write to land.
+    settle: Duration,
+}
+
+fn pick<T: Clone>(rng: &mut Rng, xs: &[T]) -> T {
+    xs[rng.below(xs.len() as u64) as usize].clone()
+}
+
+/// An adversary profile for a party whose longest window is `window`.
+fn hostile(rng: &mut Rng, window: Duration, prefixes: &[&'static str]) -> Profile {
+    let mut pause_prefixes: Vec<&'static str> = prefixes
+        .iter()
+        .copied()
+        .filter(|_| rng.chance(500))
+        .collect();
+    if pause_prefixes.is_empty() {
+        pause_prefixes.push(pick(rng, prefixes));
+    }
+    Profile {
+        jitter: Duration::from_millis(rng.below(60)),
+        pause_prefixes,
+        pause_per_mille: pick(rng, &[0, 20, 50, 100, 200]),
+        pause_min: window / 2,
+        pause_max: window * 10,
+        late_per_mille: pick(rng, &[0, 0, 30, 100]),
+        late_fail_max: Duration::from_secs(pick(rng, &[1, 10, 40])),
+        late_land_max: window * 10,
+    }
+}
+
+impl Plan {
+    fn new(seed: u64) -> Plan {
+        let mut rng = Rng::new(seed);
+        let base = pick(&mut rng, &[500u64, 1000, 5000, 60_000]);
+        let base = Duration::from_millis(base);
+        let init_window = rng.chance(800).then_some(base);
+        let gcs: Vec<GcPlan> = (0..2 + rng.below(2))
+            .map(|_| {
+                let window = base * pick(&mut rng, &[1u32, 1, 2, 4]) / 2;
+                let mut opts = GcOptions::new(Retention::uniform(Policy::KeepLast(
+                    1 + rng.below(3) as usize,
+                )));
+                opts.window = window;
+                opts.repack_threshold = pick(&mut rng, &[0.0, 0.5, 0.9, 1.0]);
+                opts.max_chain = pick(&mut rng, &[2, 64]);
+                let prefixes = ["gc/state", "manifests/", "index/", "packs/", ""];
+                GcPlan {
+                    start: rng.between(Duration::ZERO, base * 4),
+                    runs: 1 + rng.below(3) as usize,
+                    gap: rng.between(Duration::ZERO, base * 2),
+                    kill_after: rng
+                        .chance(300)
+                        .then(|| rng.between(Duration::ZERO, base * 3)),
+                    profile: hostile(&mut rng, base * 2, &prefixes),
+                    opts,
+                }
+            })
+            .collect();
+        let prefixes = ["gc/state", "manifests/", "index/", "packs/"];
+        let writer = hostile(&mut rng, base * 2, &prefixes);
+        let pool = (0..6)
+            .map(|i| noise(1500 + rng.below(5000) as usize, seed * 97 + i))
+            .collect();
+        Plan {
+            base,
+            init_window,
+            timelines: 2 + rng.below(2) as usize,
+            steps: 3 + rng.below(4) as usize,
+            pool,
+            kill_per_mille: pick(&mut rng, &[0, 50, 150]),
+            kill_max: base * 3,
+            think_max: base * pick(&mut rng, &[0u32, 1, 3]),
+            settle: base * 40 + Duration::from_secs(600),
+            writer,
+            gcs,
+        }
+    }
+}
+
+impl Plan {
+    /// The same schedule without the adversary's pauses and late writes, every gc using the
+    /// same window: the timing today's window-based fence assumes.
+    fn calm(mut self) -> Plan {
+        let calm = Profile {
+            jitter: self.writer.jitter,
+            ..Profile::calm()
+        };
+        self.writer = calm.clone();
+        for g in &mut self.gcs {
+            g.profile = calm.clone();
+            g.opts.window = self.base;
+        }
+        self
+    }
+}
+
+/// The per-schedule result.
+#[derive(Debug, Default)]
+struct Verdict {
+    problems: Vec<String>,
+    longest_pause: Duration,
+    checkpoints_ok: usize,
+    checkpoints_failed: usize,
+    gc_runs_ok: usize,
+    /// Checkpoint errors by kind.
+    errors: BTreeMap<String, usize>,
+}
+
+/// One timeline's checkpoints, one after another, all through the shared `writer`.
+async fn timeline(
+    writer: &Writer,
+    plan: &Plan,
+    t: usize,
+    mut rng: Rng,
+    root: &Path,
+    stats: &Stats,
+) -> Vec<Attempt> {
+    let mut out = Vec::new();
+    let mut lsn = 0x100u64;
+    for step in 0..plan.steps {
+        let mut files = BTreeMap::new();
+        files.insert("base".to_string(), plan.pool[0].clone());
+        for k in 0..1 + rng.below(3) {
+            let content = &plan.pool[1 + rng.below(plan.pool.len() as u64 - 1) as usize];
+            files.insert(format!("layer_{k}"), content.clone());
+        }
+        if rng.chance(300) {
+            files.insert(format!("own_{step}"), noise(2000, rng.next()));
+        }
+        let dir = root.join(format!("work/t{t}/s{step}"));
+        write_files(&dir, &files);
+        tokio::time::sleep(rng.between(Duration::ZERO, plan.think_max)).await;
+        lsn += 0x10;
+        let req = CheckpointRequest {
+            tenant: TENANT,
+            timeline: timeline_id(t),
+            metadata: TimelineMetadata::at(Lsn(lsn)),
+            files: sources(&dir),
+            mode: CheckpointMode::Full,
+        };
+        stats.log(|| {
+            format!(
+                "writer timeline {t} checkpoint {lsn:#x} starts: {:?}",
+                files.keys().collect::<Vec<_>>()
+            )
+        });
+        let run = writer.checkpoint(req, progress::none());
+        let outcome = if rng.chance(plan.kill_per_mille) {
+            let at = rng.between(Duration::ZERO, plan.kill_max);
+            match tokio::time::timeout(at, run).await {
+                Err(_) => Outcome::Killed,
+                Ok(r) => outcome_of(r),
+            }
+        } else {
+            outcome_of(run.await)
+        };
+        stats.log(|| format!("writer timeline {t} checkpoint {lsn:#x} ends: {outcome:?}"));
+        out.push(Attempt {
+            timeline: t,
+            lsn,
+            files,
+            outcome,
+        });
+    }
+    out
+}
+
+fn outcome_of<T>(r: layercas::Result<T>) -> Outcome {
+    match r {
+        Ok(_) => Outcome::Ok,
+        Err(e) => Outcome::Err(error_kind(&e)),
+    }
+}
+
+fn error_kind(e: &Error) -> String {
+    match e {
+        Error::Fenced(_) => "fenced".into(),
+        Error::AlreadyExists(_) => "already exists".into(),
+        Error::Backend(b) if b.is_transient() => "transient".into(),
+        other => without_ids(&other.to_string()),
+    }
+}
+
+/// `text` with every run of 16 or more hex digits (ids, keys) replaced by `…`, so that errors
+/// and problems group by kind.
+fn without_ids(text: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    for ch in text.chars().chain(std::iter::once(' ')) {
+        if ch.is_ascii_hexdigit() {
+            run.push(ch);
+            continue;
+        }
+        out.push_str(if run.len() >= 16 { "…" } else { &run });
+        run.clear();
+        out.push(ch);
+    }
+    out.pop();
+    out
+}
+
+/// The kind of a problem line: when, what, and for lost chunks how the checkpoint ended.
+fn mode_of(problem: &str) -> String {
+    let (when, rest) = problem.split_once(": ").unwrap_or(("", problem));
+    let what = rest.split(':').next().unwrap_or(rest);
+    let how = [
+        "(checkpoint Ok)",
+        "(checkpoint Err",
+        "(checkpoint Killed)",
+        "(checkpoint unknown)",
+    ]
+    .iter()
+    .find(|h| rest.contains(*h))
+    .map(|h| format!(" {}", h.trim_start_matches('(').trim_end_matches(')')))
+    .unwrap_or_default();
+    format!("{when}: {what}{how}")
+}
+
+/// One gc party: `runs` runs, possibly one killed, each on its own adversarial stack.
+async fn gc_party(n: usize, base: DynBackend, p: GcPlan, rng: Rng, stats: Arc<Stats>) -> usize {
+    tokio::time::sleep(p.start).await;
+    let name = format!("gc{n}");
+    let backend = standard_stack(
+        Adversary::wrap(&name, &base, rng, p.profile.clone(), &stats),
+        &StackConfig::default(),
+    );
+    let Ok(store) = Store::open(backend.backend).await else {
+        return 0;
+    };
+    let mut ok = 0;
+    for i in 0..p.runs {
+        stats.log(|| {
+            format!(
+                "{name} run {i} starts: window {:?} retention {:?} repack {} max_chain {}",
+                p.opts.window, p.opts.retention.default, p.opts.repack_threshold, p.opts.max_chain
+            )
+        });
+        let run = gc::run(&store, &p.opts, progress::none());
+        // Losing a race to another gc or a failed request is an abort, not damage.
+        let done = match (i, p.kill_after) {
+            (0, Some(at)) => tokio::time::timeout(at, run).await.ok(),
+            _ => Some(run.await),
+        };
+        stats.log(|| match &done {
+            None => format!("{name} run {i} KILLED"),
+            Some(Ok(r)) => format!("{name} run {i} done: {r:?}"),
+            Some(Err(e)) => format!("{name} run {i} failed: {e}"),
+        });
+        ok += matches!(done, Some(Ok(_))) as usize;
+        tokio::time::sleep(p.gap).await;
+    }
+    ok
+}
+
+async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
+    let plan = Plan::new(seed);
+    let plan = if calm { plan.calm() } else { plan };
+    let mut rng = Rng::new(seed.wrapping_mul(31) + 7);
+    let base: DynBackend = local_backend(&root.join("store"));
+    let store = Store::open_or_create(base.clone(), small_config())
+        .await
+        .unwrap();
+    if let Some(w) = plan.init_window {
+        gc::init_state(&store, w).await.unwrap();
+    }
+    let stats = Arc::new(Stats::new(std::env::var_os("GC_SIM_TRACE").is_some()));
+    let w_backend = Adversary::wrap("writer", &base, rng.fork(), plan.writer.clone(), &stats);
+    let w_store = Store::open(standard_stack(w_backend, &StackConfig::default()).backend)
+        .await
+        .unwrap();
+    let writer = loop {
+        match Writer::new(w_store.clone()).await {
+            Ok(w) => break w,
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    };
+    let timelines = futures::future::join_all(
+        (0..plan.timelines).map(|t| timeline(&writer, &plan, t, rng.fork(), root, &stats)),
+    );
+    let gcs = futures::future::join_all(
+        plan.gcs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| gc_party(i, base.clone(), p.clone(), rng.fork(), stats.clone())),
+    );
+    let (attempts, gc_ok) = tokio::join!(timelines, gcs);
+    let attempts: Vec<Attempt> = attempts.into_iter().flatten().collect();
+    // Let every late write land.
+    tokio::time::sleep(plan.settle).await;
+    let mut v = Verdict {
+        longest_pause: Duration::from_millis(stats.longest_pause_ms.load(Ordering::Relaxed)),
+        checkpoints_ok: attempts
+            .iter()
+            .filter(|a| matches!(a.outcome, Outcome::Ok))
+            .count(),
+        gc_runs_ok: gc_ok.iter().sum(),
+        ..Default::default()
+    };
+    v.checkpoints_failed = attempts.len() - v.checkpoints_ok;
+    for a in &attempts {
+        if let Outcome::Err(e) = &a.outcome {
+            *v.errors.entry(e.clone()).or_default() += 1;
+        }
+    }
+    check(
+        &store,
+        &plan,
+        &attempts,
+        root,
+        "after the race",
+        &mut v.problems,
+    )
+    .await;
+    if v.problems.is_empty() {
+        // A final, undisturbed gc keeping everything must not break what the race left.
+        let mut opts = GcOptions::new(Retention::uniform(Policy::KeepAll));
+        opts.window = Duration::from_millis(100);
+        if let Err(e) = gc::run(&store, &opts, progress::none()).await {
+            v.problems.push(format!("final gc failed: {e}"));
+        }
+        check(
+            &store,
+            &plan,
+            &attempts,
+            root,
+            "after the final gc",
+            &mut v.problems,
+        )
+        .await;
+    }
+    for line in stats.trace() {
+        eprintln!("{line}");
+    }
+    v
+}
+
+/// Every location of every chunk named by any index object.
+async fn all_locations(store: &Store) -> layercas::Result<HashMap<ChunkId, Vec<Location>>> {
+    let mut out: HashMap<ChunkId, Vec<Location>> = HashMap::new();
+    for obj in store.read_all_indexes().await?.values() {
+        for (p, entries) in &obj.packs {
+            let mut one = ChunkIndex::new();
+            one.add_pack(*p, entries);
+            for (c, loc) in one.iter() {
+                out.entry(c).or_default().push(loc);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether some indexed location of `c` holds it intact; else why not.
+async fn readable(store: &Store, c: &ChunkId, locs: Option<&Vec<Location>>) -> Result<(), String> {
+    let Some(locs) = locs else {
+        return Err("in no index object".into());
+    };
+    let mut why = Vec::new();
+    for loc in locs {
+        let key = layout::pack_key(&loc.pack);
+        match store
+            .backend()
+            .get_range(&key, loc.offset..loc.offset + loc.stored_len as u64)
+            .await
+        {
+            Ok(data) => match pack::decode_blob(&loc.entry(*c), &data) {
+                Ok(_) => return Ok(()),
+                Err(e) => why.push(format!("{key}: {e}")),
+            },
+            Err(e) => why.push(format!("{key}: {e}")),
+        }
+    }
+    Err(why.join("; "))
+}
+
+fn describe(attempts: &[Attempt], t: usize, lsn: u64) -> String {
+    match attempts.iter().find(|a| a.timeline == t && a.lsn == lsn) {
+        Some(a) => format!("{:?}", a.outcome),
+        None => "unknown".into(),
+    }
+}
+
+/// The checks after a schedule; appends one line per problem.
+async fn check(
+    store: &Store,
+    plan: &Plan,
+    attempts: &[Attempt],
+    root: &Path,
+    when: &str,
+    out: &mut Vec<String>,
+) {
+    let locs = match all_locations(store).await {
+        Ok(l) => l,
+        Err(e) => return out.push(format!("{when}: index unreadable: {e}")),
+    };
+    let refs = store
+        .list_manifests(&layout::prefix(layout::MANIFESTS))
+        .await
+        .unwrap();
+    let manifests = match store.read_manifests(&refs).await {
+        Ok(m) => m,
+        Err(e) => return out.push(format!("{when}: manifests unreadable: {e}")),
+    };
+    for m in &manifests {
+        let t = m.timeline.0[0] as usize - 0x10;
+        let mut lost = 0;
+        let mut first = String::new();
+        for c in m.added.iter().flat_map(|f| &f.chunks) {
+            if let Err(why) = readable(store, &c.id, locs.get(&c.id)).await {
+                lost += 1;
+                if first.is_empty() {
+                    first = format!("chunk {}: {why}", c.id);
+                }
+            }
+        }
+        if lost > 0 {
+            let how = describe(attempts, t, m.lsn.0);
+            out.push(format!("{when}: LOST CHUNKS: timeline {t} checkpoint {} (checkpoint {how}): {lost} chunks, first {first}", m.lsn));
+        }
+    }
+    for t in 0..plan.timelines {
+        let here: Vec<u64> = refs
+            .iter()
+            .filter(|r| r.timeline == timeline_id(t))
+            .map(|r| r.lsn.0)
+            .collect();
+        let last_ok = attempts
+            .iter()
+            .filter(|a| a.timeline == t && matches!(a.outcome, Outcome::Ok))
+            .last();
+        if let Some(a) = last_ok {
+            if here.contains(&a.lsn) {
+                restore_matches(store, a, root, when, "latest successful", out).await;
+            } else if !here.iter().any(|l| *l > a.lsn) {
+                out.push(format!("{when}: VANISHED: timeline {t} latest successful checkpoint {:#x} is gone and nothing newer exists", a.lsn));
+            }
+        }
+        if let Some(newest) = here.iter().max() {
+            if last_ok.is_none_or(|a| a.lsn != *newest) {
+                if let Some(a) = attempts
+                    .iter()
+                    .find(|a| a.timeline == t && a.lsn == *newest)
+                {
+                    restore_matches(store, a, root, when, "newest (unconfirmed)", out).await;
+                }
+            }
+        }
+    }
+}
+
+async fn restore_matches(
+    store: &Store,
+    a: &Attempt,
+    root: &Path,
+    when: &str,
+    what: &str,
+    out: &mut Vec<String>,
+) {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let to = root.join(format!("restored{}", N.fetch_add(1, Ordering::Relaxed)));
+    let t = a.timeline;
+    match store
+        .restore_timeline(
+            &TENANT,
+            &timeline_id(t),
+            Some(Lsn(a.lsn)),
+            &to,
+            progress::none(),
+        )
+        .await
+    {
+        Err(e) => out.push(format!(
+            "{when}: RESTORE FAILED: timeline {t} {what} checkpoint {:#x} ({:?}): {e}",
+            a.lsn, a.outcome
+        )),
+        Ok(_) if read_tree(&to) != a.files => out.push(format!(
+            "{when}: RESTORE MISMATCH: timeline {t} {what} checkpoint {:#x} ({:?})",
+            a.lsn, a.outcome
+        )),
+        Ok(_) => {}
+    }
+    let _ = std::fs::remove_dir_all(&to);
+}
+
+/// Runs one seed on a fresh paused current-thread runtime; a panic is a problem too.
+fn run_seed(seed: u64, calm: bool) -> Verdict {
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::Builder::new()
+            .prefix("gcsim")
+            .tempdir_in(shm)
+            .unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let root = dir.path().to_path_buf();
+    let result = std::panic::catch_unwind(move || {
+        // The retry layer's backoff jitter comes from fastrand's per-thread generator.
+        fastrand::seed(seed);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let v = rt.block_on(schedule(seed, calm, &root));
+        rt.shutdown_background();
+        v
+    });
+    result.unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Verdict {
+            problems: vec![format!("PANIC: {msg}")],
+            ..Default::default()
+        }
+    })
+}
+
+/// Seeds to run: `GC_SIM_SEED=S` alone, else 1..=`GC_SIM_SCHEDULES` (default `default`).
+fn seeds(default: u64) -> Vec<u64> {
+    if let Ok(s) = std::env::var("GC_SIM_SEED") {
+        return vec![s.parse().expect("GC_SIM_SEED must be a number")];
+    }
+    let n = match std::env::var("GC_SIM_SCHEDULES") {
+        Ok(s) => s.parse().expect("GC_SIM_SCHEDULES must be a number"),
+        Err(_) => default,
+    };
+    assert!(
+        n > 0,
+        "GC_SIM_SCHEDULES=0 runs nothing; refusing to pass vacuously"
+    );
+    (1..=n).collect()
+}
+
+/// Runs `seeds` on a few threads; prints the summary and every failing seed; returns the losses.
+fn simulate(name: &str, seeds: Vec<u64>, calm: bool) -> Vec<(u64, Vec<String>)> {
+    // One rayon worker: the order in which chunks enter packs, and so pack ids, repeat per seed.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global();
+    // A panic inside a schedule is caught and reported with its seed; one line is enough.
+    std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
+    let threads: usize = std::env::var("GC_SIM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let started = std::time::Instant::now();
+    let next = AtomicU64::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&seed) = seeds.get(i) else { break };
+                    let v = run_seed(seed, calm);
+                    if !v.problems.is_empty() {
+                        eprintln!("{name}: seed {seed} FAILED (replay: GC_SIM_SEED={seed}):");
+                        v.problems.iter().for_each(|p| eprintln!("    {p}"));
+                    }
+                    results.lock().unwrap().push((seed, v));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(s, _)| *s);
+    let longest = results
+        .iter()
+        .map(|(_, v)| v.longest_pause)
+        .max()
+        .unwrap_or_default();
+    let (ok, failed): (usize, usize) = results.iter().fold((0, 0), |(a, b), (_, v)| {
+        (a + v.checkpoints_ok, b + v.checkpoints_failed)
+    });
+    let gc_ok: usize = results.iter().map(|(_, v)| v.gc_runs_ok).sum();
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    for (k, n) in results.iter().flat_map(|(_, v)| &v.errors) {
+        *errors.entry(k.clone()).or_default() += n;
+    }
+    eprintln!(
+        "{name}: {} schedules in {:.1?}: {} with losses; longest pause injected {:.1?}; checkpoints {ok} ok / {failed} refused, failed or killed; {gc_ok} gc runs completed",
+        seeds.len(),
+        started.elapsed(),
+        results
+            .iter()
+            .filter(|(_, v)| !v.problems.is_empty())
+            .count(),
+        longest,
+    );
+    eprintln!("{name}: checkpoint errors by kind: {errors:?}");
+    let mut modes: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, v) in &results {
+        let kinds: std::collections::BTreeSet<String> =
+            v.problems.iter().map(|p| mode_of(p)).collect();
+        kinds
+            .into_iter()
+            .for_each(|k| *modes.entry(k).or_default() += 1);
+    }
+    for (mode, n) in &modes {
+        eprintln!("{name}: {n} schedules with {mode}");
+    }
+    let losses: Vec<(u64, Vec<String>)> = results
+        .into_iter()
+        .filter(|(_, v)| !v.problems.is_empty())
+        .map(|(s, v)| (s, v.problems))
+        .collect();
+    if !losses.is_empty() {
+        let list: Vec<String> = losses.iter().map(|(s, _)| s.to_string()).collect();
+        eprintln!("{name}: failing seeds: {}", list.join(" "));
+    }
+    losses
+}
+
+/// The simulation issue 10 asks for: 10,000 seeded schedules by default.
+// un-ignore when the intent protocol lands (issue 10)
+#[test]
+#[ignore]
+fn gc_and_writers_never_lose_data_under_any_timing() {
+    let losses = simulate("gc_sim", seeds(10_000), false);
+    assert!(losses.is_empty(), "{} schedules lost data", losses.len());
+}
+
+/// The harness itself, on schedules today's fence is built for (no pause or late write beyond
+/// the window, one window for every gc; still concurrent checkpoints, concurrent and killed gc
+/// runs, killed checkpoints, jitter and retries through the real stack). Runs in CI now.
+#[test]
+fn calm_schedules_lose_nothing() {
+    let n = std::env::var("GC_SIM_CALM_SCHEDULES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let list = if std::env::var_os("GC_SIM_SEED").is_some() {
+        seeds(1)
+    } else {
+        (1..=n).collect()
+    };
+    let losses = simulate("gc_sim calm", list, true);
+    assert!(
+        losses.is_empty(),
+        "{} calm schedules lost data",
+        losses.len()
+    );
+}
