@@ -23,7 +23,7 @@ use std::time::Duration;
 use layercas::backend::DynBackend;
 use layercas::backend::open::{StackConfig, standard_stack};
 use layercas::format::config::{ChunkerParams, StoreConfig};
-use layercas::format::index::{ChunkIndex, Location};
+use layercas::store::chunk_index::{ChunkIndex, Location};
 use layercas::format::metadata::TimelineMetadata;
 use layercas::format::{layout, pack};
 use layercas::gc::retention::{Policy, Retention};
