@@ -34,6 +34,7 @@ pub enum Kind {
     Manifest = 4,
     TimelineMetadata = 5,
     GcState = 6,
+    Intent = 7,
 }
 
 impl Kind {
@@ -45,6 +46,7 @@ impl Kind {
             Kind::Manifest => "manifest",
             Kind::TimelineMetadata => "timeline metadata",
             Kind::GcState => "gc state",
+            Kind::Intent => "intent",
         }
     }
 }

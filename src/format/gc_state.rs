@@ -86,15 +86,24 @@ impl GcState {
         Ok(s)
     }
 
-    /// Packs a writer must not reference: condemned now, or deleted after generation `since`.
+    /// Packs a writer must not reference: condemned now, or deleted in generation `since` or
+    /// later (a writer that read generation `since` may have read it before those deletions
+    /// were recorded in it, so that generation counts too).
     pub fn unusable_since(&self, since: u64) -> BTreeSet<PackId> {
         let mut out: BTreeSet<PackId> = self.condemned.iter().copied().collect();
         for (g, packs) in &self.deleted {
-            if *g > since {
+            if *g >= since {
                 out.extend(packs.iter().copied());
             }
         }
         out
+    }
+
+    /// Whether [`GcState::deleted`] still lists every deletion in generation `since` or later
+    /// (deletions are recorded from generation 1 on; trimmed ones are at or below
+    /// `history_from`).
+    pub fn lists_deletions_since(&self, since: u64) -> bool {
+        self.history_from == 0 || since > self.history_from
     }
 
     /// Records `packs` as deleted in the current generation, trimming the history.
@@ -128,7 +137,9 @@ mod tests {
         assert_eq!(GcState::decode(&s.encode()).unwrap(), s);
         let unusable = s.unusable_since(18);
         assert!(unusable.contains(&PackId::of(&19u64.to_le_bytes())));
-        assert!(!unusable.contains(&PackId::of(&18u64.to_le_bytes())));
+        assert!(unusable.contains(&PackId::of(&18u64.to_le_bytes())));
+        assert!(!unusable.contains(&PackId::of(&17u64.to_le_bytes())));
+        assert!(s.lists_deletions_since(5) && !s.lists_deletions_since(4));
         assert!(unusable.contains(&PackId::of(b"a")));
         s.condemned.reverse();
         assert!(GcState::decode(&s.encode()).is_err());

@@ -6,6 +6,7 @@
 //! index/<index id, 64 hex>                       index objects
 //! manifests/<tenant>/<timeline>/<lsn, 16 HEX>    one manifest per checkpoint
 //! gc/state                                      the gc state (the fence between gc and writers)
+//! intents/<id, 64 hex>                          packs a writer's commit is about to reference
 //! ```
 //! Owns key construction and parsing only.
 
@@ -22,6 +23,8 @@ pub const PACKS: &str = "packs/";
 pub const INDEX: &str = "index/";
 /// Prefix of all manifests.
 pub const MANIFESTS: &str = "manifests/";
+/// Prefix of all intents.
+pub const INTENTS: &str = "intents/";
 
 fn key(s: String) -> Key {
     Key::new(s).expect("layout keys are valid by construction")
@@ -69,6 +72,18 @@ pub fn tenant_prefix(tenant: &TenantId) -> Prefix {
 /// A prefix constant as a [`Prefix`].
 pub fn prefix(p: &str) -> Prefix {
     Prefix::new(p).expect("valid prefix")
+}
+
+/// The key of the intent with this id (32 random bytes chosen by the writer).
+pub fn intent_key(id: &[u8; 32]) -> Key {
+    key(format!("{INTENTS}{}", hex::encode(id)))
+}
+
+/// Whether `key` is an intent key: `intents/` and 64 lower-case hex digits.
+pub fn is_intent_key(key: &Key) -> bool {
+    key.as_str().strip_prefix(INTENTS).is_some_and(|h| {
+        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// The pack id of a pack key, if it is one.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod envelope;
 pub mod gc_state;
 pub mod index;
+pub mod intent;
 pub mod layout;
 pub mod manifest;
 pub mod metadata;

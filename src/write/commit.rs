@@ -1,6 +1,7 @@
 //! The checkpoint itself: [`Writer`] orders the steps of one checkpoint: check the LSN against
 //! the timeline, apply the gc state, store the files (again while gc condemns what they would
-//! reference), then create the index object and the manifest inside the fence's window.
+//! reference), guard the references with an intent, then create the index object and the
+//! manifest, and release the intent once the manifest is confirmed.
 //!
 //! Owns the orchestration, the manifest and the per-timeline state cache. Must not read files
 //! (`source`), build packs (`packer`) or judge gc state (`fence`).
@@ -19,7 +20,7 @@ use crate::id::{ChunkId, FileHash, Lsn, PackId, TenantId, TimelineId};
 use crate::progress::DynProgress;
 use crate::store::index_cache::IndexCache;
 use crate::store::{ManifestRef, Store};
-use crate::write::fence::{Fence, IndexAction, Validation};
+use crate::write::fence::{Fence, Guard, IndexAction, References, Start};
 use crate::write::packer::{self, IngestCtx, UploadedPack};
 use crate::write::request::{CheckpointReport, CheckpointRequest, SourceFile, removed_names};
 use crate::write::source::{self, Job};
@@ -40,8 +41,8 @@ pub struct Writer {
 }
 
 /// What storing a checkpoint's files produced: the added entries, the packs written and the
-/// fence's validation of their references.
-type Stored = (Vec<FileEntry>, Vec<UploadedPack>, Validation);
+/// intent guarding their references.
+type Stored = (Vec<FileEntry>, Vec<UploadedPack>, Guard);
 
 impl Writer {
     /// Loads the store's index.
@@ -121,13 +122,15 @@ impl Writer {
             files: req.files.len(),
             ..Default::default()
         };
-        let (added, packs, validation) = self
+        let (added, packs, guard) = self
             .store_fenced(&req, prev.as_ref(), &mut report, progress)
             .await?;
         let removed = removed_names(&req, prev.as_ref());
         report.files_removed = removed.len();
-        validation.check("index object")?;
-        self.commit_index(packs, &mut report).await?;
+        if let Err(e) = self.commit_index(packs, &mut report).await {
+            guard.release(self.store.backend()).await;
+            return Err(e);
+        }
         let manifest = Manifest {
             tenant: req.tenant,
             timeline: req.timeline,
@@ -138,7 +141,7 @@ impl Writer {
             removed,
             base: false,
         };
-        let key = self.create_manifest(&manifest, &validation).await?;
+        let key = self.create_manifest(&manifest, guard).await?;
         report.manifest = key.to_string();
         let state = TimelineState::apply(prev, manifest);
         self.states
@@ -165,9 +168,10 @@ impl Writer {
     }
 
     /// Applies the gc state to the index before deduplicating against it (fence step 1).
-    async fn apply_gc_state(&self) -> Result<()> {
-        let drop = match self.fence.before_dedup(self.store.backend()).await? {
-            IndexAction::Keep => return Ok(()),
+    async fn apply_gc_state(&self) -> Result<Start> {
+        let (action, start) = self.fence.before_dedup(self.store.backend()).await?;
+        let drop = match action {
+            IndexAction::Keep => return Ok(start),
             IndexAction::Drop(packs) => {
                 self.refresh_index().await?;
                 packs
@@ -178,7 +182,7 @@ impl Writer {
             }
         };
         self.index.drop_packs(&drop);
-        Ok(())
+        Ok(start)
     }
 
     /// Stores the files, again while gc condemns packs they would reference; returns the
@@ -191,7 +195,7 @@ impl Writer {
         progress: DynProgress,
     ) -> Result<Stored> {
         for attempt in 0..=FENCE_RETRIES {
-            self.apply_gc_state().await?;
+            let start = self.apply_gc_state().await?;
             let retry = attempt > 0;
             let (added, packs) = self
                 .store_files(&req.files, prev, retry, report, progress.clone())
@@ -201,13 +205,22 @@ impl Writer {
                 .flat_map(|p| p.entries.iter().map(|e| (e.chunk, p.id)))
                 .collect();
             let chunks: Vec<ChunkId> = added.iter().flat_map(|f| &f.chunks).map(|c| c.id).collect();
+            let existed = packs.iter().filter(|p| p.existed).map(|p| p.id).collect();
+            let refs = References {
+                tenant: req.tenant,
+                timeline: req.timeline,
+                lsn: req.metadata.disk_consistent_lsn,
+                chunks: &chunks,
+                own: &own,
+                existed: &existed,
+            };
             let backend = self.store.backend();
             match self
                 .fence
-                .validate(backend, self.index.shared(), &own, &chunks)
+                .guard(backend, self.index.shared(), refs, start)
                 .await?
             {
-                Ok(v) => return Ok((added, packs, v)),
+                Ok(guard) => return Ok((added, packs, guard)),
                 Err(bad) => {
                     tracing::info!(
                         packs = bad.len(),
@@ -287,21 +300,34 @@ impl Writer {
         Ok(())
     }
 
-    /// Creates the manifest (fence step 3 first); a checkpoint is never overwritten.
-    async fn create_manifest(&self, manifest: &Manifest, validation: &Validation) -> Result<Key> {
-        manifest.validate().map_err(Error::InvalidInput)?;
+    /// Creates the manifest; a checkpoint is never overwritten. "Already exists" with our exact
+    /// bytes is a retried create that landed: success. The intent is released when the outcome
+    /// is known (the key exists, so no create of ours can land later) and kept otherwise.
+    async fn create_manifest(&self, manifest: &Manifest, guard: Guard) -> Result<Key> {
+        let backend = self.store.backend();
         let key = layout::manifest_key(&manifest.tenant, &manifest.timeline, manifest.lsn);
-        validation.check("manifest")?;
-        match self
-            .store
-            .backend()
-            .create_bytes(&key, Bytes::from(manifest.encode()))
-            .await
-        {
-            Err(BackendError::AlreadyExists { .. }) => {
-                Err(Error::AlreadyExists(format!("checkpoint {key}")))
+        if let Err(e) = manifest.validate() {
+            guard.release(backend).await;
+            return Err(Error::InvalidInput(e));
+        }
+        let bytes = Bytes::from(manifest.encode());
+        match backend.create_bytes(&key, bytes.clone()).await {
+            Ok(()) => {
+                guard.release(backend).await;
+                Ok(key)
             }
-            other => other.map(|()| key).map_err(Error::from),
+            Err(BackendError::AlreadyExists { .. }) => {
+                let same = backend.get_bytes(&key, bytes.len() as u64 + 1).await;
+                guard.release(backend).await;
+                match same {
+                    Ok(existing) if existing == bytes => Ok(key),
+                    _ => Err(Error::AlreadyExists(format!("checkpoint {key}"))),
+                }
+            }
+            Err(e) => {
+                guard.keep();
+                Err(e.into())
+            }
         }
     }
 }

@@ -1,29 +1,32 @@
-//! The writer's side of the gc fence (format-spec section 13); gc's side is `gc` (it updates the
-//! gc state through `gc::state`). A [`Fence`] lives in each `Writer`; the writer calls it at
-//! three points of a checkpoint:
-//! 1. [`Fence::before_dedup`]: reads the gc state; drops condemned and recently deleted packs
-//!    from the writer's chunk index (or asks for a full reload when it missed generations), so
-//!    the writer deduplicates only against packs gc will keep.
-//! 2. [`Fence::validate`]: after its packs are uploaded and before its index object and
-//!    manifest are created, reads the gc state again and checks that every chunk the manifest
-//!    adds lies in a pack that is neither condemned nor deleted. Failing that, the writer stores
-//!    those chunks again (in packs whose bytes differ from every condemned one).
-//! 3. [`Validation::check`]: right before each of the two creates, refuses when the validation
-//!    is older than the window the state gives, on this process's monotonic clock.
+//! The writer's side of the gc fence (format-spec section 13.3); gc's side is `gc`. A [`Fence`]
+//! lives in each `Writer` and keeps its chunk index in step with the gc state; each checkpoint
+//! calls it twice:
+//! 1. [`Fence::before_dedup`]: reads the gc state and says what the shared chunk index must
+//!    forget (condemned packs, packs deleted since the generation it last applied, or everything
+//!    by a reload), so the writer deduplicates only against packs gc keeps. The generation read
+//!    is this checkpoint's own [`Start`]: concurrent checkpoints never share it.
+//! 2. [`Fence::guard`]: after the checkpoint's packs are uploaded, writes an intent naming
+//!    every pack its manifest will reference, *then* reads the gc state and checks that none of
+//!    those packs is condemned or deleted since the checkpoint's start (and that packs whose
+//!    upload was answered "already exists" are still there). On success the intent stays until
+//!    the manifest create is confirmed ([`Guard::release`]); gc never deletes a pack an intent
+//!    names. On failure the writer stores those chunks again.
 //!
-//! Owns only these checks; must not write to the store. Time is `tokio::time::Instant`: the
-//! monotonic clock (`std::time::Instant`) in production, a virtual one in paused-time tests.
+//! Safety does not depend on time: no clock is read and no check expires (section 13.5 gives
+//! the argument). Owns these checks and the intent object's lifetime; must not write anything
+//! else to the store.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Mutex, RwLock};
 
-use tokio::time::Instant;
+use bytes::Bytes;
 
-use crate::backend::DynBackend;
-use crate::error::{Error, Result};
-use crate::format::gc_state::{DEFAULT_WINDOW, GcState};
-use crate::id::{ChunkId, PackId};
+use crate::backend::{BackendError, BackendExt, DynBackend, Key};
+use crate::error::Result;
+use crate::format::gc_state::GcState;
+use crate::format::intent::Intent;
+use crate::format::layout;
+use crate::id::{ChunkId, Lsn, PackId, TenantId, TimelineId};
 use crate::store::chunk_index::ChunkIndex;
 use crate::store::gc_state as state;
 
@@ -38,30 +41,48 @@ pub enum IndexAction {
     Reload(BTreeSet<PackId>),
 }
 
-/// The gc generation a writer last applied.
+/// The gc generation a writer last applied to its shared chunk index.
 #[derive(Debug, Default)]
 pub struct Fence {
     seen: Mutex<Option<u64>>,
 }
 
-/// A successful validation: when it was taken and how long it stays good.
+/// The gc generation one checkpoint started deduplicating under (`None`: no gc state yet).
 #[derive(Clone, Copy, Debug)]
-pub struct Validation {
-    at: Instant,
-    window: Duration,
+pub struct Start(Option<u64>);
+
+/// What one checkpoint's manifest will reference, for [`Fence::guard`].
+pub struct References<'a> {
+    pub tenant: TenantId,
+    pub timeline: TimelineId,
+    pub lsn: Lsn,
+    /// Every chunk the manifest adds.
+    pub chunks: &'a [ChunkId],
+    /// This checkpoint's own packs, by chunk.
+    pub own: &'a HashMap<ChunkId, PackId>,
+    /// Own packs whose create was answered "already exists".
+    pub existed: &'a BTreeSet<PackId>,
 }
 
-impl Validation {
-    /// Fails with [`Error::Fenced`] when the validation is older than the window.
-    pub fn check(&self, what: &str) -> Result<()> {
-        let age = self.at.elapsed();
-        if age >= self.window {
-            return Err(Error::Fenced(format!(
-                "{what}: gc validation is {age:?} old, beyond the {:?} window",
-                self.window
-            )));
+/// An intent that protects a checkpoint's packs until its manifest is created.
+#[derive(Debug)]
+#[must_use = "release the guard once the manifest create is confirmed or was never sent"]
+pub struct Guard {
+    key: Key,
+}
+
+impl Guard {
+    /// Deletes the intent: call once the manifest exists, or when no manifest create was sent.
+    /// A failure only leaves a stale intent (space, never data; gc clears it later).
+    pub async fn release(self, backend: &DynBackend) {
+        if let Err(e) = backend.delete(&self.key).await {
+            tracing::warn!(intent = %self.key, error = %e, "could not delete intent; gc clears it");
         }
-        Ok(())
+    }
+
+    /// Keeps the intent: a manifest create with an unknown outcome may still land.
+    pub fn keep(self) {
+        tracing::warn!(intent = %self.key, "manifest create outcome unknown; intent kept");
     }
 }
 
@@ -79,63 +100,103 @@ impl Fence {
         Ok(gc.map(|g| g.unusable_since(0)).unwrap_or_default())
     }
 
-    /// Reads the gc state and says what the writer's index must forget.
-    pub async fn before_dedup(&self, backend: &DynBackend) -> Result<IndexAction> {
+    /// Reads the gc state; says what the shared index must forget and returns this
+    /// checkpoint's start generation.
+    pub async fn before_dedup(&self, backend: &DynBackend) -> Result<(IndexAction, Start)> {
         let Some(gc) = state::read(backend).await?.state else {
-            return Ok(IndexAction::Keep);
+            return Ok((IndexAction::Keep, Start(None)));
         };
         let mut seen = self.seen.lock().expect("fence lock");
         let action = match *seen {
             Some(g) if g == gc.generation => IndexAction::Keep,
-            // Primed on an empty store: every deletion since is in the history.
-            None if gc.history_from == 0 => IndexAction::Drop(gc.unusable_since(0)),
-            Some(g) if g >= gc.history_from => IndexAction::Drop(gc.unusable_since(g)),
-            // A writer that loaded its index before any gc generation it knows of may hold
-            // packs deleted long ago: reload.
+            Some(g) if gc.lists_deletions_since(g) => IndexAction::Drop(gc.unusable_since(g)),
+            None if gc.lists_deletions_since(0) => IndexAction::Drop(gc.unusable_since(0)),
+            // Deletions this writer cannot enumerate: rebuild the index from the store.
             _ => IndexAction::Reload(gc.unusable_since(gc.history_from)),
         };
         *seen = Some(gc.generation);
-        Ok(action)
+        Ok((action, Start(Some(gc.generation))))
     }
 
-    /// Checks that every chunk in `chunks` can be referenced: it is in one of `own` packs (this
-    /// checkpoint's uploads) or resolves through `index`, and that pack is not unusable. Returns
-    /// the validation, or `Err(packs)` naming the unusable packs to drop before storing again.
-    pub async fn validate(
+    /// Writes the intent for `refs`, then reads the gc state and checks every referenced pack
+    /// (section 13.3, rules 3 and 4). `Err(packs)` names packs to drop before storing again
+    /// (possibly none, when a chunk no longer resolves or deletions cannot be enumerated).
+    pub async fn guard(
         &self,
         backend: &DynBackend,
-        index: &std::sync::RwLock<ChunkIndex>,
-        own: &HashMap<ChunkId, PackId>,
-        chunks: &[ChunkId],
-    ) -> Result<std::result::Result<Validation, BTreeSet<PackId>>> {
-        // Taken before the read: the window counts from no later than what was seen.
-        let at = Instant::now();
-        let gc = state::read(backend).await?.state;
-        let window = gc.as_ref().map_or(DEFAULT_WINDOW, GcState::window);
-        let since = self.seen.lock().expect("fence lock").unwrap_or(0);
-        let unusable = match &gc {
-            None => BTreeSet::new(),
-            // Deletions this writer cannot enumerate: everything not its own is suspect.
-            Some(g) if since < g.history_from => return Ok(Err(g.unusable_since(0))),
-            Some(g) => g.unusable_since(since),
+        index: &RwLock<ChunkIndex>,
+        refs: References<'_>,
+        start: Start,
+    ) -> Result<std::result::Result<Guard, BTreeSet<PackId>>> {
+        let Some(packs) = resolve(index, refs.own, refs.chunks) else {
+            return Ok(Err(BTreeSet::new()));
         };
-        let index = index.read().expect("index lock");
-        let mut bad = BTreeSet::new();
-        let mut unknown = false;
-        for c in chunks {
-            match own.get(c).copied().or_else(|| index.get(c).map(|l| l.pack)) {
-                Some(p) if !unusable.contains(&p) => {}
-                Some(p) => {
-                    bad.insert(p);
+        let intent = Intent::new(refs.tenant, refs.timeline, refs.lsn, packs.clone());
+        let guard = Guard {
+            key: layout::intent_key(&crate::id::unique_bytes()),
+        };
+        // The key is this attempt's own: "already exists" is a retried create that landed.
+        match backend.create_bytes(&guard.key, Bytes::from(intent.encode())).await {
+            Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let gc = state::read(backend).await?.state;
+        let mut bad: BTreeSet<PackId> = match unusable(gc.as_ref(), start) {
+            Ok(unusable) => packs.iter().filter(|p| unusable.contains(p)).copied().collect(),
+            Err(suspect) => {
+                guard.release(backend).await;
+                return Ok(Err(suspect));
+            }
+        };
+        for p in refs.existed.iter().filter(|p| packs.contains(p)) {
+            match backend.head(&layout::pack_key(p)).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {
+                    bad.insert(*p);
                 }
-                // Reused from the previous checkpoint's files, but its pack was dropped.
-                None => unknown = true,
+                Err(e) => {
+                    guard.release(backend).await;
+                    return Err(e.into());
+                }
             }
         }
-        if bad.is_empty() && !unknown {
-            Ok(Ok(Validation { at, window }))
+        if bad.is_empty() {
+            Ok(Ok(guard))
         } else {
+            guard.release(backend).await;
             Ok(Err(bad))
         }
+    }
+}
+
+/// The pack of every chunk (own packs first), or `None` when a chunk resolves nowhere (its pack
+/// was dropped from the index since the chunk was reused).
+fn resolve(
+    index: &RwLock<ChunkIndex>,
+    own: &HashMap<ChunkId, PackId>,
+    chunks: &[ChunkId],
+) -> Option<Vec<PackId>> {
+    let index = index.read().expect("index lock");
+    let mut packs = BTreeSet::new();
+    for c in chunks {
+        packs.insert(own.get(c).copied().or_else(|| index.get(c).map(|l| l.pack))?);
+    }
+    Some(packs.into_iter().collect())
+}
+
+/// Packs a checkpoint that started at `start` must not reference under `gc`, or `Err` with the
+/// packs to drop when the state no longer lists every deletion since `start`.
+fn unusable(
+    gc: Option<&GcState>,
+    start: Start,
+) -> std::result::Result<BTreeSet<PackId>, BTreeSet<PackId>> {
+    let Some(gc) = gc else {
+        return Ok(BTreeSet::new());
+    };
+    let since = start.0.unwrap_or(0);
+    if gc.lists_deletions_since(since) {
+        Ok(gc.unusable_since(since))
+    } else {
+        Err(gc.unusable_since(0))
     }
 }
