@@ -178,6 +178,7 @@ async fn schedule(seed: u64, root: &Path) {
         }
         last
     };
+    let racing = seed % 2 == 0;
     let gc_run = |n: u64| {
         let b = Jitter::wrap(&base, seed * 7 + n, 30, None);
         async move {
@@ -190,15 +191,18 @@ async fn schedule(seed: u64, root: &Path) {
             let kill_at = Duration::from_millis((seed * 613 + n * 71) % 5000);
             let killed = seed % 3 == n;
             let run = gc::run(&store, &opts, progress::none());
-            if killed {
-                let _ = tokio::time::timeout(kill_at, run).await;
+            let outcome = if killed {
+                // A run cut off by the timeout was killed; one that finished first is checked.
+                match tokio::time::timeout(kill_at, run).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => return,
+                }
             } else {
-                // Losing a race to another gc or to a writer's read is an abort, not damage.
-                let _ = run.await;
-            }
+                run.await
+            };
+            check_gc_outcome(seed, n, racing, outcome);
         }
     };
-    let racing = seed % 2 == 0;
     let (last, _, _) = tokio::join!(writer, gc_run(0), async {
         if racing {
             gc_run(1).await
@@ -218,14 +222,33 @@ async fn schedule(seed: u64, root: &Path) {
     assert_eq!(read_tree(&to), last, "seed {seed}");
 }
 
-/// Seeded interleavings (2000 by default, GC_SIM_SCHEDULES=N for more or fewer) of writer and
+/// Fails the schedule unless a gc run ended in one of the documented race outcomes. Alone, a
+/// run must succeed. Racing another gc run, it may instead lose: the rival's conditional update
+/// of the gc state or of a manifest came first (`PreconditionFailed`), or an object the rival
+/// deleted was gone when this run read it (`NotFound`). Both abort the run before it deletes
+/// anything; every other error is a failure.
+fn check_gc_outcome<T>(seed: u64, n: u64, racing: bool, outcome: layercas::Result<T>) {
+    let Err(e) = outcome else { return };
+    let lost_race =
+        matches!(&e, Error::Backend(BackendError::PreconditionFailed { .. })) || e.is_not_found();
+    assert!(
+        racing && lost_race,
+        "seed {seed}: gc run {n} failed{}: {e}",
+        if racing { "" } else { " with no rival gc" }
+    );
+}
+
+/// Seeded interleavings (2000 by default, GC_SIM_SCHEDULES=N for more or fewer, at least 1) of writer and
 /// gc steps in virtual time: long writer pauses, killed gc runs, two gc runs racing.
 #[test]
 fn simulated_interleavings_never_lose_a_referenced_chunk() {
-    let n: u64 = std::env::var("GC_SIM_SCHEDULES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
+    let n: u64 =
+        match std::env::var("GC_SIM_SCHEDULES") {
+            Err(_) => 2000,
+            Ok(s) => s.parse().ok().filter(|&n| n >= 1).unwrap_or_else(|| {
+                panic!("GC_SIM_SCHEDULES={s:?}: expected a count of at least 1")
+            }),
+        };
     for seed in 1..=n {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -364,6 +387,11 @@ fn verify_counts(store: &Path) -> (usize, usize) {
     (errors, problems.len() - errors)
 }
 
+/// The verify warnings a store may show after a completed gc run: a pack whose chunks the
+/// index resolves to another copy (a killed run's repack copied them, the next run keeps one
+/// copy per chunk and the other pack until it is dead).
+const ACCEPTED_AFTER_GC: &[&str] = &["no manifest references any chunk of this pack"];
+
 /// SIGKILL of `casctl gc` at many moments leaves a store verify accepts, and the next gc
 /// cleans it up completely.
 #[test]
@@ -411,15 +439,12 @@ fn sigkill_of_gc_at_many_points_is_harmless() {
     assert!(r["duration_ms"].as_u64().is_some());
     let v = json_of(casctl(&store).args(["verify", "--read-data"]));
     let problems = v["problems"].as_array().unwrap();
-    assert!(
-        problems.iter().all(|p| p["severity"] == "warning"),
-        "{problems:?}"
-    );
-    // No orphaned index entries and no pack outside every index survive the next gc.
+    // No errors, and only the warnings a completed gc may leave: none for orphaned index
+    // entries, packs outside every index or foreign objects (gc removes or never makes those).
     assert!(
         problems.iter().all(|p| {
             let m = p["message"].as_str().unwrap();
-            !m.contains("does not exist") && !m.contains("in no index object")
+            p["severity"] == "warning" && ACCEPTED_AFTER_GC.iter().any(|a| m.contains(a))
         }),
         "{problems:?}"
     );

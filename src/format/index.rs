@@ -83,12 +83,13 @@ fn take_u32<'a>(what: &'static str, b: &'a [u8]) -> Result<(u32, &'a [u8]), Deco
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::format::pack::Compression;
     use crate::id::ChunkId;
 
-    fn entry(c: &[u8], stored: u32) -> BlobEntry {
+    /// A table entry for chunk `c` (also used by the chunk index's tests).
+    pub(crate) fn entry(c: &[u8], stored: u32) -> BlobEntry {
         BlobEntry {
             chunk: ChunkId::of(c),
             compression: Compression::Zstd,
@@ -97,19 +98,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn index_round_trips() {
-        let obj = IndexObject {
+    /// Two packs: p1 with chunks a (10 bytes) and b (20), p2 with c (5).
+    pub(crate) fn two_packs() -> IndexObject {
+        IndexObject {
             packs: vec![
                 (PackId::of(b"p1"), vec![entry(b"a", 10), entry(b"b", 20)]),
                 (PackId::of(b"p2"), vec![entry(b"c", 5)]),
             ],
-        };
-        assert_eq!(IndexObject::decode(&obj.encode()).unwrap(), obj);
+        }
     }
 
     #[test]
-    fn damaged_index_is_an_error() {
+    fn index_round_trips_and_damage_is_an_error() {
+        assert_eq!(
+            IndexObject::decode(&two_packs().encode()).unwrap(),
+            two_packs()
+        );
         let obj = IndexObject {
             packs: vec![(PackId::of(b"p"), vec![entry(b"a", 1)])],
         };

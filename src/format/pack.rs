@@ -151,15 +151,11 @@ pub fn encode_blob(id: ChunkId, chunk: &[u8], level: i32) -> Blob {
 /// more is allocated) and hashes to the entry's chunk id.
 pub fn decode_blob(entry: &BlobEntry, data: &[u8]) -> Result<Vec<u8>, DecodeError> {
     const WHAT: &str = "blob";
+    let len_error = |what: &str, got: usize, want: u32| {
+        DecodeError::new(WHAT, format!("{what} {got} bytes, expected {want}"))
+    };
     if data.len() != entry.stored_len as usize {
-        return Err(DecodeError::new(
-            WHAT,
-            format!(
-                "{} bytes where {} were expected",
-                data.len(),
-                entry.stored_len
-            ),
-        ));
+        return Err(len_error("stored as", data.len(), entry.stored_len));
     }
     let raw = match entry.compression {
         Compression::None => data.to_vec(),
@@ -167,14 +163,7 @@ pub fn decode_blob(entry: &BlobEntry, data: &[u8]) -> Result<Vec<u8>, DecodeErro
             .map_err(|e| DecodeError::new(WHAT, format!("zstd: {e}")))?,
     };
     if raw.len() != entry.raw_len as usize {
-        return Err(DecodeError::new(
-            WHAT,
-            format!(
-                "decompressed to {} bytes, expected {}",
-                raw.len(),
-                entry.raw_len
-            ),
-        ));
+        return Err(len_error("decompressed to", raw.len(), entry.raw_len));
     }
     if ChunkId::of(&raw) != entry.chunk {
         return Err(DecodeError::new(

@@ -201,24 +201,11 @@ impl ChunkIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entry(c: &[u8], stored: u32) -> BlobEntry {
-        BlobEntry {
-            chunk: ChunkId::of(c),
-            compression: Compression::Zstd,
-            stored_len: stored,
-            raw_len: stored * 2,
-        }
-    }
+    use crate::format::index::tests::{entry, two_packs};
 
     #[test]
     fn index_locates_and_drops_packs() {
-        let obj = IndexObject {
-            packs: vec![
-                (PackId::of(b"p1"), vec![entry(b"a", 10), entry(b"b", 20)]),
-                (PackId::of(b"p2"), vec![entry(b"c", 5)]),
-            ],
-        };
+        let obj = two_packs();
         let mut idx = ChunkIndex::new();
         idx.add_object(&obj);
         let b = idx.get(&ChunkId::of(b"b")).unwrap();
