@@ -8,7 +8,9 @@
 //! each timeline restores byte-identically (or a newer checkpoint exists).
 //!
 //! `GC_SIM_SCHEDULES=N` runs seeds 1..=N (default 10,000; 0 is an error), `GC_SIM_SEED=S` replays
-//! one seed, `GC_SIM_THREADS=T` sets how many schedules run at once (default 2).
+//! one seed, `GC_SIM_THREADS=T` sets how many schedules run at once (default 2), `GC_SIM_TRACE=1`
+//! prints every request and event of each schedule in virtual time (use with `GC_SIM_SEED`), and
+//! `GC_SIM_ABLATE=late,pause,concurrent,gcs,kill` switches adversary features off.
 
 #[path = "common/adversary.rs"]
 mod adversary;
@@ -173,6 +175,28 @@ impl Plan {
 }
 
 impl Plan {
+    /// Switches off the adversary features named in `GC_SIM_ABLATE` (comma-separated: `late`,
+    /// `pause`, `concurrent`, `gcs`, `kill`), to find which ones a failing schedule needs.
+    fn ablate(mut self) -> Plan {
+        let off = std::env::var("GC_SIM_ABLATE").unwrap_or_default();
+        for what in off.split(',').filter(|w| !w.is_empty()) {
+            let profiles = std::iter::once(&mut self.writer)
+                .chain(self.gcs.iter_mut().map(|g| &mut g.profile));
+            match what {
+                "late" => profiles.for_each(|p| p.late_per_mille = 0),
+                "pause" => profiles.for_each(|p| p.pause_per_mille = 0),
+                "concurrent" => self.timelines = 1,
+                "gcs" => self.gcs.truncate(1),
+                "kill" => {
+                    self.kill_per_mille = 0;
+                    self.gcs.iter_mut().for_each(|g| g.kill_after = None);
+                }
+                other => panic!("GC_SIM_ABLATE: unknown feature {other:?}"),
+            }
+        }
+        self
+    }
+
     /// The same schedule without the adversary's pauses and late writes, every gc using the
     /// same window: the timing today's window-based fence assumes.
     fn calm(mut self) -> Plan {
@@ -349,7 +373,7 @@ async fn gc_party(n: usize, base: DynBackend, p: GcPlan, rng: Rng, stats: Arc<St
 
 async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
     let plan = Plan::new(seed);
-    let plan = if calm { plan.calm() } else { plan };
+    let plan = if calm { plan.calm() } else { plan }.ablate();
     let mut rng = Rng::new(seed.wrapping_mul(31) + 7);
     let base: DynBackend = local_backend(&root.join("store"));
     let store = Store::open_or_create(base.clone(), small_config())
