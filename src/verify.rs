@@ -328,36 +328,15 @@ struct PackCheck {
 
 /// Reads a pack's table (from its tail) or, with `read_data`, the whole pack.
 async fn check_pack(store: &Store, id: PackId, size: u64, read_data: bool) -> Result<PackCheck> {
-    let key = layout::pack_key(&id);
-    let corrupt = move |e| Error::corrupt(layout::pack_key(&id), e);
     if !read_data {
-        if size < pack::TRAILER_LEN as u64 {
-            return Err(corrupt(crate::DecodeError::new(
-                "pack",
-                format!("{size} bytes is too short"),
-            )));
-        }
-        let trailer = store
-            .backend()
-            .get_range(&key, size - pack::TRAILER_LEN as u64..size)
-            .await?;
-        let table_len = pack::table_len_from_trailer(&trailer).map_err(corrupt)? as u64;
-        let table_end = size - pack::TRAILER_LEN as u64;
-        let start = table_end.checked_sub(table_len).ok_or_else(|| {
-            corrupt(crate::DecodeError::new(
-                "pack",
-                format!("table length {table_len} exceeds the pack"),
-            ))
-        })?;
-        let table = store.backend().get_range(&key, start..table_end).await?;
-        let entries = pack::decode_table(&table).map_err(corrupt)?;
-        pack::check_blobs_fill(&entries, start).map_err(corrupt)?;
         return Ok(PackCheck {
-            table: entries,
+            table: store.read_pack_table(id, size).await?,
             blobs_checked: 0,
             bad_blobs: Vec::new(),
         });
     }
+    let key = layout::pack_key(&id);
+    let corrupt = move |e| Error::corrupt(layout::pack_key(&id), e);
     let bytes = store
         .backend()
         .get_bytes(&key, crate::format::config::MAX_PACK_TARGET * 2)

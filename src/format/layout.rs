@@ -82,7 +82,9 @@ pub fn intent_key(id: &[u8; 32]) -> Key {
 /// Whether `key` is an intent key: `intents/` and 64 lower-case hex digits.
 pub fn is_intent_key(key: &Key) -> bool {
     key.as_str().strip_prefix(INTENTS).is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 

@@ -12,15 +12,19 @@
 //! 4. **Mark and repack**: live chunks are those of the remaining manifests; packs with nothing
 //!    live die, packs below the live-fraction threshold have their live blobs copied into new
 //!    packs (packs, then their index object).
-//! 5. **Condemn**: the gc state lists the dying and repacked packs. Writers stop referencing
-//!    them from here on.
-//! 6. **Wait** at least the window, on this process's monotonic clock: every writer that
-//!    validated before the condemnation has created its manifest or given up by then.
-//! 7. **Re-mark**: scan again; condemned packs holding a live chunk found in no other usable
-//!    pack are rescued; the rest are *doomed*.
+//! 5. **Condemn**: the gc state lists the dying and repacked packs. Writers that read the state
+//!    from here on stop referencing them. A run with nothing to condemn stops here.
+//! 6. **Intents**: list and read every writer's intent. A writer that read the state before the
+//!    condemnation wrote its intent before that read, so it is seen here (or its manifest is
+//!    seen by the next step). Nothing waits: safety is this ordering, not a window.
+//! 7. **Re-mark**: scan again; condemned packs named by an intent, or holding a live chunk found
+//!    in no other usable pack (from index objects, or the pack's own table when no index names
+//!    it), are rescued; the rest are *doomed*.
 //! 8. **Delete**: the state records the doomed packs as deleted (phase Deleting); index objects
 //!    naming them are rewritten without them (new objects first), then the packs are deleted;
 //!    the state returns to Idle.
+//!
+//! Intents whose manifest the re-mark listed are deleted at the end.
 //!
 //! A run killed anywhere leaves a store readers accept (nothing live is deleted before step 8,
 //! and step 8 deletes only what re-marking proved dead); the next run carries the condemned set
@@ -30,6 +34,7 @@
 //! update live in the submodules; the writer's side of the fence is `write::fence`.
 
 pub mod compact;
+pub mod intents;
 pub mod reclaim;
 pub mod retention;
 pub mod state;
@@ -53,6 +58,8 @@ use state::{GcState, Phase, Versioned};
 
 /// Default live fraction below which a pack is repacked.
 pub const DEFAULT_REPACK_THRESHOLD: f64 = 0.75;
+/// Largest window accepted (one day).
+pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Default number of kept deltas after which compaction writes a base.
 pub const DEFAULT_MAX_CHAIN: usize = 64;
 
@@ -64,8 +71,8 @@ pub struct GcOptions {
     pub repack_threshold: f64,
     /// Kept deltas in a row after which one is replaced by a base.
     pub max_chain: usize,
-    /// The writers' window (written into the gc state); gc waits at least this long between
-    /// condemning and re-marking.
+    /// Recorded in the gc state for liveness tuning only (format-spec 13.6); no run waits for
+    /// it and safety does not depend on it. At most [`MAX_WINDOW`].
     pub window: Duration,
     /// Plan and report only; write nothing.
     pub dry_run: bool,
@@ -81,6 +88,26 @@ impl GcOptions {
             window: state::DEFAULT_WINDOW,
             dry_run: false,
         }
+    }
+
+    /// Refuses settings outside their bounds, naming the one that is wrong.
+    pub fn check(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.repack_threshold) {
+            return Err(Error::InvalidInput(format!(
+                "repack threshold {} is not between 0 and 1",
+                self.repack_threshold
+            )));
+        }
+        if self.max_chain == 0 {
+            return Err(Error::InvalidInput("max chain must be at least 1".into()));
+        }
+        if self.window > MAX_WINDOW {
+            return Err(Error::InvalidInput(format!(
+                "window {:?} is above the largest accepted, {MAX_WINDOW:?}",
+                self.window
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -99,6 +126,8 @@ pub struct GcReport {
     pub packs_written: usize,
     pub index_objects_deleted: usize,
     pub index_objects_written: usize,
+    /// Intents deleted because the manifest they guarded exists.
+    pub intents_cleared: usize,
     pub bytes_freed: u64,
     pub bytes_written: u64,
     pub duration_ms: u64,
@@ -164,75 +193,138 @@ async fn scan(store: &Store) -> Result<Scan> {
 
 /// Runs gc once.
 pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Result<GcReport> {
+    opts.check()?;
     let started = Instant::now();
     let mut report = GcReport {
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let backend = store.backend();
-    let (mut held, wait) = if opts.dry_run {
-        (state::read(backend).await?, opts.window)
+    let held = if opts.dry_run {
+        state::read(store.backend()).await?
     } else {
         claim(store, opts.window).await?
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
-
     let first = scan(store).await?;
+    let spared = intents::read_all(store).await?.protected();
     let plan = compaction_plan(&first, opts);
     report.manifests_folded = plan.bases.len();
     report.manifests_deleted = plan.delete.len();
-    let dropped: BTreeSet<&Key> = plan.delete.iter().map(|s| &s.r.key).collect();
-    let replaced: HashMap<&Key, &crate::format::manifest::Manifest> =
-        plan.bases.iter().map(|(s, b)| (&s.r.key, b)).collect();
-    let remaining = first
-        .manifests
-        .iter()
-        .filter(|s| !dropped.contains(&s.r.key))
-        .map(|s| *replaced.get(&s.r.key).unwrap_or(&&s.manifest));
-    let live = reclaim::live_chunks(remaining);
+    let live = reclaim::live_chunks(remaining(&first, &plan));
     let sections = reclaim::sections(&first.index_objects());
-    let reclaim = reclaim::plan(&sections, &first.packs, &live, opts.repack_threshold);
+    let mut reclaim = reclaim::plan(&sections, &first.packs, &live, opts.repack_threshold);
+    // Liveness only: a writer about to commit these packs would otherwise store them again.
+    reclaim.dead.retain(|p| !spared.contains(p));
     report.packs_repacked = reclaim.repack.len();
     if opts.dry_run {
         report.packs_deleted = reclaim.dead.len() + reclaim.repack.len();
-        report.bytes_freed = reclaim.bytes_released - reclaim.bytes_copied
+        report.bytes_freed = reclaim.bytes_released.saturating_sub(reclaim.bytes_copied)
             + plan.delete.iter().map(|s| s.r.size).sum::<u64>();
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
     report.bytes_freed += compact::apply(store, &plan).await?;
-
     let (new_packs, written) = reclaim::repack(store, &reclaim, &sections, &progress).await?;
     report.packs_written = new_packs.len();
     report.bytes_written = written;
-    let held_state = held.state.clone().expect("claimed");
-    let mut condemned: BTreeSet<PackId> = held_state.condemned.iter().copied().collect();
+    let carried = held
+        .state
+        .as_ref()
+        .map(|s| s.condemned.clone())
+        .unwrap_or_default();
+    let mut condemned: BTreeSet<PackId> = carried.into_iter().collect();
     condemned.extend(reclaim.dead.iter().chain(&reclaim.repack));
-    held = update(store, &held, Phase::Condemned, condemned.clone(), None).await?;
-    tokio::time::sleep(wait).await;
+    let held = if condemned.is_empty() {
+        let listed: BTreeSet<Key> = first.manifests.iter().map(|s| s.r.key.clone()).collect();
+        let all = intents::read_all(store).await?;
+        report.intents_cleared = intents::clear(store, all.settled(&listed)).await?;
+        held
+    } else {
+        let held = update(store, &held, Phase::Condemned, condemned.clone(), None).await?;
+        reclaim_condemned(store, held, condemned, &mut report).await?
+    };
+    report.generation = held.state.as_ref().map_or(0, |s| s.generation);
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(?report, "gc finished");
+    Ok(report)
+}
 
+/// The manifests that remain once `plan` is applied (bases in place of what they replace).
+fn remaining<'a>(
+    scan: &'a Scan,
+    plan: &'a compact::CompactPlan,
+) -> impl Iterator<Item = &'a crate::format::manifest::Manifest> {
+    let dropped: BTreeSet<&Key> = plan.delete.iter().map(|s| &s.r.key).collect();
+    let replaced: HashMap<&Key, &crate::format::manifest::Manifest> =
+        plan.bases.iter().map(|(s, b)| (&s.r.key, b)).collect();
+    scan.manifests
+        .iter()
+        .filter(move |s| !dropped.contains(&s.r.key))
+        .map(move |s| *replaced.get(&s.r.key).unwrap_or(&&s.manifest))
+}
+
+/// Steps 6 to 8 once the condemnation is published: read intents, re-mark, delete the doomed.
+async fn reclaim_condemned(
+    store: &Store,
+    held: Versioned,
+    condemned: BTreeSet<PackId>,
+    report: &mut GcReport,
+) -> Result<Versioned> {
+    let intents = intents::read_all(store).await?;
     let second = scan(store).await?;
     let live = reclaim::live_chunks(second.manifests.iter().map(|s| &s.manifest));
-    let sections = reclaim::sections(&second.index_objects());
-    let rescued = reclaim::rescued(&sections, &second.packs, &live, &condemned);
+    let mut sections = reclaim::sections(&second.index_objects());
+    let unreadable = add_unindexed_tables(store, &mut sections, &second.packs, &condemned).await;
+    let mut rescued = reclaim::rescued(&sections, &second.packs, &live, &condemned);
+    rescued.extend(condemned.intersection(&intents.protected()));
+    rescued.extend(unreadable);
     report.packs_rescued = rescued.len();
     let doomed: BTreeSet<PackId> = condemned.difference(&rescued).copied().collect();
-    held = update(store, &held, Phase::Deleting, doomed.clone(), Some(&doomed)).await?;
+    let held = update(store, &held, Phase::Deleting, doomed.clone(), Some(&doomed)).await?;
 
     let rewrite = reclaim::rewrite_indexes(store, &second.indexes, &second.packs, &doomed).await?;
     report.index_objects_deleted = rewrite.deleted;
     report.index_objects_written = rewrite.written;
     report.bytes_freed += rewrite.bytes_freed;
     for p in &doomed {
-        backend.delete(&layout::pack_key(p)).await?;
+        store.backend().delete(&layout::pack_key(p)).await?;
         report.bytes_freed += second.packs.get(p).copied().unwrap_or(0);
         report.packs_deleted += second.packs.contains_key(p) as usize;
     }
-    held = update(store, &held, Phase::Idle, BTreeSet::new(), None).await?;
-    report.generation = held.state.as_ref().map_or(0, |s| s.generation);
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(?report, "gc finished");
-    Ok(report)
+    let held = update(store, &held, Phase::Idle, BTreeSet::new(), None).await?;
+    let listed: BTreeSet<Key> = second.manifests.iter().map(|s| s.r.key.clone()).collect();
+    report.intents_cleared = intents::clear(store, intents.settled(&listed)).await?;
+    Ok(held)
+}
+
+/// Adds the own tables of condemned packs no index object names, so that re-marking sees what
+/// they hold (format-spec 13.4.7). Returns the packs whose table could not be read: they are
+/// kept, since what they hold is unknown.
+async fn add_unindexed_tables(
+    store: &Store,
+    sections: &mut BTreeMap<PackId, Vec<crate::format::pack::BlobEntry>>,
+    packs: &HashMap<PackId, u64>,
+    condemned: &BTreeSet<PackId>,
+) -> BTreeSet<PackId> {
+    let mut unreadable = BTreeSet::new();
+    let unindexed: Vec<PackId> = condemned
+        .iter()
+        .filter(|p| !sections.contains_key(*p))
+        .copied()
+        .collect();
+    for p in &unindexed {
+        let Some(size) = packs.get(p) else { continue };
+        match store.read_pack_table(*p, *size).await {
+            Ok(table) => {
+                sections.insert(*p, table);
+            }
+            Err(e) => {
+                tracing::warn!(pack = %p, error = %e, "unreadable condemned pack kept");
+                unreadable.insert(*p);
+            }
+        }
+    }
+    unreadable
 }
 
 fn compaction_plan(scan: &Scan, opts: &GcOptions) -> compact::CompactPlan {
@@ -251,17 +343,15 @@ fn compaction_plan(scan: &Scan, opts: &GcOptions) -> compact::CompactPlan {
     compact::plan(&scan.manifests, &kept, opts.max_chain)
 }
 
-/// Takes the gc state over for this run; returns it and how long to wait after condemning (the
-/// longest window any writer may be using).
-async fn claim(store: &Store, window: Duration) -> Result<(Versioned, Duration)> {
+/// Takes the gc state over for this run (one conditional update; condemned packs carry over).
+async fn claim(store: &Store, window: Duration) -> Result<Versioned> {
     let prev = state::read(store.backend()).await?;
-    let (next, wait) = match &prev.state {
-        Some(s) => (s.clone(), window.max(s.window())),
-        None => (GcState::initial(window), window.max(state::DEFAULT_WINDOW)),
+    let mut next = match &prev.state {
+        Some(s) => s.clone(),
+        None => GcState::initial(window),
     };
-    let mut next = next;
     next.window_ms = window.as_millis() as u64;
-    Ok((state::update(store.backend(), &prev, next).await?, wait))
+    state::update(store.backend(), &prev, next).await
 }
 
 /// Moves the held state to `phase` with `condemned`, recording `deleted` in the new generation.

@@ -29,6 +29,7 @@ pub mod chunk_index;
 pub mod gc_state;
 pub mod index_cache;
 mod indexes;
+mod packs;
 
 /// How many small objects (index, manifests) are fetched at once.
 pub const READ_CONCURRENCY: usize = 16;

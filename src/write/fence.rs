@@ -136,13 +136,20 @@ impl Fence {
             key: layout::intent_key(&crate::id::unique_bytes()),
         };
         // The key is this attempt's own: "already exists" is a retried create that landed.
-        match backend.create_bytes(&guard.key, Bytes::from(intent.encode())).await {
+        match backend
+            .create_bytes(&guard.key, Bytes::from(intent.encode()))
+            .await
+        {
             Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         let gc = state::read(backend).await?.state;
         let mut bad: BTreeSet<PackId> = match unusable(gc.as_ref(), start) {
-            Ok(unusable) => packs.iter().filter(|p| unusable.contains(p)).copied().collect(),
+            Ok(unusable) => packs
+                .iter()
+                .filter(|p| unusable.contains(p))
+                .copied()
+                .collect(),
             Err(suspect) => {
                 guard.release(backend).await;
                 return Ok(Err(suspect));
@@ -179,7 +186,11 @@ fn resolve(
     let index = index.read().expect("index lock");
     let mut packs = BTreeSet::new();
     for c in chunks {
-        packs.insert(own.get(c).copied().or_else(|| index.get(c).map(|l| l.pack))?);
+        packs.insert(
+            own.get(c)
+                .copied()
+                .or_else(|| index.get(c).map(|l| l.pack))?,
+        );
     }
     Some(packs.into_iter().collect())
 }

@@ -1,0 +1,84 @@
+//! gc's side of writers' intents (format-spec 13.2 and 13.4): reading every intent after the
+//! condemnation is published, and clearing intents that no longer protect anything.
+//!
+//! Owns the listing, reading and deletion of `intents/`. Must not decide what is condemned: it
+//! only reports which packs intents protect. An intent that cannot be read or decoded is an
+//! error (the run then deletes nothing); `casctl gc --clear-intents` is the operator's way out.
+
+use std::collections::BTreeSet;
+
+use crate::backend::{BackendExt, Key};
+use crate::error::{Error, Result};
+use crate::format::intent::{Intent, MAX_INTENT_BODY};
+use crate::format::layout;
+use crate::id::PackId;
+use crate::store::Store;
+
+/// Every intent in the store, as read now.
+#[derive(Debug, Default)]
+pub struct Intents {
+    /// `(key, intent)` for each intent that still existed when read.
+    pub read: Vec<(Key, Intent)>,
+}
+
+impl Intents {
+    /// The packs some intent protects.
+    pub fn protected(&self) -> BTreeSet<PackId> {
+        self.read
+            .iter()
+            .flat_map(|(_, i)| i.packs.iter().copied())
+            .collect()
+    }
+
+    /// Intents whose manifest key is in `manifests`: a create of that key can no longer
+    /// succeed, so they protect nothing the manifest does not (rule 13.4.9).
+    pub fn settled<'a>(&'a self, manifests: &'a BTreeSet<Key>) -> impl Iterator<Item = &'a Key> {
+        self.read
+            .iter()
+            .filter(|(_, i)| {
+                manifests.contains(&layout::manifest_key(&i.tenant, &i.timeline, i.lsn))
+            })
+            .map(|(k, _)| k)
+    }
+}
+
+/// Lists and reads every intent. One that vanished between the listing and the read was
+/// released by its writer (after its manifest was created) and is skipped.
+pub async fn read_all(store: &Store) -> Result<Intents> {
+    let listed = store.list(&layout::prefix(layout::INTENTS)).await?;
+    let mut out = Intents::default();
+    for meta in listed.into_iter().filter(|m| layout::is_intent_key(&m.key)) {
+        let bytes = match store
+            .backend()
+            .get_bytes(&meta.key, MAX_INTENT_BODY + 64)
+            .await
+        {
+            Err(e) if e.is_not_found() => continue,
+            other => other?,
+        };
+        let intent = Intent::decode(&bytes).map_err(|e| Error::corrupt(&meta.key, e))?;
+        out.read.push((meta.key, intent));
+    }
+    Ok(out)
+}
+
+/// Deletes the given intents; returns how many.
+pub async fn clear<'a>(store: &Store, keys: impl IntoIterator<Item = &'a Key>) -> Result<usize> {
+    let mut n = 0;
+    for key in keys {
+        store.backend().delete(key).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Deletes every intent (the operator's `--clear-intents`): only safe when no writer is running.
+pub async fn clear_all(store: &Store) -> Result<usize> {
+    let listed = store.list(&layout::prefix(layout::INTENTS)).await?;
+    let keys: Vec<Key> = listed
+        .into_iter()
+        .map(|m| m.key)
+        .filter(layout::is_intent_key)
+        .collect();
+    clear(store, &keys).await
+}
