@@ -98,6 +98,24 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     async fn delete(&self, key: &Key) -> Result<(), BackendError>;
 }
 
+/// The part of an object of `size` bytes that `get_range(range)` returns, as the trait promises:
+/// cut at the end; `InvalidRange` when the range is reversed or starts past the end (or at the
+/// end, asking for bytes).
+pub fn checked_range(key: &Key, range: Range<u64>, size: u64) -> Result<Range<u64>, BackendError> {
+    if range.start > range.end
+        || range.start > size
+        || (range.start == size && range.end > range.start)
+    {
+        return Err(BackendError::InvalidRange {
+            key: key.to_string(),
+            start: range.start,
+            end: range.end,
+            size,
+        });
+    }
+    Ok(range.start..range.end.min(size))
+}
+
 /// Conveniences built only from [`Backend`] methods (so wrappers never need to forward them).
 #[async_trait]
 pub trait BackendExt: Backend {
