@@ -4,9 +4,9 @@
 //! Owns: the trait, object metadata, put modes and [`BackendExt`] convenience methods built only
 //! from trait methods. The types live in submodules and are re-exported here: `key` (key and
 //! prefix validation), `payload` (upload payloads, body streams), `error` (the error kinds callers
-//! branch on). Must not know about chunks, packs or manifests, and
-//! holds no retry, metric or fault-injection logic: those are wrappers, each a `Backend` around a
-//! `Backend`, in their own modules.
+//! branch on). Must not know about chunks, packs or manifests, and holds no retry, metric or
+//! fault-injection logic: those are wrappers, each a `Backend` around a `Backend`, in their own
+//! modules. The one backoff policy lives in `backoff`.
 //!
 //! # Contract every implementation keeps (checked by the conformance suite)
 //! - `put` and `create` are atomic: a reader sees the old object, the new one, or nothing, never a
