@@ -1,6 +1,8 @@
 //! Runs the one conformance suite (`layercas::testkit::conformance`) against every backend and
-//! every wrapper: local filesystem, S3 on a real SeaweedFS server (moto with
-//! `LAYERCAS_S3_SERVER=moto`), each wrapper around the local backend, and retry + fault around S3.
+//! every wrapper: local filesystem, the in-memory test backend, S3 on a real SeaweedFS server
+//! (moto with `LAYERCAS_S3_SERVER=moto`), each wrapper around the local backend, retry + fault
+//! around S3, and the production stack exactly as `backend::open::standard_stack` builds it around
+//! each of the three.
 
 mod common;
 
@@ -16,8 +18,10 @@ use layercas::backend::layers::metrics::MetricsBackend;
 use layercas::backend::layers::retry::{RetryBackend, RetryConfig};
 use layercas::backend::layers::timeout::{TimeoutBackend, TimeoutConfig};
 use layercas::backend::local::LocalBackend;
+use layercas::backend::open::{StackConfig, standard_stack};
 use layercas::backend::wrap::Op;
 use layercas::testkit::conformance::{Capabilities, run_all};
+use layercas::testkit::memory::MemoryBackend;
 
 #[cfg(feature = "s3")]
 use common::s3server::{s3_backend, small_pages_and_parts, unique};
@@ -42,6 +46,45 @@ fn fast_retry() -> RetryConfig {
 async fn local_fs() {
     let (_dir, b) = local();
     run_all(&*b, "t/", &Capabilities::default()).await;
+}
+
+/// The in-memory test backend keeps the whole contract too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory() {
+    let b = MemoryBackend::new();
+    run_all(&b, "t/", &Capabilities::default()).await;
+    assert!(!b.is_empty());
+}
+
+/// Runs the suite over `base` wrapped by `standard_stack` with its default settings, and checks
+/// that the stack's metrics saw the calls.
+async fn through_standard_stack(base: Arc<dyn Backend>, prefix: &str) {
+    let opened = standard_stack(base, &StackConfig::default());
+    run_all(&*opened.backend, prefix, &Capabilities::default()).await;
+    let snap = opened.metrics.snapshot();
+    assert!(snap.op(Op::Put).requests >= 25 + 16, "{snap:?}");
+    assert!(snap.op(Op::List).requests >= 5, "{snap:?}");
+}
+
+/// The production stack (retry → limit → timeout → metrics) around the local backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_stack_around_local() {
+    let (_dir, b) = local();
+    through_standard_stack(b, "t/").await;
+}
+
+/// The production stack around the in-memory backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_stack_around_memory() {
+    through_standard_stack(Arc::new(MemoryBackend::new()), "t/").await;
+}
+
+#[cfg(feature = "s3")]
+/// The production stack around S3 on a real server (small pages and parts, as in `s3`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_stack_around_s3() {
+    let s3: Arc<dyn Backend> = Arc::new(s3_backend(small_pages_and_parts).await);
+    through_standard_stack(s3, &format!("{}/", unique("t"))).await;
 }
 
 /// The retry wrapper changes nothing when nothing fails.

@@ -7,8 +7,8 @@
 //!   place by `rename` (overwrite) or `link` (create: fails atomically with `EEXIST`, also against
 //!   other processes), and the parent directory is fsynced. A crash leaves at most a staging file,
 //!   which no key can name and which listings skip.
-//! - `Update(etag)` holds an exclusive advisory lock (`File::lock`) on `<root>/.lock` while it compares and renames, so
-//!   updates from several processes serialise.
+//! - `Update(etag)` holds an exclusive advisory lock (`File::lock`) on `<root>/.lock` while it
+//!   compares and renames, so updates from several processes serialise.
 //! - A key can never resolve outside the root: keys cannot hold `..` or start with `/`, and every
 //!   resolved path is checked to stay under the root after symlinks are followed.
 
@@ -288,19 +288,8 @@ impl Backend for LocalBackend {
                 .metadata()
                 .map_err(|e| io_error("stat", &key, e))?
                 .len();
-            if range.start > range.end
-                || range.start > size
-                || (range.start == size && range.end > range.start)
-            {
-                return Err(BackendError::InvalidRange {
-                    key: key.to_string(),
-                    start: range.start,
-                    end: range.end,
-                    size,
-                });
-            }
-            let end = range.end.min(size);
-            let mut buf = vec![0u8; (end - range.start) as usize];
+            let range = super::checked_range(&key, range, size)?;
+            let mut buf = vec![0u8; (range.end - range.start) as usize];
             file.read_exact_at(&mut buf, range.start)
                 .map_err(|e| io_error("read", &key, e))?;
             Ok(Bytes::from(buf))

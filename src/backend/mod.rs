@@ -4,9 +4,9 @@
 //! Owns: the trait, object metadata, put modes and [`BackendExt`] convenience methods built only
 //! from trait methods. The types live in submodules and are re-exported here: `key` (key and
 //! prefix validation), `payload` (upload payloads, body streams), `error` (the error kinds callers
-//! branch on). Must not know about chunks, packs or manifests, and
-//! holds no retry, metric or fault-injection logic: those are wrappers, each a `Backend` around a
-//! `Backend`, in their own modules.
+//! branch on). Must not know about chunks, packs or manifests, and holds no retry, metric or
+//! fault-injection logic: those are wrappers, each a `Backend` around a `Backend`, in their own
+//! modules. The one backoff policy lives in `backoff`.
 //!
 //! # Contract every implementation keeps (checked by the conformance suite)
 //! - `put` and `create` are atomic: a reader sees the old object, the new one, or nothing, never a
@@ -96,6 +96,24 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Removes the object; succeeds if it does not exist.
     async fn delete(&self, key: &Key) -> Result<(), BackendError>;
+}
+
+/// The part of an object of `size` bytes that `get_range(range)` returns, as the trait promises:
+/// cut at the end; `InvalidRange` when the range is reversed or starts past the end (or at the
+/// end, asking for bytes).
+pub fn checked_range(key: &Key, range: Range<u64>, size: u64) -> Result<Range<u64>, BackendError> {
+    if range.start > range.end
+        || range.start > size
+        || (range.start == size && range.end > range.start)
+    {
+        return Err(BackendError::InvalidRange {
+            key: key.to_string(),
+            start: range.start,
+            end: range.end,
+            size,
+        });
+    }
+    Ok(range.start..range.end.min(size))
 }
 
 /// Conveniences built only from [`Backend`] methods (so wrappers never need to forward them).

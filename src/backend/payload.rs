@@ -119,10 +119,10 @@ impl Payload {
     /// Collects the payload into one buffer. For backends whose client needs contiguous bytes for
     /// small objects; callers bound the size.
     pub async fn to_bytes(&self) -> Result<Bytes, BackendError> {
-        if let PayloadSource::Memory(parts) = &self.source {
-            if parts.len() == 1 {
-                return Ok(parts[0].clone());
-            }
+        if let PayloadSource::Memory(parts) = &self.source
+            && parts.len() == 1
+        {
+            return Ok(parts[0].clone());
         }
         collect_stream(self.stream(), self.len).await
     }

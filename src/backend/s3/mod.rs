@@ -46,6 +46,17 @@ use body::download_stream;
 use client::{length, object_meta};
 use errors::sdk_error;
 
+/// A request builder of the SDK's `$op` on `$key` in this backend's bucket and prefix.
+macro_rules! object_request {
+    ($self:ident, $op:ident, $key:expr) => {
+        $self
+            .client
+            .$op()
+            .bucket(&$self.bucket)
+            .key($self.full_key($key))
+    };
+}
+
 #[async_trait]
 impl Backend for S3Backend {
     fn list(&self, prefix: &Prefix) -> BoxStream<'static, Result<ObjectMeta, BackendError>> {
@@ -67,11 +78,7 @@ impl Backend for S3Backend {
     }
 
     async fn get(&self, key: &Key) -> Result<GetResult, BackendError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
+        let out = object_request!(self, get_object, key)
             .send()
             .await
             .map_err(|e| sdk_error("get", key, e))?;
@@ -91,11 +98,7 @@ impl Backend for S3Backend {
             }
             return Ok(Bytes::new());
         }
-        let sent = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
+        let sent = object_request!(self, get_object, key)
             .range(format!("bytes={}-{}", range.start, range.end - 1))
             .send()
             .await;
@@ -123,11 +126,7 @@ impl Backend for S3Backend {
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta, BackendError> {
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
+        let out = object_request!(self, head_object, key)
             .send()
             .await
             .map_err(|e| sdk_error("head", key, e))?;
@@ -141,13 +140,7 @@ impl Backend for S3Backend {
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
-        let sent = self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await;
+        let sent = object_request!(self, delete_object, key).send().await;
         match sent.map_err(|e| sdk_error("delete", key, e)) {
             Ok(_) | Err(BackendError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
