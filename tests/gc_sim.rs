@@ -25,13 +25,13 @@ use std::time::Duration;
 use layercas::backend::DynBackend;
 use layercas::backend::open::{StackConfig, standard_stack};
 use layercas::format::config::{ChunkerParams, StoreConfig};
-use layercas::store::chunk_index::{ChunkIndex, Location};
 use layercas::format::metadata::TimelineMetadata;
 use layercas::format::{layout, pack};
 use layercas::gc::retention::{Policy, Retention};
 use layercas::gc::{self, GcOptions};
 use layercas::id::{ChunkId, Lsn, TimelineId};
 use layercas::store::Store;
+use layercas::store::chunk_index::{ChunkIndex, Location};
 use layercas::write::{CheckpointMode, CheckpointRequest, Writer};
 use layercas::{Error, progress};
 
