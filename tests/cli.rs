@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
@@ -293,7 +293,18 @@ fn corruption(t: &Target) {
 fn escaping_names_are_refused() {
     use layercas::format::manifest::{FileEntry, Manifest};
     use layercas::id::{FileHash, Lsn, TenantId, TimelineId};
-    for bad in ["../x", "/etc/x"] {
+    // Where each name would land if restore followed it out of the target `out/t`; the check
+    // means something only if nothing is there beforehand.
+    let (_o, out) = tempdir();
+    let escapes = [("../x", out.join("x")), ("/etc/x", PathBuf::from("/etc/x"))];
+    for (_, landing) in &escapes {
+        assert!(
+            !landing.exists(),
+            "{} exists before the test",
+            landing.display()
+        );
+    }
+    for (bad, landing) in escapes {
         let (_s, store) = tempdir();
         let t = Target::local(&store);
         let (_w, work) = tempdir();
@@ -320,11 +331,17 @@ fn escaping_names_are_refused() {
             !ok && error_messages(&v).iter().any(|e| e.contains(bad)),
             "{v}"
         );
-        let (_o, out) = tempdir();
         let r = restore(&t, &out.join("t"), None);
         assert!(!r.status.success());
         assert!(String::from_utf8_lossy(&r.stderr).contains(bad));
-        assert!(!out.join("x").exists());
+        assert!(!landing.exists(), "restore wrote {}", landing.display());
+        // Nothing at all was written beside the target, whatever the name resolved to.
+        let beside: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "t")
+            .collect();
+        assert!(beside.is_empty(), "{beside:?}");
     }
 }
 

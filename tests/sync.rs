@@ -449,10 +449,23 @@ fn killed_sync_runs_converge() {
     );
     let full = t0.elapsed();
 
-    kill_at_spread_points(
+    let timelines = wd.timelines().len();
+    let cut_uploads = kill_at_spread_points(
         full,
         || casctl_sync(&store, &work, false),
-        |_| assert_verifies(&store),
+        |_| {
+            assert_verifies(&store);
+            // Partial: data went in, but not every timeline's checkpoint is recorded yet.
+            let (packs, manifests) = (
+                files_under(&store.join("packs")),
+                files_under(&store.join("manifests")),
+            );
+            packs + manifests > 0 && manifests < timelines
+        },
+    );
+    assert!(
+        cut_uploads > 0,
+        "no kill interrupted an upload in progress: the kill points prove nothing"
     );
     assert!(
         casctl_sync(&store, &work, false)
@@ -464,21 +477,28 @@ fn killed_sync_runs_converge() {
     );
 
     let (_d, fresh) = tempdir();
-    kill_at_spread_points(
+    let cut_downloads = kill_at_spread_points(
         full,
         || casctl_sync(&store, &fresh, true),
         |i| {
             // Whatever is under a final name is complete and correct.
-            for (name, bytes) in tree(&fresh) {
+            let got = tree(&fresh);
+            for (name, bytes) in &got {
                 if !name.contains(".layercas") {
                     assert_eq!(
-                        Some(&bytes),
-                        want.get(&name),
+                        Some(bytes),
+                        want.get(name),
                         "{name} is wrong after kill {i}"
                     );
                 }
             }
+            // Partial: something arrived, but not yet everything.
+            !got.is_empty() && got != want
         },
+    );
+    assert!(
+        cut_downloads > 0,
+        "no kill interrupted a download in progress: the kill points prove nothing"
     );
     let out = casctl_sync(&store, &fresh, true).output().unwrap();
     assert!(
@@ -496,9 +516,16 @@ fn killed_sync_runs_converge() {
 }
 
 /// Starts `command` ten times, SIGKILLs it at points spread over `full`, and runs `check(i)`
-/// after each kill.
-fn kill_at_spread_points(full: Duration, command: impl Fn() -> Command, check: impl Fn(usize)) {
+/// after each kill; `check` says whether the run left partial work behind. Returns how many
+/// kills cut a run in the middle of its work: the process was still running when killed (it
+/// died of the signal, not of its own accord) and `check` saw partial work.
+fn kill_at_spread_points(
+    full: Duration,
+    command: impl Fn() -> Command,
+    check: impl Fn(usize) -> bool,
+) -> usize {
     let kills = 10;
+    let mut cut = 0;
     for i in 0..kills {
         let mut child = command()
             .stdout(Stdio::null())
@@ -506,9 +533,23 @@ fn kill_at_spread_points(full: Duration, command: impl Fn() -> Command, check: i
             .spawn()
             .unwrap();
         std::thread::sleep(full.mul_f64(i as f64 / kills as f64));
+        let running = child.try_wait().unwrap().is_none();
         let _ = child.kill();
-        child.wait().unwrap();
-        check(i);
+        let status = child.wait().unwrap();
+        let partial = check(i);
+        if running && !status.success() && partial {
+            cut += 1;
+        }
+    }
+    cut
+}
+
+/// How many files are under `dir` (none if it does not exist).
+fn files_under(dir: &Path) -> usize {
+    if dir.exists() {
+        read_tree(dir).len()
+    } else {
+        0
     }
 }
 

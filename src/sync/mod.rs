@@ -134,37 +134,7 @@ pub async fn start_with_backend(
     }
     let writer = Writer::new(store).await?;
 
-    let mut states = BTreeMap::new();
-    let mut queue = Queue::default();
-    for (key, t) in &local {
-        let local_lsn = t.metadata.disk_consistent_lsn;
-        match remote_lsns.get(key) {
-            Some(&r) if r > local_lsn => {
-                states.insert(*key, TimelineSyncState::AwaitsDownload(r));
-            }
-            other => {
-                if other.is_none_or(|&r| r < local_lsn) {
-                    let upload = Upload {
-                        files: UploadFiles::All,
-                        metadata: t.metadata.clone(),
-                    };
-                    queue.push(
-                        *key,
-                        Task {
-                            upload: Some(upload),
-                            download: false,
-                        },
-                    );
-                }
-                states.insert(*key, TimelineSyncState::Ready(local_lsn));
-            }
-        }
-    }
-    for (key, &lsn) in &remote_lsns {
-        states
-            .entry(*key)
-            .or_insert(TimelineSyncState::CloudOnly(lsn));
-    }
+    let (states, queue) = initial_states(&local, &remote_lsns);
     report_all(&*sink, &states);
 
     let local_lsns = local
@@ -196,6 +166,46 @@ pub async fn start_with_backend(
         states,
         handle: Some(handle),
     })
+}
+
+/// Every timeline's state at startup, and an upload queued for each local checkpoint the store
+/// lacks.
+fn initial_states(
+    local: &BTreeMap<TimelineKey, workdir::LocalTimeline>,
+    remote_lsns: &HashMap<TimelineKey, Lsn>,
+) -> (BTreeMap<TimelineKey, TimelineSyncState>, Queue) {
+    let mut states = BTreeMap::new();
+    let mut queue = Queue::default();
+    for (key, t) in local {
+        let local_lsn = t.metadata.disk_consistent_lsn;
+        match remote_lsns.get(key) {
+            Some(&r) if r > local_lsn => {
+                states.insert(*key, TimelineSyncState::AwaitsDownload(r));
+            }
+            other => {
+                if other.is_none_or(|&r| r < local_lsn) {
+                    let upload = Upload {
+                        files: UploadFiles::All,
+                        metadata: t.metadata.clone(),
+                    };
+                    queue.push(
+                        *key,
+                        Task {
+                            upload: Some(upload),
+                            download: false,
+                        },
+                    );
+                }
+                states.insert(*key, TimelineSyncState::Ready(local_lsn));
+            }
+        }
+    }
+    for (key, &lsn) in remote_lsns {
+        states
+            .entry(*key)
+            .or_insert(TimelineSyncState::CloudOnly(lsn));
+    }
+    (states, queue)
 }
 
 fn scan_workdir(config: &SyncConfig) -> Result<BTreeMap<TimelineKey, workdir::LocalTimeline>> {

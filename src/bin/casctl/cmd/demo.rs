@@ -137,25 +137,7 @@ async fn run_demo(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> 
     };
     let (mut wd, _) =
         SampleWorkdir::create(&work, &spec).context("generating the sample workdir")?;
-    let mut checkpoint_seconds = 0.0;
-    for step in 0..=steps {
-        let synced = pass(&backend, &work, false).await?;
-        ensure!(
-            synced.evicted == 0,
-            "sync evicted {} timelines",
-            synced.evicted
-        );
-        checkpoint_seconds += synced.seconds;
-        if !json {
-            eprintln!(
-                "checkpoint {step}: {} timelines synced in {:.2} s",
-                synced.ready, synced.seconds
-            );
-        }
-        if step < steps {
-            wd.step().context("advancing the sample workdir")?;
-        }
-    }
+    let checkpoint_seconds = upload_steps(&backend, &work, &mut wd, steps, json).await?;
 
     // A new machine: an empty workdir gets every timeline back.
     std::fs::create_dir_all(&restored)?;
@@ -197,6 +179,37 @@ async fn run_demo(dir: Option<PathBuf>, seed: u64, steps: usize, json: bool) -> 
         verify_errors: v.errors(),
         verify_warnings: v.problems.len() - v.errors(),
     })
+}
+
+/// Syncs the sample workdir after its first checkpoint and after each of `steps` more; returns
+/// the seconds the passes took.
+async fn upload_steps(
+    backend: &DynBackend,
+    work: &Path,
+    wd: &mut SampleWorkdir,
+    steps: usize,
+    json: bool,
+) -> Result<f64> {
+    let mut checkpoint_seconds = 0.0;
+    for step in 0..=steps {
+        let synced = pass(backend, work, false).await?;
+        ensure!(
+            synced.evicted == 0,
+            "sync evicted {} timelines",
+            synced.evicted
+        );
+        checkpoint_seconds += synced.seconds;
+        if !json {
+            eprintln!(
+                "checkpoint {step}: {} timelines synced in {:.2} s",
+                synced.ready, synced.seconds
+            );
+        }
+        if step < steps {
+            wd.step().context("advancing the sample workdir")?;
+        }
+    }
+    Ok(checkpoint_seconds)
 }
 
 /// One sync pass as `casctl sync` runs it by default, without a progress bar.
