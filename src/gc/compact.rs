@@ -51,6 +51,9 @@ pub fn plan(
     out
 }
 
+/// Plans one timeline. Each manifest's state is its predecessor's (by `prev_lsn`, so a
+/// manifest off the chain, such as a killed writer's create that landed late, never leaks into
+/// another's state). A timeline whose chain has a gap is left alone.
 fn plan_timeline(
     (tenant, timeline): (TenantId, TimelineId),
     list: &[&Scanned],
@@ -58,24 +61,38 @@ fn plan_timeline(
     max_chain: usize,
     out: &mut CompactPlan,
 ) {
-    let mut state: Option<TimelineState> = None;
-    let mut gap = false;
-    let mut chain = 0;
+    let mut states: BTreeMap<Lsn, (TimelineState, usize)> = BTreeMap::new();
+    let mut plan = CompactPlan::default();
+    let mut dropped: BTreeSet<Lsn> = BTreeSet::new();
     for s in list {
-        state = Some(TimelineState::apply(state, s.manifest.clone()));
+        let m = &s.manifest;
+        let (prev, prev_chain) = match m.prev_lsn.filter(|_| !m.base) {
+            None => (None, 0),
+            Some(p) => match states.get(&p) {
+                Some((st, c)) => (Some(st.clone()), *c),
+                None => {
+                    tracing::warn!(%tenant, %timeline, lsn = %m.lsn, prev = %p, "manifest chain has a gap; timeline not compacted");
+                    return;
+                }
+            },
+        };
+        let state = TimelineState::apply(prev, m.clone());
+        let mut chain = if m.base { 0 } else { prev_chain + 1 };
         if !keep.contains(&s.r.lsn) {
-            gap = true;
-            out.delete.push((*s).clone());
-            continue;
+            dropped.insert(m.lsn);
+            plan.delete.push((*s).clone());
+        } else {
+            let after_dropped = m.prev_lsn.is_some_and(|p| dropped.contains(&p));
+            if !m.base && (after_dropped || chain >= max_chain) {
+                plan.bases
+                    .push(((*s).clone(), state.to_base(tenant, timeline)));
+                chain = 0;
+            }
         }
-        chain = if s.manifest.base { 0 } else { chain + 1 };
-        if !s.manifest.base && (gap || chain >= max_chain) {
-            let base = state.as_ref().expect("applied").to_base(tenant, timeline);
-            out.bases.push(((*s).clone(), base));
-            chain = 0;
-        }
-        gap = false;
+        states.insert(m.lsn, (state, chain));
     }
+    out.bases.extend(plan.bases);
+    out.delete.extend(plan.delete);
 }
 
 /// Writes the bases, then deletes the dropped manifests. Returns the bytes deleted.

@@ -201,16 +201,28 @@ impl Store {
     }
 
     /// The manifests of one timeline (`refs`, ascending) needed for the state at the last one:
-    /// read newest first, stopping at the newest base. Ascending on return.
+    /// the newest, then each one its predecessor names (`prev_lsn`), down to a base or a first
+    /// manifest. Listed manifests off that chain (a killed writer's create that landed late) are
+    /// ignored; a predecessor that is not listed is an error naming its LSN. Ascending on return.
     pub async fn read_chain(&self, refs: &[ManifestRef]) -> Result<Vec<Manifest>> {
-        let mut out = Vec::new();
+        let mut out: Vec<Manifest> = Vec::new();
+        let mut expected: Option<Lsn> = refs.last().map(|r| r.lsn);
         for r in refs.iter().rev() {
-            let m = self.read_manifest(r).await?;
-            let base = m.base;
-            out.push(m);
-            if base {
-                break;
+            match expected {
+                None => break,
+                Some(l) if r.lsn > l => continue,
+                Some(l) if r.lsn < l => break,
+                Some(_) => {}
             }
+            let m = self.read_manifest(r).await?;
+            expected = if m.base { None } else { m.prev_lsn };
+            out.push(m);
+        }
+        if let (Some(missing), Some(after)) = (expected, out.last()) {
+            return Err(Error::NotFound(format!(
+                "manifest at {missing} of timeline {}/{}, the predecessor of the one at {}",
+                after.tenant, after.timeline, after.lsn
+            )));
         }
         out.reverse();
         Ok(out)

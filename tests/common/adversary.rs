@@ -101,6 +101,11 @@ pub struct Stats {
     pub late_writes: AtomicU64,
     start: tokio::time::Instant,
     trace: Option<Mutex<Vec<String>>>,
+    /// Keys some party deleted.
+    deleted: Mutex<std::collections::HashSet<String>>,
+    /// Keys a late write re-created after some party had deleted them (a manifest gc dropped by
+    /// retention, brought back by its writer's first create attempt).
+    pub resurrected: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Stats {
@@ -112,6 +117,8 @@ impl Stats {
             late_writes: AtomicU64::new(0),
             start: tokio::time::Instant::now(),
             trace: trace.then(|| Mutex::new(Vec::new())),
+            deleted: Mutex::default(),
+            resurrected: Mutex::default(),
         }
     }
 
@@ -237,9 +244,15 @@ impl Adversary {
         if let Some((fail, land)) = fate.late {
             let work = call(self.inner.clone());
             let (stats, what) = (self.stats.clone(), format!("{} {op} {key}", self.name));
+            let key_s = key.to_string();
             tokio::spawn(async move {
                 tokio::time::sleep(land).await;
                 let r = work.await;
+                if r.is_ok() && op == "delete" {
+                    stats.deleted.lock().unwrap().insert(key_s.clone());
+                } else if r.is_ok() && stats.deleted.lock().unwrap().contains(&key_s) {
+                    stats.resurrected.lock().unwrap().insert(key_s);
+                }
                 stats.log(|| {
                     format!(
                         "{what} LANDED late: {}",
@@ -252,6 +265,9 @@ impl Adversary {
         }
         tokio::time::sleep(fate.before).await;
         let out = call(self.inner.clone()).await;
+        if op == "delete" && out.is_ok() {
+            self.stats.deleted.lock().unwrap().insert(key.to_string());
+        }
         self.stats.log(|| match &out {
             Ok(_) => format!("{} {op} {key} served", self.name),
             Err(e) => format!("{} {op} {key} served: {e}", self.name),
