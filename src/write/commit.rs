@@ -205,14 +205,12 @@ impl Writer {
                 .flat_map(|p| p.entries.iter().map(|e| (e.chunk, p.id)))
                 .collect();
             let chunks: Vec<ChunkId> = added.iter().flat_map(|f| &f.chunks).map(|c| c.id).collect();
-            let existed = packs.iter().filter(|p| p.existed).map(|p| p.id).collect();
             let refs = References {
                 tenant: req.tenant,
                 timeline: req.timeline,
                 lsn: req.metadata.disk_consistent_lsn,
                 chunks: &chunks,
                 own: &own,
-                existed: &existed,
             };
             let backend = self.store.backend();
             match self

@@ -7,8 +7,9 @@
 //!    is this checkpoint's own [`Start`]: concurrent checkpoints never share it.
 //! 2. [`Fence::guard`]: after the checkpoint's packs are uploaded, writes an intent naming
 //!    every pack its manifest will reference, *then* reads the gc state and checks that none of
-//!    those packs is condemned or deleted since the checkpoint's start (and that packs whose
-//!    upload was answered "already exists" are still there). On success the intent stays until
+//!    those packs is condemned there or deleted since the checkpoint's start, and that each
+//!    still exists (a `head` per pack: this, not the deletion history, is what makes an index
+//!    that learned of a pack too late, or an "already exists" answer, safe to act on). On success the intent stays until
 //!    the manifest create is confirmed ([`Guard::release`]); gc never deletes a pack an intent
 //!    names. On failure the writer stores those chunks again.
 //!
@@ -20,6 +21,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, RwLock};
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::backend::{BackendError, BackendExt, DynBackend, Key};
 use crate::error::Result;
@@ -29,6 +31,9 @@ use crate::format::layout;
 use crate::id::{ChunkId, Lsn, PackId, TenantId, TimelineId};
 use crate::store::chunk_index::ChunkIndex;
 use crate::store::gc_state as state;
+
+/// Pack existence checks in flight during one guard.
+const HEAD_CONCURRENCY: usize = 16;
 
 /// What the writer must do after reading the gc state.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,8 +65,6 @@ pub struct References<'a> {
     pub chunks: &'a [ChunkId],
     /// This checkpoint's own packs, by chunk.
     pub own: &'a HashMap<ChunkId, PackId>,
-    /// Own packs whose create was answered "already exists".
-    pub existed: &'a BTreeSet<PackId>,
 }
 
 /// An intent that protects a checkpoint's packs until its manifest is created.
@@ -155,16 +158,11 @@ impl Fence {
                 return Ok(Err(suspect));
             }
         };
-        for p in refs.existed.iter().filter(|p| packs.contains(p)) {
-            match backend.head(&layout::pack_key(p)).await {
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {
-                    bad.insert(*p);
-                }
-                Err(e) => {
-                    guard.release(backend).await;
-                    return Err(e.into());
-                }
+        match missing(backend, &packs).await {
+            Ok(gone) => bad.extend(gone),
+            Err(e) => {
+                guard.release(backend).await;
+                return Err(e);
             }
         }
         if bad.is_empty() {
@@ -174,6 +172,26 @@ impl Fence {
             Ok(Err(bad))
         }
     }
+}
+
+/// The packs of `packs` that do not exist now. Asked after the validation read: a pack present
+/// then and not condemned in that state can only be deleted after a later condemnation, which
+/// the intent written before the read protects against (format-spec 13.5).
+async fn missing(backend: &DynBackend, packs: &[PackId]) -> Result<Vec<PackId>> {
+    // Owned items keep the future `Send` for any caller (no higher-ranked borrow).
+    let heads = futures::stream::iter(packs.to_vec().into_iter().map(|p| {
+        let backend = backend.clone();
+        async move {
+            match backend.head(&layout::pack_key(&p)).await {
+                Ok(_) => Ok(None),
+                Err(e) if e.is_not_found() => Ok(Some(p)),
+                Err(e) => Err(crate::Error::from(e)),
+            }
+        }
+    }))
+    .buffer_unordered(HEAD_CONCURRENCY);
+    let found: Vec<Option<PackId>> = heads.try_collect().await?;
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// The pack of every chunk (own packs first), or `None` when a chunk resolves nowhere (its pack

@@ -37,9 +37,6 @@ pub(crate) struct UploadedPack {
     pub id: PackId,
     pub entries: Vec<BlobEntry>,
     pub len: u64,
-    /// The create was answered "already exists": trusted only after the fence finds the pack
-    /// again once it has read the gc state (format-spec 13.3.2).
-    pub existed: bool,
 }
 
 /// Chunks seen and stored by one checkpoint.
@@ -254,17 +251,12 @@ pub(crate) async fn upload_pack(backend: &DynBackend, pack: SealedPack) -> Resul
         .put(&key, Payload::from_parts(pack.parts), PutMode::Create)
         .await
     {
-        Ok(()) => Ok(UploadedPack {
+        // "Already exists" is trusted only once the fence has found the pack after its
+        // validation read (format-spec 13.3.2).
+        Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(UploadedPack {
             id: pack.id,
             entries: pack.entries,
             len,
-            existed: false,
-        }),
-        Err(BackendError::AlreadyExists { .. }) => Ok(UploadedPack {
-            id: pack.id,
-            entries: pack.entries,
-            len,
-            existed: true,
         }),
         Err(e) => Err(Error::from(e)),
     }
