@@ -80,7 +80,13 @@ pub fn plan(
             .filter(|e| live.contains(&e.chunk) && placed.insert(e.chunk))
             .map(|e| e.chunk)
             .collect();
-        let total: u64 = entries.iter().map(|e| e.stored_len as u64).sum();
+        // Blobs of at most 32 stored bytes (every pack's salt, tiny files) do not count: a pack
+        // is not worth rewriting for them.
+        let total: u64 = entries
+            .iter()
+            .filter(|e| e.stored_len > 32)
+            .map(|e| e.stored_len as u64)
+            .sum();
         let live_bytes: u64 = entries
             .iter()
             .filter(|e| mine.contains(&e.chunk))
@@ -188,7 +194,8 @@ async fn upload(
     builder: PackBuilder,
     written: &mut Vec<(PackId, Vec<BlobEntry>)>,
 ) -> Result<u64> {
-    let uploaded = packer::upload_pack(store.backend(), builder.seal()).await?;
+    let sealed = packer::seal_unique(builder, store.config().zstd_level);
+    let uploaded = packer::upload_pack(store.backend(), sealed).await?;
     written.push((uploaded.id, uploaded.entries));
     Ok(uploaded.len)
 }

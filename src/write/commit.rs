@@ -248,20 +248,14 @@ impl Writer {
             files: files.len(),
             ..Default::default()
         };
-        // A retry stores every chunk it cannot resolve afresh, in salted packs.
+        // A retry stores every chunk it cannot resolve afresh.
         let known = known_files(prev.filter(|_| !retry));
         let jobs: Vec<Job> = files
             .iter()
             .map(|f| (f.clone(), prev.and_then(|p| p.files.get(&f.name)).cloned()))
             .collect();
         let (tx, uploader) = packer::start_uploads(self.store.backend().clone());
-        let ctx = IngestCtx::new(
-            &self.store,
-            self.index.shared().clone(),
-            tx,
-            progress,
-            retry,
-        );
+        let ctx = IngestCtx::new(&self.store, self.index.shared().clone(), tx, progress);
         let ctx = Arc::new(ctx);
         let outcomes = source::ingest_all(ctx.clone(), jobs, known).await;
         let ctx = Arc::try_unwrap(ctx)

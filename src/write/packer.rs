@@ -71,9 +71,6 @@ pub(crate) struct IngestCtx {
     tx: mpsc::Sender<SealedPack>,
     stats: Mutex<ChunkStats>,
     pub(crate) progress: DynProgress,
-    /// Add a random blob to every pack, so that its bytes (and id) differ from any condemned
-    /// pack holding the same chunks.
-    salt: bool,
 }
 
 impl IngestCtx {
@@ -83,7 +80,6 @@ impl IngestCtx {
         index: Arc<RwLock<ChunkIndex>>,
         tx: mpsc::Sender<SealedPack>,
         progress: DynProgress,
-        salt: bool,
     ) -> IngestCtx {
         IngestCtx {
             chunker: store.chunker(),
@@ -95,7 +91,6 @@ impl IngestCtx {
             tx,
             stats: Mutex::new(ChunkStats::default()),
             progress,
-            salt,
         }
     }
 
@@ -174,17 +169,18 @@ impl IngestCtx {
         }
     }
 
-    fn seal(&self, mut b: PackBuilder) -> SealedPack {
-        if self.salt {
-            let nonce = crate::id::unique_bytes();
-            b.push(pack::encode_blob(
-                ChunkId::of(&nonce),
-                &nonce,
-                self.zstd_level,
-            ));
-        }
-        b.seal()
+    fn seal(&self, b: PackBuilder) -> SealedPack {
+        seal_unique(b, self.zstd_level)
     }
+}
+
+/// Seals a pack with a random 32-byte salt blob, so that no two packs ever written share an id
+/// (format-spec 13.3.2): a delete gc sent for an earlier pack with the same chunks, however late
+/// it lands, can never hit this one.
+pub(crate) fn seal_unique(mut b: PackBuilder, zstd_level: i32) -> SealedPack {
+    let nonce = crate::id::unique_bytes();
+    b.push(pack::encode_blob(ChunkId::of(&nonce), &nonce, zstd_level));
+    b.seal()
 }
 
 /// Starts uploading the packs sent to the returned channel; the task ends when it closes.
