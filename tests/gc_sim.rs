@@ -743,7 +743,9 @@ fn simulate(name: &str, seeds: Vec<u64>, calm: bool) -> Vec<(u64, Vec<String>)> 
 }
 
 /// The simulation issue 10 asks for: 10,000 seeded schedules by default.
-// un-ignore when the intent protocol lands (issue 10)
+// Ignored while one schedule in 10,000 (seed 9405: a chunk two timelines stored at once ends in
+// no index object after racing gcs) still loses data with the intent protocol; before it, 435
+// did. Un-ignore when that seed passes (issue 10).
 #[test]
 #[ignore]
 fn gc_and_writers_never_lose_data_under_any_timing() {
