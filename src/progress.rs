@@ -10,6 +10,9 @@ pub trait Progress: Send + Sync {
     fn set_total(&self, _bytes: u64) {}
     /// Reports that `bytes` more are done.
     fn advance(&self, _bytes: u64) {}
+    /// Announces that a new phase of the operation, named `label`, starts; the amounts reported
+    /// after it belong to that phase (progress restarts from zero with no known total).
+    fn phase(&self, _label: &str) {}
 }
 
 /// Reports nothing.

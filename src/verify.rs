@@ -6,7 +6,10 @@
 //! Reports every problem, not just the first, each with the key it is about. Unreferenced packs,
 //! and index entries naming packs that do not exist, are warnings (a crashed writer or gc leaves
 //! them; gc removes them), not errors; a manifest chunk that resolves to no existing pack is an
-//! error. `subset` (N of M) reads only the packs of one deterministic slice.
+//! error. A manifest whose `prev_lsn` names a missing manifest is an error naming that LSN,
+//! unless it lies below its timeline's newest base: then it is a *superseded* manifest (a late
+//! create of a checkpoint retention dropped, which the next gc removes) and it and its chunks
+//! are warnings. `subset` (N of M) reads only the packs of one deterministic slice.
 //! Must not modify the store.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::format::index::IndexObject;
 use crate::format::layout;
 use crate::format::pack::{self, BlobEntry};
-use crate::id::{ChunkId, PackId};
+use crate::id::{ChunkId, Lsn, PackId, TenantId, TimelineId};
 use crate::progress::DynProgress;
 use crate::store::chunk_index::ChunkIndex;
 use crate::store::{READ_CONCURRENCY, Store};
@@ -195,7 +198,8 @@ async fn check_indexes(
     (index, by_pack)
 }
 
-/// Decodes every manifest and resolves every chunk it names; returns the chunks referenced.
+/// Decodes every manifest, checks its place in its timeline's `prev_lsn` chain and resolves
+/// every chunk it names; returns the chunks referenced.
 async fn check_manifests(
     store: &Store,
     all: &[ObjectMeta],
@@ -212,9 +216,10 @@ async fn check_manifests(
     .buffered(READ_CONCURRENCY)
     .collect()
     .await;
+    let chains = Chains::of(&results);
     let mut referenced = HashSet::new();
     let mut prev: Option<&crate::store::ManifestRef> = None;
-    for (r, result) in results {
+    for (r, result) in &results {
         let m = match result {
             Ok(m) => m,
             Err(e) => {
@@ -223,40 +228,130 @@ async fn check_manifests(
             }
         };
         let same_timeline = prev.filter(|p| (p.tenant, p.timeline) == (r.tenant, r.timeline));
-        if m.prev_lsn.is_some() && m.prev_lsn != same_timeline.map(|p| p.lsn) {
-            report.warning(
-                &r.key,
-                format!(
-                    "previous lsn {:?} is not the preceding manifest",
-                    m.prev_lsn.map(|l| l.to_string())
-                ),
-            );
-        }
         prev = Some(r);
-        for f in &m.added {
-            for c in &f.chunks {
-                referenced.insert(c.id);
-                match index.get(&c.id) {
-                    None => report.error(
-                        &r.key,
-                        format!(
-                            "file {:?}: chunk {} is in no existing pack of any index object",
-                            f.name, c.id
-                        ),
-                    ),
-                    Some(l) if l.raw_len != c.len => report.error(
-                        &r.key,
-                        format!(
-                            "file {:?}: chunk {} is {} bytes in the index, {} in the manifest",
-                            f.name, c.id, l.raw_len, c.len
-                        ),
-                    ),
-                    Some(_) => {}
-                }
+        let chunks = match chains.check(m, same_timeline.map(|p| p.lsn)) {
+            ChainCheck::Ok => Severity::Error,
+            ChainCheck::Off(why) => {
+                report.warning(&r.key, why);
+                Severity::Error
             }
-        }
+            ChainCheck::Superseded(why) => {
+                report.warning(&r.key, why);
+                Severity::Warning
+            }
+            ChainCheck::Broken(why) => {
+                report.error(&r.key, why);
+                Severity::Error
+            }
+        };
+        check_chunks(r, m, index, chunks, &mut referenced, report);
     }
     referenced
+}
+
+/// Resolves every chunk `m` names, reporting problems at `severity`.
+fn check_chunks(
+    r: &crate::store::ManifestRef,
+    m: &crate::format::manifest::Manifest,
+    index: &ChunkIndex,
+    severity: Severity,
+    referenced: &mut HashSet<ChunkId>,
+    report: &mut VerifyReport,
+) {
+    for f in &m.added {
+        for c in &f.chunks {
+            referenced.insert(c.id);
+            let message = match index.get(&c.id) {
+                None => format!(
+                    "file {:?}: chunk {} is in no existing pack of any index object",
+                    f.name, c.id
+                ),
+                Some(l) if l.raw_len != c.len => format!(
+                    "file {:?}: chunk {} is {} bytes in the index, {} in the manifest",
+                    f.name, c.id, l.raw_len, c.len
+                ),
+                Some(_) => continue,
+            };
+            report.problems.push(Problem {
+                severity,
+                key: r.key.to_string(),
+                message,
+            });
+        }
+    }
+}
+
+/// The listed LSNs and newest base of every timeline, for checking `prev_lsn` chains.
+struct Chains {
+    listed: HashSet<(TenantId, TimelineId, Lsn)>,
+    newest_base: HashMap<(TenantId, TimelineId), Lsn>,
+}
+
+/// Where a manifest stands in its timeline's chain.
+enum ChainCheck {
+    Ok,
+    /// Its predecessor exists but is not the preceding manifest (a warning).
+    Off(String),
+    /// Its predecessor is missing and it lies below the newest base (a warning).
+    Superseded(String),
+    /// Its predecessor is missing at or above the newest base (an error).
+    Broken(String),
+}
+
+impl Chains {
+    fn of(
+        results: &[(
+            &crate::store::ManifestRef,
+            Result<crate::format::manifest::Manifest>,
+        )],
+    ) -> Chains {
+        let mut out = Chains {
+            listed: results
+                .iter()
+                .map(|(r, _)| (r.tenant, r.timeline, r.lsn))
+                .collect(),
+            newest_base: HashMap::new(),
+        };
+        for m in results
+            .iter()
+            .filter_map(|(_, m)| m.as_ref().ok())
+            .filter(|m| m.base)
+        {
+            let b = out
+                .newest_base
+                .entry((m.tenant, m.timeline))
+                .or_insert(m.lsn);
+            *b = (*b).max(m.lsn);
+        }
+        out
+    }
+
+    fn check(&self, m: &crate::format::manifest::Manifest, preceding: Option<Lsn>) -> ChainCheck {
+        let Some(p) = m.prev_lsn else {
+            return ChainCheck::Ok;
+        };
+        if !m.base && !self.listed.contains(&(m.tenant, m.timeline, p)) {
+            let base = self.newest_base.get(&(m.tenant, m.timeline));
+            if base.is_some_and(|b| m.lsn < *b) {
+                return ChainCheck::Superseded(format!(
+                    "superseded manifest, probably a late create of a checkpoint retention \
+                     dropped (its predecessor at {p} is gone, a base at {} is newer); the next \
+                     gc removes it",
+                    base.expect("some")
+                ));
+            }
+            return ChainCheck::Broken(format!(
+                "manifest chain broken: its predecessor, the manifest at LSN {p}, is missing"
+            ));
+        }
+        if Some(p) != preceding {
+            return ChainCheck::Off(format!(
+                "previous lsn {:?} is not the preceding manifest",
+                Some(p.to_string())
+            ));
+        }
+        ChainCheck::Ok
+    }
 }
 
 /// Checks each indexed pack exists and agrees with the index; with `read_data`, re-hashes it all.

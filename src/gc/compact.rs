@@ -53,7 +53,10 @@ pub fn plan(
 
 /// Plans one timeline. Each manifest's state is its predecessor's (by `prev_lsn`, so a
 /// manifest off the chain, such as a killed writer's create that landed late, never leaks into
-/// another's state). A timeline whose chain has a gap is left alone.
+/// another's state). A manifest whose predecessor is missing is *superseded* when it lies below
+/// the timeline's newest base (a late create of a checkpoint retention dropped): it is deleted
+/// whatever retention says. A timeline whose chain has a gap at or above its newest base is left
+/// alone.
 fn plan_timeline(
     (tenant, timeline): (TenantId, TimelineId),
     list: &[&Scanned],
@@ -64,12 +67,19 @@ fn plan_timeline(
     let mut states: BTreeMap<Lsn, (TimelineState, usize)> = BTreeMap::new();
     let mut plan = CompactPlan::default();
     let mut dropped: BTreeSet<Lsn> = BTreeSet::new();
+    let newest_base = newest_base(list.iter().map(|s| &s.manifest));
     for s in list {
         let m = &s.manifest;
         let (prev, prev_chain) = match m.prev_lsn.filter(|_| !m.base) {
             None => (None, 0),
             Some(p) => match states.get(&p) {
                 Some((st, c)) => (Some(st.clone()), *c),
+                None if newest_base.is_some_and(|b| m.lsn < b) => {
+                    // Superseded: a late create of a checkpoint retention dropped (its
+                    // predecessor is gone, and a newer base makes it unneeded). Deleted.
+                    plan.delete.push((*s).clone());
+                    continue;
+                }
                 None => {
                     tracing::warn!(%tenant, %timeline, lsn = %m.lsn, prev = %p, "manifest chain has a gap; timeline not compacted");
                     return;
@@ -93,6 +103,15 @@ fn plan_timeline(
     }
     out.bases.extend(plan.bases);
     out.delete.extend(plan.delete);
+}
+
+/// The LSN of the newest base among `manifests`.
+pub fn newest_base<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> Option<Lsn> {
+    manifests
+        .into_iter()
+        .filter(|m| m.base)
+        .map(|m| m.lsn)
+        .max()
 }
 
 /// Writes the bases, then deletes the dropped manifests. Returns the bytes deleted.
@@ -190,5 +209,30 @@ mod tests {
             p.bases.iter().map(|b| b.0.r.lsn.0).collect::<Vec<_>>(),
             vec![2, 4]
         );
+    }
+
+    #[test]
+    fn a_superseded_manifest_is_deleted_and_a_gap_above_the_newest_base_stops_compaction() {
+        let key = (TenantId([1; 16]), TimelineId([2; 16]));
+        let mut base = delta(3, Some(2), "c", &[]);
+        base.manifest.base = true;
+        // The manifest at 2 came back (a late create) after gc deleted 1 and folded 3.
+        let list = vec![
+            delta(2, Some(1), "b", &[]),
+            base,
+            delta(4, Some(3), "d", &[]),
+        ];
+        let mut kept = BTreeMap::new();
+        kept.insert(key, (1..=4).map(Lsn).collect());
+        let p = plan(&list, &kept, 100);
+        assert_eq!(
+            p.delete.iter().map(|s| s.r.lsn.0).collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert!(p.bases.is_empty());
+        // A gap at or above the newest base: nothing is planned.
+        let list = vec![list[1].clone(), delta(5, Some(4), "e", &[])];
+        let p = plan(&list, &kept, 100);
+        assert!(p.delete.is_empty() && p.bases.is_empty());
     }
 }

@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 
 use crate::backend::{BackendExt, Key};
 use crate::error::{Error, Result};
-use crate::format::intent::{Intent, MAX_INTENT_BODY};
+/// The intent object's contents (encoded by `format::intent`), as [`Intents`] returns them.
+pub use crate::format::intent::Intent;
+use crate::format::intent::MAX_INTENT_BODY;
 use crate::format::layout;
 use crate::id::PackId;
 use crate::store::Store;

@@ -6,7 +6,10 @@
 //!    Every later update is conditional on the etag of the previous one, so a second gc that
 //!    claims in between makes this one stop at its next update; condemned packs carry over.
 //! 2. **Scan**: list manifests, then index objects, then packs; read every manifest and index
-//!    object. Any failed listing or read aborts the run before anything is deleted.
+//!    object. Any failed listing or read aborts the run before anything is deleted. Every chunk
+//!    a kept manifest references must resolve, through an index object or the own table of a
+//!    listed pack no index names; otherwise the run fails (verify-level errors exist) unless
+//!    `allow_missing` is set (`missing`).
 //! 3. **Compact**: retention picks the checkpoints to keep; kept manifests after a dropped one
 //!    are replaced in place by bases (`If-Match`), then the dropped manifests are deleted.
 //! 4. **Mark and repack**: live chunks are those of the remaining manifests; packs with nothing
@@ -35,7 +38,9 @@
 
 pub mod compact;
 pub mod intents;
+pub mod missing;
 pub mod reclaim;
+pub mod repair;
 pub mod retention;
 pub mod state;
 
@@ -76,6 +81,12 @@ pub struct GcOptions {
     pub window: Duration,
     /// Plan and report only; write nothing.
     pub dry_run: bool,
+    /// Collect even when a kept manifest references chunks found in no index object and no
+    /// pack table (otherwise the run fails before deleting anything; see [`missing`]).
+    pub allow_missing: bool,
+    /// Delete every intent before scanning (`casctl gc --clear-intents`). Safe only when no
+    /// writer runs: an intent is what protects a running writer's packs.
+    pub clear_intents: bool,
 }
 
 impl GcOptions {
@@ -87,6 +98,8 @@ impl GcOptions {
             max_chain: DEFAULT_MAX_CHAIN,
             window: state::DEFAULT_WINDOW,
             dry_run: false,
+            allow_missing: false,
+            clear_intents: false,
         }
     }
 
@@ -126,8 +139,11 @@ pub struct GcReport {
     pub packs_written: usize,
     pub index_objects_deleted: usize,
     pub index_objects_written: usize,
-    /// Intents deleted because the manifest they guarded exists.
+    /// Intents deleted because the manifest they guarded exists (or, with `clear_intents`,
+    /// every intent).
     pub intents_cleared: usize,
+    /// Chunks of kept manifests found nowhere (non-zero only with `allow_missing`).
+    pub chunks_missing: usize,
     pub bytes_freed: u64,
     pub bytes_written: u64,
     pub duration_ms: u64,
@@ -191,7 +207,8 @@ async fn scan(store: &Store) -> Result<Scan> {
     })
 }
 
-/// Runs gc once.
+/// Runs gc once. `progress` is told each phase (`scan`, `repack`, `condemn`, `re-mark`,
+/// `delete`) and, within repack and delete, the bytes done.
 pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Result<GcReport> {
     opts.check()?;
     let started = Instant::now();
@@ -205,17 +222,12 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         claim(store, opts.window).await?
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
+    if opts.clear_intents && !opts.dry_run {
+        report.intents_cleared = intents::clear_all(store).await?;
+    }
+    progress.phase("scan");
     let first = scan(store).await?;
-    let spared = intents::read_all(store).await?.protected();
-    let plan = compaction_plan(&first, opts);
-    report.manifests_folded = plan.bases.len();
-    report.manifests_deleted = plan.delete.len();
-    let live = reclaim::live_chunks(remaining(&first, &plan));
-    let sections = reclaim::sections(&first.index_objects());
-    let mut reclaim = reclaim::plan(&sections, &first.packs, &live, opts.repack_threshold);
-    // Liveness only: a writer about to commit these packs would otherwise store them again.
-    reclaim.dead.retain(|p| !spared.contains(p));
-    report.packs_repacked = reclaim.repack.len();
+    let (plan, sections, reclaim) = plan_run(store, &first, opts, &mut report).await?;
     if opts.dry_run {
         report.packs_deleted = reclaim.dead.len() + reclaim.repack.len();
         report.bytes_freed = reclaim.bytes_released.saturating_sub(reclaim.bytes_copied)
@@ -224,6 +236,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         return Ok(report);
     }
     report.bytes_freed += compact::apply(store, &plan).await?;
+    progress.phase("repack");
     let (new_packs, written) = reclaim::repack(store, &reclaim, &sections, &progress).await?;
     report.packs_written = new_packs.len();
     report.bytes_written = written;
@@ -237,16 +250,51 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     let held = if condemned.is_empty() {
         let listed: BTreeSet<Key> = first.manifests.iter().map(|s| s.r.key.clone()).collect();
         let all = intents::read_all(store).await?;
-        report.intents_cleared = intents::clear(store, all.settled(&listed)).await?;
+        report.intents_cleared += intents::clear(store, all.settled(&listed)).await?;
         held
     } else {
+        progress.phase("condemn");
         let held = update(store, &held, Phase::Condemned, condemned.clone(), None).await?;
-        reclaim_condemned(store, held, condemned, &mut report).await?
+        reclaim_condemned(store, held, condemned, &mut report, &progress).await?
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
     report.duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(?report, "gc finished");
     Ok(report)
+}
+
+/// Plans compaction and reclamation from the first scan, after checking that every chunk of
+/// the remaining manifests resolves (refusing otherwise unless `allow_missing`).
+async fn plan_run(
+    store: &Store,
+    first: &Scan,
+    opts: &GcOptions,
+    report: &mut GcReport,
+) -> Result<(
+    compact::CompactPlan,
+    BTreeMap<PackId, Vec<crate::format::pack::BlobEntry>>,
+    reclaim::ReclaimPlan,
+)> {
+    let spared = intents::read_all(store).await?.protected();
+    let plan = compaction_plan(first, opts);
+    report.manifests_folded = plan.bases.len();
+    report.manifests_deleted = plan.delete.len();
+    let mut sections = reclaim::sections(&first.index_objects());
+    let gone = missing::check(store, remaining(first, &plan), &mut sections, &first.packs).await?;
+    if let Some(m) = gone {
+        if !opts.allow_missing {
+            return Err(m.to_error());
+        }
+        tracing::warn!(count = m.count, first = %m.first_chunk, manifest = %m.first_manifest,
+            "kept manifests reference missing chunks; collecting anyway (--allow-missing)");
+        report.chunks_missing = m.count;
+    }
+    let live = reclaim::live_chunks(remaining(first, &plan));
+    let mut reclaim = reclaim::plan(&sections, &first.packs, &live, opts.repack_threshold);
+    // Liveness only: a writer about to commit these packs would otherwise store them again.
+    reclaim.dead.retain(|p| !spared.contains(p));
+    report.packs_repacked = reclaim.repack.len();
+    Ok((plan, sections, reclaim))
 }
 
 /// The manifests that remain once `plan` is applied (bases in place of what they replace).
@@ -269,7 +317,9 @@ async fn reclaim_condemned(
     held: Versioned,
     condemned: BTreeSet<PackId>,
     report: &mut GcReport,
+    progress: &DynProgress,
 ) -> Result<Versioned> {
+    progress.phase("re-mark");
     let intents = intents::read_all(store).await?;
     let second = scan(store).await?;
     let live = reclaim::live_chunks(second.manifests.iter().map(|s| &s.manifest));
@@ -286,14 +336,18 @@ async fn reclaim_condemned(
     report.index_objects_deleted = rewrite.deleted;
     report.index_objects_written = rewrite.written;
     report.bytes_freed += rewrite.bytes_freed;
+    progress.phase("delete");
+    progress.set_total(doomed.iter().filter_map(|p| second.packs.get(p)).sum());
     for p in &doomed {
         store.backend().delete(&layout::pack_key(p)).await?;
-        report.bytes_freed += second.packs.get(p).copied().unwrap_or(0);
+        let size = second.packs.get(p).copied().unwrap_or(0);
+        progress.advance(size);
+        report.bytes_freed += size;
         report.packs_deleted += second.packs.contains_key(p) as usize;
     }
     let held = update(store, &held, Phase::Idle, BTreeSet::new(), None).await?;
     let listed: BTreeSet<Key> = second.manifests.iter().map(|s| s.r.key.clone()).collect();
-    report.intents_cleared = intents::clear(store, intents.settled(&listed)).await?;
+    report.intents_cleared += intents::clear(store, intents.settled(&listed)).await?;
     Ok(held)
 }
 

@@ -18,6 +18,11 @@ impl Progress for Bar {
     fn advance(&self, bytes: u64) {
         self.0.inc(bytes);
     }
+    fn phase(&self, label: &str) {
+        self.0.set_message(label.to_string());
+        self.0.set_position(0);
+        self.0.set_length(0);
+    }
 }
 
 /// A byte progress bar labelled `what`, or nothing when it should not be drawn.

@@ -29,10 +29,19 @@ pub struct Args {
     /// Repack packs whose live fraction is below this.
     #[arg(long, default_value_t = layercas::gc::DEFAULT_REPACK_THRESHOLD)]
     repack_threshold: f64,
-    /// The writers' window in milliseconds (gc waits this long between condemning and
-    /// deleting).
+    /// The window in milliseconds recorded in the gc state, at most one day (86400000). It tunes
+    /// how soon space returns; no run waits for it and safety does not depend on it.
     #[arg(long, default_value_t = 60_000)]
     window_ms: u64,
+    /// Collect even when kept manifests reference chunks found in no index object and no pack
+    /// table (otherwise gc refuses to delete; run `casctl verify` and `casctl repair index`).
+    #[arg(long)]
+    allow_missing: bool,
+    /// Delete every writer intent first, so that packs only stale intents protect can be
+    /// reclaimed. Safe ONLY when no writer is running against the store: a running writer's
+    /// intent is what protects the packs it is about to commit.
+    #[arg(long)]
+    clear_intents: bool,
 }
 
 fn retention(a: &Args) -> Result<Retention> {
@@ -47,17 +56,37 @@ fn retention(a: &Args) -> Result<Retention> {
     })
 }
 
-pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
+/// The options `a` asks for, refusing out-of-bounds values as usage errors (exit code 2).
+fn options(a: &Args) -> Result<layercas::gc::GcOptions> {
     if !(0.0..=1.0).contains(&a.repack_threshold) {
         usage!("--repack-threshold must be between 0 and 1");
     }
-    let mut opts = layercas::gc::GcOptions::new(retention(&a)?);
+    let window = std::time::Duration::from_millis(a.window_ms);
+    if window > layercas::gc::MAX_WINDOW {
+        usage!(
+            "--window-ms {} is above one day ({} ms)",
+            a.window_ms,
+            layercas::gc::MAX_WINDOW.as_millis()
+        );
+    }
+    let mut opts = layercas::gc::GcOptions::new(retention(a)?);
     opts.dry_run = a.dry_run;
     opts.repack_threshold = a.repack_threshold;
-    opts.window = std::time::Duration::from_millis(a.window_ms);
+    opts.window = window;
+    opts.allow_missing = a.allow_missing;
+    opts.clear_intents = a.clear_intents;
+    if let Err(e) = opts.check() {
+        usage!("{e}");
+    }
+    Ok(opts)
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
+    let opts = options(&a)?;
     let store = Store::open(ctx.open().await?.backend).await?;
-    // The library reports progress of the repack phase only (bytes copied).
-    let (p, pb) = progress::bar("repack", !ctx.json);
+    // The library names each phase (scan, repack, condemn, re-mark, delete) and reports bytes
+    // within repack and delete.
+    let (p, pb) = progress::bar("gc", !ctx.json);
     let report = layercas::gc::run(&store, &opts, p).await;
     progress::finish(pb);
     emit(ctx.json, &report?, to_text);
@@ -68,7 +97,7 @@ fn to_text(r: &GcReport) -> String {
     let verb = if r.dry_run { "would free" } else { "freed" };
     format!(
         "{}manifests folded {}, deleted {}; packs deleted {}, repacked {}, rescued {}, written {}; \
-         index objects deleted {}, written {}; {verb} {}, wrote {} in {} ms",
+         index objects deleted {}, written {}; intents cleared {}; {verb} {}, wrote {} in {} ms{}",
         if r.dry_run { "dry run: " } else { "" },
         r.manifests_folded,
         r.manifests_deleted,
@@ -78,8 +107,17 @@ fn to_text(r: &GcReport) -> String {
         r.packs_written,
         r.index_objects_deleted,
         r.index_objects_written,
+        r.intents_cleared,
         size(r.bytes_freed),
         size(r.bytes_written),
-        r.duration_ms
+        r.duration_ms,
+        if r.chunks_missing > 0 {
+            format!(
+                "\nwarning: {} referenced chunks are missing",
+                r.chunks_missing
+            )
+        } else {
+            String::new()
+        }
     )
 }

@@ -10,6 +10,7 @@ pub mod gc;
 pub mod generate;
 pub mod init;
 pub mod ls;
+pub mod repair;
 pub mod restore;
 pub mod stats;
 pub mod sync;
@@ -98,6 +99,10 @@ pub enum Command {
     /// Remove checkpoints retention drops, fold manifests, delete and repack packs. Safe while
     /// writers write; they are never blocked. Prints what was (or would be) removed.
     Gc(gc::Args),
+    /// Repair what a lost object broke. `repair index` rebuilds index objects from the tables of
+    /// packs no index object names.
+    #[command(subcommand)]
+    Repair(repair::Command),
     /// Run the sync loop once over a pageserver workdir: upload every local checkpoint the store
     /// lacks and, with --download, bring back timelines that are only (or newer) in the store.
     /// Exits 1 if any timeline ends evicted.
@@ -120,6 +125,7 @@ impl Command {
             Command::Stats => stats::run(ctx).await,
             Command::Verify(a) => verify::run(ctx, a).await,
             Command::Gc(a) => gc::run(ctx, a).await,
+            Command::Repair(c) => repair::run(ctx, c).await,
             Command::Sync(a) => sync::run(ctx, a).await,
             Command::Generate(a) => generate::run(ctx, a),
             Command::Demo(a) => demo::run(ctx, a).await,

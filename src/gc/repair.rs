@@ -1,0 +1,123 @@
+//! `repair index` (`casctl repair index`): rebuilds index objects from pack tables for every
+//! listed pack no readable index object names, so that the chunks of a store whose index object
+//! was lost resolve again.
+//!
+//! The packs exist already, so the normal write order holds: only the index object naming them
+//! is created (content-addressed, `Create`; an identical object already there is fine). A pack
+//! whose own table cannot be read is skipped and reported. Index objects that cannot be read are
+//! reported and their packs treated as unnamed. Listing index objects before packs means a
+//! writer's pack whose index object is not yet created may be adopted too: it is then named
+//! twice, which readers accept. Must not delete or rewrite anything.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::format::layout;
+use crate::format::pack::BlobEntry;
+use crate::id::PackId;
+use crate::store::Store;
+use crate::write::packer;
+
+/// Entries per index object written by a repair.
+const ENTRIES_PER_INDEX: usize = 1 << 20;
+
+/// A pack that could not be adopted.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub pack: String,
+    pub error: String,
+}
+
+/// What a repair did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepairReport {
+    pub dry_run: bool,
+    /// Packs listed, and those some readable index object names.
+    pub packs: usize,
+    pub packs_indexed: usize,
+    /// Packs adopted into new index objects (their keys).
+    pub packs_adopted: Vec<String>,
+    /// Chunk entries the adopted packs hold.
+    pub entries_adopted: usize,
+    /// Damaged packs left out.
+    pub packs_skipped: Vec<Skipped>,
+    /// Index objects that could not be read (their packs count as unnamed).
+    pub index_objects_unreadable: Vec<Skipped>,
+    pub index_objects_written: Vec<String>,
+}
+
+/// Rebuilds index objects for unnamed packs. With `dry_run`, reads tables but writes nothing.
+pub async fn repair_index(store: &Store, dry_run: bool) -> Result<RepairReport> {
+    let mut report = RepairReport {
+        dry_run,
+        ..Default::default()
+    };
+    let named = named_packs(store, &mut report).await?;
+    let listed = store.list(&layout::prefix(layout::PACKS)).await?;
+    let mut adopt: Vec<(PackId, Vec<BlobEntry>)> = Vec::new();
+    for m in &listed {
+        let Some(id) = layout::parse_pack_key(&m.key) else {
+            continue;
+        };
+        report.packs += 1;
+        if named.contains(&id) {
+            report.packs_indexed += 1;
+            continue;
+        }
+        match store.read_pack_table(id, m.size).await {
+            Ok(table) => adopt.push((id, table)),
+            Err(e) => report.packs_skipped.push(Skipped {
+                pack: m.key.to_string(),
+                error: e.to_string(),
+            }),
+        }
+    }
+    report.packs_adopted = adopt
+        .iter()
+        .map(|(p, _)| layout::pack_key(p).to_string())
+        .collect();
+    report.entries_adopted = adopt.iter().map(|(_, es)| es.len()).sum();
+    if !dry_run {
+        for batch in batches(adopt) {
+            let created = packer::create_index(store.backend(), batch).await?;
+            report.index_objects_written.push(created.key.to_string());
+        }
+    }
+    Ok(report)
+}
+
+/// The packs named by some readable index object; unreadable ones are recorded in `report`.
+async fn named_packs(store: &Store, report: &mut RepairReport) -> Result<BTreeSet<PackId>> {
+    let mut named = BTreeSet::new();
+    for m in store.list(&layout::prefix(layout::INDEX)).await? {
+        if layout::parse_index_key(&m.key).is_none() {
+            continue;
+        }
+        match store.read_index(&m.key).await {
+            Ok(obj) => named.extend(obj.packs.iter().map(|(p, _)| *p)),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => report.index_objects_unreadable.push(Skipped {
+                pack: m.key.to_string(),
+                error: e.to_string(),
+            }),
+        }
+    }
+    Ok(named)
+}
+
+/// Splits adopted packs into index objects of about [`ENTRIES_PER_INDEX`] entries each.
+fn batches(adopt: Vec<(PackId, Vec<BlobEntry>)>) -> Vec<Vec<(PackId, Vec<BlobEntry>)>> {
+    let mut out: Vec<Vec<(PackId, Vec<BlobEntry>)>> = Vec::new();
+    let mut entries = ENTRIES_PER_INDEX;
+    for (p, es) in adopt {
+        if entries >= ENTRIES_PER_INDEX {
+            out.push(Vec::new());
+            entries = 0;
+        }
+        entries += es.len();
+        out.last_mut().expect("pushed").push((p, es));
+    }
+    out
+}
