@@ -2,6 +2,7 @@
 //! contents, directory comparison.
 #![allow(dead_code)] // each test binary uses a different part of it
 
+pub mod hold_proxy;
 #[cfg(feature = "s3")]
 pub mod s3server;
 pub mod target;
