@@ -14,226 +14,18 @@ mod common;
 #[cfg(feature = "s3")]
 mod s3 {
 
-    use std::collections::BTreeMap;
-    use std::path::PathBuf;
     use std::sync::Arc;
     use std::time::Duration;
 
-    use layercas::backend::DynBackend;
-    use layercas::backend::open::{StackConfig, standard_stack};
-    use layercas::backend::s3::{S3Backend, S3Config, S3Credentials};
-    use layercas::format::config::StoreConfig;
-    use layercas::format::metadata::TimelineMetadata;
-    use layercas::gc::retention::{Policy, Retention};
-    use layercas::gc::{self, GcOptions, GcReport};
-    use layercas::id::{Lsn, TimelineId};
-    use layercas::progress;
-    use layercas::store::Store;
-    use layercas::verify::{self, Severity, VerifyOptions};
-    use layercas::write::{CheckpointMode, CheckpointReport, CheckpointRequest, Writer};
+    use layercas::gc;
+    use layercas::write::Writer;
 
-    use crate::common::hold_proxy::{Action, HoldProxy};
-    use crate::common::{TENANT, s3server};
+    use crate::common::hold_proxy::Action;
+    use crate::common::race_rig::{Rig, T2, T3, files, gc};
 
     /// The gc window of most tests: short, so that the old protocol's gc (which waited it out)
     /// finishes quickly, while the holds below last longer.
     const WINDOW: Duration = Duration::from_millis(800);
-
-    const T1: TimelineId = TimelineId([0x11; 16]);
-    const T2: TimelineId = TimelineId([0x22; 16]);
-    const T3: TimelineId = TimelineId([0x33; 16]);
-
-    type Files = BTreeMap<String, Vec<u8>>;
-
-    /// A bucket on the test server, a direct store on it, and one proxy each for writer and gc.
-    struct Rig {
-        bucket: String,
-        direct: Store,
-        writer_proxy: HoldProxy,
-        gc_proxy: HoldProxy,
-        /// Source directories of the checkpoints (kept until the test ends).
-        dirs: Vec<tempfile::TempDir>,
-        /// The newest successful checkpoint's files, per timeline.
-        expected: BTreeMap<TimelineId, Files>,
-    }
-
-    fn s3_config(bucket: &str, endpoint: &str) -> S3Config {
-        let server = s3server::server();
-        let mut config = S3Config::new(bucket).with_endpoint(endpoint);
-        config.prefix = "store/".into();
-        config.region = Some("us-east-1".into());
-        config.credentials = Some(S3Credentials {
-            access_key_id: server.access_key.clone(),
-            secret_access_key: server.secret_key.clone(),
-            session_token: None,
-        });
-        config
-    }
-
-    /// The S3 backend at `endpoint` in the standard stack every application uses.
-    async fn stacked(bucket: &str, endpoint: &str) -> DynBackend {
-        let backend = S3Backend::new(s3_config(bucket, endpoint))
-            .await
-            .expect("S3 backend");
-        standard_stack(Arc::new(backend), &StackConfig::default()).backend
-    }
-
-    impl Rig {
-        /// A fresh store whose gc state says `window`.
-        async fn new(window: Duration) -> Rig {
-            let server = s3server::server();
-            let bucket = s3server::unique("races");
-            let raw = S3Backend::new(s3_config(&bucket, &server.endpoint))
-                .await
-                .expect("S3 backend");
-            raw.create_bucket_if_missing().await.expect("bucket");
-            let direct = stacked(&bucket, &server.endpoint).await;
-            let direct = Store::open_or_create(direct, StoreConfig::default_config())
-                .await
-                .expect("store");
-            gc::init_state(&direct, window).await.expect("gc state");
-            Rig {
-                bucket,
-                direct,
-                writer_proxy: HoldProxy::start(&server.endpoint).await,
-                gc_proxy: HoldProxy::start(&server.endpoint).await,
-                dirs: Vec::new(),
-                expected: BTreeMap::new(),
-            }
-        }
-
-        /// The store as seen through `proxy`.
-        async fn via(&self, proxy: &HoldProxy) -> Store {
-            Store::open(stacked(&self.bucket, &proxy.url).await)
-                .await
-                .expect("store via proxy")
-        }
-
-        /// A full checkpoint request of `files` on `timeline` at `lsn` (files written to disk).
-        fn request(&mut self, timeline: TimelineId, lsn: u64, files: &Files) -> CheckpointRequest {
-            let dir = tempfile::tempdir().unwrap();
-            crate::common::write_files(dir.path(), files);
-            let path: PathBuf = dir.path().into();
-            self.dirs.push(dir);
-            CheckpointRequest {
-                tenant: TENANT,
-                timeline,
-                metadata: TimelineMetadata::at(Lsn(lsn)),
-                files: crate::common::sources(&path),
-                mode: CheckpointMode::Full,
-            }
-        }
-
-        /// Records `files` on `timeline` at `lsn` through `writer`, which must succeed.
-        async fn checkpoint(
-            &mut self,
-            writer: &Writer,
-            timeline: TimelineId,
-            lsn: u64,
-            files: Files,
-        ) {
-            let req = self.request(timeline, lsn, &files);
-            writer
-                .checkpoint(req, progress::none())
-                .await
-                .unwrap_or_else(|e| panic!("checkpoint {timeline:?} at {lsn}: {e}"));
-            self.expected.insert(timeline, files);
-        }
-
-        /// Starts a checkpoint of `files` in the background; `expect` it with [`Rig::finished`].
-        fn spawn(
-            &mut self,
-            writer: &Arc<Writer>,
-            timeline: TimelineId,
-            lsn: u64,
-            files: Files,
-        ) -> Pending {
-            let req = self.request(timeline, lsn, &files);
-            let writer = writer.clone();
-            let task = tokio::spawn(async move { writer.checkpoint(req, progress::none()).await });
-            Pending {
-                timeline,
-                files,
-                task,
-            }
-        }
-
-        /// Waits for a background checkpoint, which must succeed.
-        async fn finished(&mut self, pending: Pending) {
-            let report = pending.task.await.expect("checkpoint task");
-            let report = report.unwrap_or_else(|e| {
-                panic!(
-                    "checkpoint {:?} failed (gc must never make it fail): {e}",
-                    pending.timeline
-                )
-            });
-            assert!(!report.manifest.is_empty());
-            self.expected.insert(pending.timeline, pending.files);
-        }
-
-        /// A pack that gc will find dead: T1 records `x` at LSN 1 (in one pack of its own), then
-        /// only `y` at LSN 2; gc keeping the newest checkpoint drops LSN 1 and with it the pack.
-        /// Returns `x`'s files.
-        async fn dying_pack(&mut self) -> Files {
-            let writer = Writer::new(self.direct.clone()).await.expect("writer");
-            let x = files("x", 300 << 10, 1);
-            self.checkpoint(&writer, T1, 1, x.clone()).await;
-            self.checkpoint(&writer, T1, 2, files("y", 200 << 10, 2))
-                .await;
-            x
-        }
-
-        /// Verify finds no error, and every timeline's newest successful checkpoint restores to
-        /// exactly the files it recorded.
-        async fn assert_intact(&self) {
-            let opts = VerifyOptions {
-                read_data: true,
-                subset: None,
-            };
-            let report = verify::verify(&self.direct, opts, progress::none())
-                .await
-                .expect("verify");
-            let errors: Vec<_> = report
-                .problems
-                .iter()
-                .filter(|p| p.severity == Severity::Error)
-                .collect();
-            assert!(errors.is_empty(), "verify found errors: {errors:#?}");
-            let reader = Writer::new(self.direct.clone()).await.expect("reader");
-            for (timeline, files) in &self.expected {
-                let (_guard, to) = crate::common::tempdir();
-                reader
-                    .restore(&TENANT, timeline, None, &to, progress::none())
-                    .await
-                    .unwrap_or_else(|e| panic!("restore {timeline:?}: {e}"));
-                assert!(
-                    crate::common::read_tree(&to) == *files,
-                    "{timeline:?} did not restore byte for byte"
-                );
-            }
-        }
-    }
-
-    /// A checkpoint running in the background.
-    struct Pending {
-        timeline: TimelineId,
-        files: Files,
-        task: tokio::task::JoinHandle<layercas::Result<CheckpointReport>>,
-    }
-
-    /// One file `name` of `len` incompressible bytes.
-    fn files(name: &str, len: usize, seed: u64) -> Files {
-        [(name.to_string(), crate::common::noise(len, seed))]
-            .into_iter()
-            .collect()
-    }
-
-    /// A gc run keeping each timeline's newest checkpoint, with `window`.
-    async fn gc(store: &Store, window: Duration) -> layercas::Result<GcReport> {
-        let mut opts = GcOptions::new(Retention::uniform(Policy::KeepLast(1)));
-        opts.window = window;
-        gc::run(store, &opts, progress::none()).await
-    }
 
     /// Race 1: two checkpoints of one writer run at once. The long one stores its pack and pauses
     /// (the proxy keeps the upload's answer) before it validates; gc condemns and deletes that
@@ -431,19 +223,23 @@ async fn gc_skips_a_truncated_pack_it_would_repack() {
 /// Issue 10 acceptance: a 1 GiB checkpoint (incompressible, local store in a temp dir) with gc
 /// running back to back the whole time never fails because of gc. It takes longer than the
 /// normal suite allows on a 2-core machine, so it runs only with `LAYERCAS_BIG_GC=1`
-/// (`LAYERCAS_BIG_GC=1 cargo test --test gc_races big`); the size may be set in MiB with
-/// `LAYERCAS_BIG_GC_MIB`.
+/// (`LAYERCAS_BIG_GC=1 cargo test --test gc_races big`; `LAYERCAS_BIG_GC=nogc` times the same
+/// checkpoint without gc); the size may be set in MiB with `LAYERCAS_BIG_GC_MIB`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn big_checkpoint_with_gc_back_to_back() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    use layercas::format::metadata::TimelineMetadata;
     use layercas::gc::retention::{Policy, Retention};
     use layercas::gc::{self, GcOptions};
+    use layercas::id::Lsn;
     use layercas::verify::{self, Severity, VerifyOptions};
-    use layercas::write::Writer;
+    use layercas::write::{CheckpointMode, CheckpointRequest, Writer};
 
-    if std::env::var("LAYERCAS_BIG_GC").ok().as_deref() != Some("1") {
+    // `nogc` runs the same checkpoint without gc, to time it alone.
+    let mode = std::env::var("LAYERCAS_BIG_GC").unwrap_or_default();
+    if mode != "1" && mode != "nogc" {
         eprintln!("skipped: set LAYERCAS_BIG_GC=1 to run the 1 GiB checkpoint against gc");
         return;
     }
@@ -474,12 +270,12 @@ async fn big_checkpoint_with_gc_back_to_back() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let gc_loop = {
-        let (store, stop) = (store.clone(), stop.clone());
+        let (store, stop, mode) = (store.clone(), stop.clone(), mode.clone());
         tokio::spawn(async move {
             let mut opts = GcOptions::new(Retention::uniform(Policy::KeepLast(1)));
             opts.window = std::time::Duration::from_millis(200);
             let mut runs = 0usize;
-            while !stop.load(Ordering::Relaxed) {
+            while mode == "1" && !stop.load(Ordering::Relaxed) {
                 gc::run(&store, &opts, layercas::progress::none())
                     .await
                     .unwrap_or_else(|e| panic!("gc run {runs}: {e}"));
@@ -489,14 +285,27 @@ async fn big_checkpoint_with_gc_back_to_back() {
         })
     };
     let started = std::time::Instant::now();
-    let report = common::checkpoint_dir(&writer, &src, 2).await;
+    let req = CheckpointRequest {
+        tenant: common::TENANT,
+        timeline: common::TIMELINE,
+        metadata: TimelineMetadata::at(Lsn(2)),
+        files: common::sources(&src),
+        mode: CheckpointMode::Full,
+    };
+    let report = writer.checkpoint(req, layercas::progress::none()).await;
     stop.store(true, Ordering::Relaxed);
     let runs = gc_loop.await.expect("gc loop");
+    let report = report.unwrap_or_else(|e| {
+        panic!(
+            "the {mib} MiB checkpoint failed beside {runs} gc runs after {:?}: {e}",
+            started.elapsed()
+        )
+    });
     eprintln!(
         "{mib} MiB checkpoint in {:?} beside {runs} gc runs: {report:?}",
         started.elapsed()
     );
-    assert!(runs > 0);
+    assert!(runs > 0 || mode == "nogc");
     let verified = verify::verify(&store, VerifyOptions::default(), layercas::progress::none())
         .await
         .expect("verify");

@@ -4,6 +4,8 @@
 
 pub mod hold_proxy;
 #[cfg(feature = "s3")]
+pub mod race_rig;
+#[cfg(feature = "s3")]
 pub mod s3server;
 pub mod target;
 
