@@ -9,7 +9,9 @@
 use std::path::PathBuf;
 
 use layercas::format::config::{ChunkerParams, StoreConfig};
+use layercas::format::gc_state::{GcState, Phase};
 use layercas::format::index::IndexObject;
+use layercas::format::intent::Intent;
 use layercas::format::manifest::{ChunkRef, FileEntry, Manifest};
 use layercas::format::metadata::TimelineMetadata;
 use layercas::format::pack::{self, PackBuilder};
@@ -272,4 +274,101 @@ fn check_pack_layout(pack: &[u8], zeros: &[u8]) -> Vec<u8> {
     assert_eq!(zstd::decode_all(&pack[..stored0]).unwrap(), zeros);
     assert_eq!(&pack[stored0..table_start], b"raw");
     body
+}
+
+#[test]
+fn intent_vector() {
+    let intent = Intent::new(
+        TenantId([0xaa; 16]),
+        TimelineId([0xbb; 16]),
+        Lsn(0x16_B374_D848),
+        vec![PackId([0x02; 32]), PackId([0x01; 32]), PackId([0x02; 32])],
+    );
+    let bytes = check(
+        "intent",
+        "intent (kind 7): tenant aa.., timeline bb.., LSN 16/B374D848, packs 01.. and 02..",
+        &intent.encode(),
+    );
+    // msgpack [tenant (bin 16), timeline (bin 16), lsn (uint), packs (array of bin 32, sorted
+    // ascending, without duplicates)].
+    assert_eq!(
+        envelope_body(&bytes, 7),
+        spelled(&format!(
+            "94 c4 10 {} c4 10 {} cf 00000016b374d848 92 c4 20 {} c4 20 {}",
+            "aa".repeat(16),
+            "bb".repeat(16),
+            "01".repeat(32),
+            "02".repeat(32)
+        ))
+    );
+    assert_eq!(Intent::decode(&bytes).unwrap(), intent);
+    assert_eq!(intent.packs, vec![PackId([0x01; 32]), PackId([0x02; 32])]);
+    // Packs out of order, or repeated, are refused (format-spec 13.2).
+    for packs in ["92 c4 20 {2} c4 20 {1}", "92 c4 20 {1} c4 20 {1}"] {
+        let packs = packs
+            .replace("{1}", &"01".repeat(32))
+            .replace("{2}", &"02".repeat(32));
+        let body = spelled(&format!(
+            "94 c4 10 {} c4 10 {} cf 00000016b374d848 {packs}",
+            "aa".repeat(16),
+            "bb".repeat(16)
+        ));
+        assert!(Intent::decode(&seal(7, &body)).is_err(), "{packs}");
+    }
+}
+
+#[test]
+fn gc_state_vector() {
+    let state = GcState {
+        generation: 7,
+        window_ms: 60_000,
+        phase: Phase::Condemned,
+        condemned: vec![PackId([0x01; 32]), PackId([0x02; 32])],
+        deleted: vec![(5, vec![PackId([0x03; 32])])],
+        history_from: 0,
+    };
+    let bytes = check(
+        "gc_state",
+        "gc state (kind 6): generation 7, window 60000 ms, Condemned 01.. and 02.., \
+         03.. deleted in generation 5, history from 0",
+        &state.encode(),
+    );
+    // msgpack [generation, window_ms, phase (str), condemned (array of bin 32, sorted),
+    // deleted (array of [generation, array of bin 32]), history_from].
+    assert_eq!(
+        envelope_body(&bytes, 6),
+        spelled(&format!(
+            "96 07 cd ea60 a9 436f6e64656d6e6564 92 c4 20 {} c4 20 {} 91 92 05 91 c4 20 {} 00",
+            "01".repeat(32),
+            "02".repeat(32),
+            "03".repeat(32)
+        ))
+    );
+    assert_eq!(GcState::decode(&bytes).unwrap(), state);
+    // Unsorted condemned packs are refused (format-spec 13.1).
+    let unsorted = spelled(&format!(
+        "96 07 cd ea60 a9 436f6e64656d6e6564 92 c4 20 {} c4 20 {} 90 00",
+        "02".repeat(32),
+        "01".repeat(32)
+    ));
+    assert!(GcState::decode(&seal(6, &unsorted)).is_err());
+    // The other phases are spelled as their names.
+    let idle = spelled("96 01 cd ea60 a4 49646c65 90 90 00");
+    assert_eq!(GcState::decode(&seal(6, &idle)).unwrap().phase, Phase::Idle);
+    let deleting = spelled("96 01 cd ea60 a8 44656c6574696e67 90 90 00");
+    assert_eq!(
+        GcState::decode(&seal(6, &deleting)).unwrap().phase,
+        Phase::Deleting
+    );
+}
+
+/// An envelope of `kind` around `body`, framed as the spec says (not by the library).
+fn seal(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = b"LCAS".to_vec();
+    out.extend_from_slice(&[kind, 1, 0, 0]);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(body);
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(sum.as_bytes());
+    out
 }

@@ -4,11 +4,16 @@
 //!
 //! Owns these computations and the repack/index writes (packs first, then the index object that
 //! names them, through the writer's `write::packer` routines). Must not touch manifests or the gc state.
+//!
+//! A damaged pack (shorter than its index says, or a blob failing its check) is never copied
+//! from: repack skips it whole with a warning, so the re-mark keeps it while it holds a live
+//! chunk no other pack holds (it stays condemned, so writers do not deduplicate against it).
+//! Nothing panics on what a pack's bytes say.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::backend::Key;
-use crate::error::{Error, Result};
+use crate::backend::{BackendError, Key};
+use crate::error::{DecodeError, Error, Result};
 use crate::format::index::IndexObject;
 use crate::format::layout;
 use crate::format::manifest::Manifest;
@@ -143,8 +148,18 @@ pub async fn repack(
     let mut written: Vec<(PackId, Vec<BlobEntry>)> = Vec::new();
     let mut bytes = 0u64;
     for (id, chunks) in &plan.copy {
-        let entries = &sections[id];
-        for blob in read_blobs(store, id, entries, chunks).await? {
+        let Some(entries) = sections.get(id) else {
+            continue;
+        };
+        let blobs = match read_blobs(store, id, entries, chunks).await {
+            Ok(blobs) => blobs,
+            Err(e) if is_damage(&e) => {
+                tracing::warn!(pack = %id, error = %e, "damaged pack not repacked; kept while it holds live chunks");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for blob in blobs {
             progress.advance(blob.entry.stored_len as u64);
             builder.push(blob);
             if builder.is_full(target) {
@@ -173,6 +188,10 @@ async fn read_blobs(
     let key = layout::pack_key(id);
     let (offsets, end) = pack::offsets(entries);
     let data = store.backend().get_range(&key, 0..end).await?;
+    if (data.len() as u64) < end {
+        let reason = format!("{} bytes where the index needs {end}", data.len());
+        return Err(Error::corrupt(&key, DecodeError::new("pack", reason)));
+    }
     let mut out = Vec::new();
     for (e, off) in entries.iter().zip(offsets) {
         if !chunks.contains(&e.chunk) {
@@ -186,6 +205,15 @@ async fn read_blobs(
         });
     }
     Ok(out)
+}
+
+/// Whether `e` says a pack's bytes are damaged (as opposed to a failed request, which aborts
+/// the run): its blobs failed their check, or it is shorter than its index says.
+fn is_damage(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Corrupt { .. } | Error::Backend(BackendError::InvalidRange { .. })
+    )
 }
 
 /// Seals and uploads one pack of copied blobs (shared with the writer); returns its bytes.

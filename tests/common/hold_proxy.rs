@@ -17,6 +17,10 @@ use tokio::sync::{Notify, watch};
 pub enum Action {
     /// Wait until [`Held::release`], then forward.
     Hold,
+    /// Forward at once (the work lands), then keep the server's answer from the client until
+    /// [`Held::release`]. The rule counts the request as arrived once the answer is in, so a
+    /// test waiting on [`Held::arrived`] knows the work is durable and the client paused.
+    HoldAnswer,
     /// Forward, then answer the client 500 whatever the server said (the work landed, the
     /// client believes it failed).
     LoseResponse,
@@ -74,7 +78,10 @@ pub struct HoldProxy {
 impl HoldProxy {
     /// Starts a proxy to `upstream` (`http://host:port`) on a free loopback port.
     pub async fn start(upstream: &str) -> HoldProxy {
-        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
@@ -111,8 +118,9 @@ async fn serve(mut client: TcpStream, upstream: String, rules: Arc<Mutex<Vec<Rul
     let Some(request) = read_request(&mut client).await else {
         return;
     };
-    let line = String::from_utf8_lossy(&request[..request.iter().position(|&b| b == b'\r').unwrap_or(0)])
-        .to_string();
+    let line =
+        String::from_utf8_lossy(&request[..request.iter().position(|&b| b == b'\r').unwrap_or(0)])
+            .to_string();
     let mut parts = line.split(' ');
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let matched = {
@@ -122,7 +130,9 @@ async fn serve(mut client: TcpStream, upstream: String, rules: Arc<Mutex<Vec<Rul
             .find(|r| r.times > 0 && r.method == method && path.contains(&r.path))
             .map(|r| {
                 r.times -= 1;
-                r.held.matched.send_modify(|m| *m += 1);
+                if !matches!(r.action, Action::HoldAnswer) {
+                    r.held.matched.send_modify(|m| *m += 1);
+                }
                 (r.action.clone(), r.held.clone())
             })
     };
@@ -137,9 +147,14 @@ async fn serve(mut client: TcpStream, upstream: String, rules: Arc<Mutex<Vec<Rul
     }
     let mut answer = Vec::new();
     let _ = server.read_to_end(&mut answer).await;
+    if let Some((Action::HoldAnswer, held)) = &matched {
+        held.matched.send_modify(|m| *m += 1);
+        held.wait_released().await;
+    }
     if let Some((Action::LoseResponse, _)) = matched {
-        answer = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            .to_vec();
+        answer =
+            b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                .to_vec();
     }
     let _ = client.write_all(&answer).await;
     let _ = client.shutdown().await;

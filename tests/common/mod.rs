@@ -2,6 +2,9 @@
 //! contents, directory comparison.
 #![allow(dead_code)] // each test binary uses a different part of it
 
+pub mod hold_proxy;
+#[cfg(feature = "s3")]
+pub mod race_rig;
 #[cfg(feature = "s3")]
 pub mod s3server;
 pub mod target;
