@@ -18,7 +18,7 @@
 //! - `delete` of a missing key succeeds.
 //! - `list` returns every object under a prefix exactly once, in no promised order.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod layers;
 pub mod local;
 pub mod open;

@@ -33,9 +33,9 @@
 //! Owns the orchestration and the report. Retention, compaction, reclamation and the gc state's
 //! update live in the submodules; the writer's side of the fence is `write::fence`.
 
-pub mod compact;
+pub(crate) mod compact;
 pub mod intents;
-pub mod reclaim;
+pub(crate) mod reclaim;
 pub mod retention;
 pub mod state;
 

@@ -26,8 +26,8 @@ use crate::format::manifest::{MAX_MANIFEST_BODY, Manifest, TimelineState};
 use crate::id::{Lsn, TenantId, TimelineId};
 
 pub mod chunk_index;
-pub mod gc_state;
-pub mod index_cache;
+pub(crate) mod gc_state;
+pub(crate) mod index_cache;
 mod indexes;
 mod packs;
 
