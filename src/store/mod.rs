@@ -46,10 +46,15 @@ pub struct Store {
 /// One manifest as listed: where it is and what its key says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManifestRef {
+    /// The manifest's key.
     pub key: Key,
+    /// Tenant, parsed from the key.
     pub tenant: TenantId,
+    /// Timeline, parsed from the key.
     pub timeline: TimelineId,
+    /// Checkpoint LSN, parsed from the key.
     pub lsn: Lsn,
+    /// Object size, to bound the read.
     pub size: u64,
 }
 

@@ -83,6 +83,7 @@ pub struct SyncConfig {
 pub struct SyncStartupData {
     /// Every timeline's initial state (also delivered to the sink).
     pub states: BTreeMap<TimelineKey, TimelineSyncState>,
+    /// The running loop, or `None` when no remote storage is configured.
     pub handle: Option<SyncHandle>,
 }
 

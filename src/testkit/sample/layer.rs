@@ -46,12 +46,16 @@ const ROWS_PER_BLOCK: u64 = 128;
 pub enum LayerName {
     /// `<key_start>-<key_end>__<lsn>`.
     Image {
+        /// The key range the image covers.
         keys: Range<[u8; KEY_LEN]>,
+        /// The LSN the image was taken at.
         lsn: Lsn,
     },
     /// `<key_start>-<key_end>__<lsn_start>-<lsn_end>`.
     Delta {
+        /// The key range the deltas cover.
         keys: Range<[u8; KEY_LEN]>,
+        /// The LSN range of the deltas.
         lsns: Range<Lsn>,
     },
 }
