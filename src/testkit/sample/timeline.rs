@@ -180,16 +180,7 @@ impl SampleTimeline {
         for share in HOT_SHARES {
             t.add_hot_image(share, INITDB_LSN..lsn, &mut ch)?;
         }
-        for _ in 0..t.rng.range(10..15) {
-            let at = Lsn(align8(t.rng.range(INITDB_LSN.0 + 8..lsn.0)));
-            t.add_cold_image(INITDB_LSN..at, &mut ch)?;
-        }
-        t.wal = WalChain::new(t.hot[0].rel.clone(), INITDB_LSN);
-        let n = t.rng.range(3..6) as usize;
-        t.add_l0_deltas(n, INITDB_LSN..lsn, &mut ch)?;
-        t.grow_wal(INITDB_LSN..lsn, &mut ch)?;
-        let delta = t.finish_checkpoint(lsn, ch)?;
-        Ok((t, delta))
+        t.first_checkpoint(INITDB_LSN..lsn, (10..15, 3..6), ch)
     }
 
     /// Writes checkpoint 0 of a branch of `parent` at the parent's last consistent LSN: its hot
@@ -213,16 +204,28 @@ impl SampleTimeline {
             let bytes = fs::read(parent.dir.join(&hot.current))?;
             t.add_image_version(hot.rel.clone(), bytes, (lsn, BRANCH_SHARE), &mut ch)?;
         }
-        for _ in 0..t.rng.range(5..9) {
-            let at = Lsn(align8(t.rng.range(ancestor_lsn.0 + 8..lsn.0)));
-            t.add_cold_image(ancestor_lsn..at, &mut ch)?;
+        t.first_checkpoint(ancestor_lsn..lsn, (5..9, 2..4), ch)
+    }
+
+    /// The rest of checkpoint 0 over `lsns`, after the hot images: a number of cold images and
+    /// of L0 deltas drawn from `counts`, the WAL chain started on the first hot image's relation.
+    fn first_checkpoint(
+        mut self,
+        lsns: Range<Lsn>,
+        counts: (Range<u64>, Range<u64>),
+        mut ch: Changes,
+    ) -> io::Result<(SampleTimeline, CheckpointDelta)> {
+        let (start, lsn) = (lsns.start, lsns.end);
+        for _ in 0..self.rng.range(counts.0) {
+            let at = Lsn(align8(self.rng.range(start.0 + 8..lsn.0)));
+            self.add_cold_image(start..at, &mut ch)?;
         }
-        t.wal = WalChain::new(t.hot[0].rel.clone(), ancestor_lsn);
-        let n = t.rng.range(2..4) as usize;
-        t.add_l0_deltas(n, ancestor_lsn..lsn, &mut ch)?;
-        t.grow_wal(ancestor_lsn..lsn, &mut ch)?;
-        let delta = t.finish_checkpoint(lsn, ch)?;
-        Ok((t, delta))
+        self.wal = WalChain::new(self.hot[0].rel.clone(), start);
+        let n = self.rng.range(counts.1) as usize;
+        self.add_l0_deltas(n, start..lsn, &mut ch)?;
+        self.grow_wal(start..lsn, &mut ch)?;
+        let delta = self.finish_checkpoint(lsn, ch)?;
+        Ok((self, delta))
     }
 
     /// Advances the timeline by one checkpoint: new hot image versions, a longer WAL chain, new
