@@ -25,6 +25,7 @@ use super::page::{self, MAX_TUPLE, PAGE_SIZE, PageContext};
 use super::rng::SampleRng;
 use crate::id::{Lsn, TenantId, TimelineId};
 
+// `duplicates` pairs these constants with page.rs's by shape alone: different fixed numbers.
 /// Length of a Neon key in bytes.
 pub const KEY_LEN: usize = 18;
 /// Magic numbers of the two summaries.

@@ -269,31 +269,37 @@ impl SampleTimeline {
     fn add_hot_image(&mut self, share: f64, lsns: Range<Lsn>, ch: &mut Changes) -> io::Result<()> {
         let jitter = 0.8 + 0.4 * self.rng.unit();
         let pages = (self.budget as f64 * share * jitter / PAGE_SIZE as f64) as u32;
-        let rel = self.new_relation(pages.max(4));
-        let owner = self.owner();
-        let bytes = layer::image_layer(&mut self.rng, owner, &rel, lsns.clone());
-        let name = LayerName::Image {
-            keys: rel.keys(),
-            lsn: lsns.end,
-        };
-        self.write_layer(name.to_string(), &bytes, ch)?;
-        self.hot.push(HotImage::new(rel, name.to_string()));
+        let (rel, name) = self.add_image_of_new_relation(pages.max(4), lsns, ch)?;
+        self.hot.push(HotImage::new(rel, name));
         Ok(())
     }
 
     /// A small image layer of a new relation at `lsns.end`, pages written over `lsns`.
     fn add_cold_image(&mut self, lsns: Range<Lsn>, ch: &mut Changes) -> io::Result<()> {
         let pages = self.rng.log_uniform(COLD_PAGES.start, COLD_PAGES.end) as u32;
+        let (rel, _) = self.add_image_of_new_relation(pages, lsns, ch)?;
+        self.cold.push(rel);
+        Ok(())
+    }
+
+    /// An image layer of a new relation of `pages` pages at `lsns.end`, pages written over
+    /// `lsns`; returns the relation and the layer's name.
+    fn add_image_of_new_relation(
+        &mut self,
+        pages: u32,
+        lsns: Range<Lsn>,
+        ch: &mut Changes,
+    ) -> io::Result<(Relation, String)> {
         let rel = self.new_relation(pages);
         let owner = self.owner();
         let bytes = layer::image_layer(&mut self.rng, owner, &rel, lsns.clone());
         let name = LayerName::Image {
             keys: rel.keys(),
             lsn: lsns.end,
-        };
-        self.write_layer(name.to_string(), &bytes, ch)?;
-        self.cold.push(rel);
-        Ok(())
+        }
+        .to_string();
+        self.write_layer(name.clone(), &bytes, ch)?;
+        Ok((rel, name))
     }
 
     /// Writes the next version of hot image `i` at `lsn` and drops versions beyond the kept ones.
