@@ -14,11 +14,12 @@
 //!   them (retry, timeout, limit, metrics, fault injection) and `open`, which stacks them.
 //! - [`store`]: an opened store and the reads every operation shares.
 //! - [`write`]: recording checkpoints (chunk, pack, index, manifest, in that order).
-//! - [`restore`], [`verify`], [`inspect`]: reading a store back, checking it, summarising it.
+//! - `restore` ([`Store::restore_timeline`]), [`verify`], [`inspect`]: reading a store back,
+//!   checking it, summarising it.
 //! - [`gc`]: retention, compaction and reclamation; writers announce what they reference with
 //!   intent objects (`write`'s fence), so gc never waits for them.
 //! - [`sync`]: the pageserver's front door, a loop that keeps a workdir and a store in step.
-//! - [`id`], [`error`], [`progress`]: types shared by all of the above.
+//! - [`id`], `error` ([`Error`], [`Result`]), [`progress`]: types shared by all of the above.
 //! - `testkit` (feature `testkit`): sample workdirs and the backend conformance suite.
 //!
 //! The items a pageserver and `casctl` need are re-exported at the top: [`Store`], [`Writer`]
