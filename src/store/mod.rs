@@ -6,7 +6,7 @@
 //! lives in `write`, reassembly in `restore`, checking in `verify`.
 //!
 //! Submodules: `indexes` (reading index objects, building the chunk index), [`chunk_index`]
-//! (the in-memory index), [`index_cache`] (a writer's index and its refresh), [`gc_state`]
+//! (the in-memory index), `index_cache` (a writer's index and its refresh), `gc_state`
 //! (reading the gc state).
 //!
 //! gc may fold manifests into a base and then delete them, and merge index objects and then
