@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
+# Layout rules (file and function sizes).
+bash scripts/check-layout.sh
 cargo test --locked --lib --bins --tests "$@"
 cargo test --locked --doc
 # Benchmarks must keep compiling (they run with `cargo bench`).

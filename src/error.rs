@@ -42,7 +42,12 @@ pub enum Error {
     Backend(#[from] BackendError),
     /// Data read from a store or workdir failed a check.
     #[error("corrupt {object}: {source}")]
-    Corrupt { object: String, source: DecodeError },
+    Corrupt {
+        /// What was read: a key or a path.
+        object: String,
+        /// The check it failed.
+        source: DecodeError,
+    },
     /// Something asked for does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -55,8 +60,11 @@ pub enum Error {
     /// A local file operation failed.
     #[error("{op} {path}: {source}")]
     Io {
+        /// The file operation (`open`, `rename`, ...), for the message.
         op: &'static str,
+        /// The file it was applied to.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// A write was refused by the gc fence (format-spec section 13): its validation of the gc

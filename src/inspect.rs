@@ -17,7 +17,9 @@ use crate::store::Store;
 /// One timeline's checkpoints.
 #[derive(Clone, Debug, Serialize)]
 pub struct TimelineListing {
+    /// Tenant id in hex.
     pub tenant: String,
+    /// Timeline id in hex.
     pub timeline: String,
     /// LSNs of its checkpoints, ascending, in Postgres notation.
     pub checkpoints: Vec<String>,
@@ -56,14 +58,23 @@ pub struct StoreStats {
     pub added_bytes: u64,
     /// Bytes of every object in the store.
     pub stored_bytes: u64,
+    /// Bytes in packs (chunk data).
     pub pack_bytes: u64,
+    /// Bytes in index objects (the chunk-to-pack map).
     pub index_bytes: u64,
+    /// Bytes in manifests.
     pub manifest_bytes: u64,
+    /// Distinct chunks stored.
     pub chunks: usize,
+    /// Pack objects.
     pub packs: usize,
+    /// Index objects.
     pub index_objects: usize,
+    /// Manifests (one a checkpoint, or a base).
     pub manifests: usize,
+    /// Distinct tenants with a manifest.
     pub tenants: usize,
+    /// Distinct timelines with a manifest.
     pub timelines: usize,
     /// logical_bytes / stored_bytes.
     pub dedup_ratio: f64,

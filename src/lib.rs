@@ -14,19 +14,26 @@
 //!   them (retry, timeout, limit, metrics, fault injection) and `open`, which stacks them.
 //! - [`store`]: an opened store and the reads every operation shares.
 //! - [`write`]: recording checkpoints (chunk, pack, index, manifest, in that order).
-//! - [`restore`], [`verify`], [`inspect`]: reading a store back, checking it, summarising it.
-//! - [`gc`]: retention, compaction, reclamation and the writers' fence.
+//! - `restore` ([`Store::restore_timeline`]), [`verify`], [`inspect`]: reading a store back,
+//!   checking it, summarising it.
+//! - [`gc`]: retention, compaction and reclamation; writers announce what they reference with
+//!   intent objects (`write`'s fence), so gc never waits for them.
 //! - [`sync`]: the pageserver's front door, a loop that keeps a workdir and a store in step.
-//! - [`id`], [`error`], [`progress`]: types shared by all of the above.
+//! - [`id`], `error` ([`Error`], [`Result`]), [`progress`]: types shared by all of the above.
 //! - `testkit` (feature `testkit`): sample workdirs and the backend conformance suite.
+//!
+//! The items a pageserver and `casctl` need are re-exported at the top: [`Store`], [`Writer`]
+//! and its request types, the restore, verify and gc entry points, the sync front door
+//! ([`start_local_timeline_sync`]), the ids, [`Error`]/[`Result`], and [`open_location`] /
+//! [`StackConfig`] for opening a backend with the standard layers around it.
 //!
 //! # Example
 //! ```no_run
 //! # async fn example() -> layercas::Result<()> {
 //! use std::sync::Arc;
-//! use layercas::{backend::local::LocalBackend, config::StoreConfig, store::Store};
-//! use layercas::write::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
-//! use layercas::{id::Lsn, metadata::TimelineMetadata, progress};
+//! use layercas::{backend::local::LocalBackend, StoreConfig, Store};
+//! use layercas::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
+//! use layercas::{Lsn, TimelineMetadata, progress};
 //!
 //! let backend = Arc::new(LocalBackend::new("/tmp/store").expect("store dir"));
 //! let store = Store::open_or_create(backend, StoreConfig::default_config()).await?;
@@ -41,14 +48,16 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod backend;
-pub mod error;
+mod error;
 pub mod format;
 pub mod gc;
 pub mod id;
 pub mod inspect;
 pub mod progress;
-pub mod restore;
+mod restore;
 pub mod store;
 pub mod sync;
 #[cfg(feature = "testkit")]
@@ -56,4 +65,22 @@ pub mod testkit;
 pub mod verify;
 pub mod write;
 
+pub use backend::open::{Opened, StackConfig, open_location, standard_stack};
+pub use backend::{Backend, BackendError, DynBackend};
 pub use error::{DecodeError, Error, Result};
+pub use format::config::StoreConfig;
+pub use format::metadata::TimelineMetadata;
+pub use gc::retention::{Policy, Retention};
+pub use gc::{GcOptions, GcReport};
+pub use id::{ChunkId, FileHash, Lsn, PackId, ParseIdError, TenantId, TimelineId};
+pub use inspect::{StoreStats, TimelineListing, list_timelines, stats};
+pub use progress::{DynProgress, Progress};
+pub use restore::{RestorePlan, RestoreReport};
+pub use store::Store;
+pub use sync::once::{OnceOptions, SyncReport, sync_once};
+pub use sync::{
+    RemoteStorageConfig, RemoteStorageKind, SyncConfig, SyncHandle, SyncStartupData, SyncStateSink,
+    TimelineKey, TimelineSyncState, start_local_timeline_sync, start_with_backend,
+};
+pub use verify::{VerifyOptions, VerifyReport, verify};
+pub use write::{CheckpointMode, CheckpointReport, CheckpointRequest, SourceFile, Writer};

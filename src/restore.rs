@@ -38,13 +38,19 @@ const MAX_RANGE: u64 = 20 << 20;
 /// What a restore did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RestoreReport {
+    /// The checkpoint restored.
     pub lsn: String,
+    /// Files in the restored timeline.
     pub files: usize,
+    /// Their total size.
     pub bytes: u64,
     /// Files already present with the right content, left as they were.
     pub files_reused: usize,
+    /// Chunks read from the store.
     pub chunks_fetched: usize,
+    /// Range reads made (adjacent chunks of a pack are read together).
     pub range_reads: usize,
+    /// Bytes read from the store (stored form, before decompression).
     pub bytes_downloaded: u64,
 }
 

@@ -40,21 +40,30 @@ pub enum Severity {
 /// One finding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
+    /// Whether the store is damaged (error) or merely untidy (warning).
     pub severity: Severity,
     /// The object the finding is about.
     pub key: String,
+    /// What is wrong, for a human.
     pub message: String,
 }
 
 /// What `verify` found.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VerifyReport {
+    /// Manifests checked.
     pub manifests: usize,
+    /// Index objects checked.
     pub index_objects: usize,
+    /// Packs listed.
     pub packs: usize,
+    /// Distinct chunks the manifests reference.
     pub chunks_referenced: usize,
+    /// Packs whose data was read (with `read_data` or a subset).
     pub packs_read: usize,
+    /// Blobs decoded and re-hashed.
     pub blobs_checked: usize,
+    /// Every problem found, errors and warnings.
     pub problems: Vec<Problem>,
 }
 

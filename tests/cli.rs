@@ -1,6 +1,8 @@
 //! casctl as a user runs it: real processes, real files. Covers the demo, listing and stats
 //! output, clear errors for bad input, corruption detection, crash safety under SIGKILL, and a
 //! multi-GiB file streamed with bounded memory.
+#[path = "common/casctl_json.rs"]
+mod casctl_json;
 mod common;
 
 use std::collections::BTreeMap;
@@ -8,79 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
+use casctl_json::*;
 use common::target::Target;
 use common::*;
-use serde_json::Value;
-
-const T: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-const TL: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("casctl runs")
-}
-
-fn json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "casctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn checkpoint(t: &Target, dir: &Path, lsn: &str) -> Output {
-    run(t
-        .casctl()
-        .args([
-            "--json",
-            "checkpoint",
-            "--tenant",
-            T,
-            "--timeline",
-            TL,
-            "--lsn",
-            lsn,
-        ])
-        .arg(dir))
-}
-
-fn restore(t: &Target, to: &Path, lsn: Option<&str>) -> Output {
-    let mut c = t.casctl();
-    c.args(["--json", "restore", "--tenant", T, "--timeline", TL, "--to"])
-        .arg(to);
-    if let Some(l) = lsn {
-        c.args(["--lsn", l]);
-    }
-    run(&mut c)
-}
-
-fn verify(t: &Target) -> (bool, Value) {
-    let out = run(t.casctl().args(["--json", "verify", "--read-data"]));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "verify prints JSON; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.success(), v)
-}
-
-fn error_messages(v: &Value) -> Vec<String> {
-    v["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["severity"] == "error")
-        .map(|p| {
-            format!(
-                "{}: {}",
-                p["key"].as_str().unwrap(),
-                p["message"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
 
 /// A work directory of varied files.
 fn sample_files(dir: &Path, seed: u64) -> BTreeMap<String, Vec<u8>> {

@@ -15,28 +15,32 @@
 #[path = "common/adversary.rs"]
 mod adversary;
 mod common;
+#[path = "common/gc_sim_check.rs"]
+mod sim_check;
+#[path = "common/gc_sim_driver.rs"]
+mod sim_driver;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use layercas::backend::DynBackend;
 use layercas::backend::open::{StackConfig, standard_stack};
 use layercas::format::config::{ChunkerParams, StoreConfig};
 use layercas::format::metadata::TimelineMetadata;
-use layercas::format::{layout, pack};
 use layercas::gc::retention::{Policy, Retention};
 use layercas::gc::{self, GcOptions};
-use layercas::id::{ChunkId, Lsn, TimelineId};
+use layercas::id::{Lsn, TimelineId};
 use layercas::store::Store;
-use layercas::store::chunk_index::{ChunkIndex, Location};
 use layercas::write::{CheckpointMode, CheckpointRequest, Writer};
 use layercas::{Error, progress};
 
 use adversary::{Adversary, Profile, Rng, Stats};
-use common::{TENANT, local_backend, noise, read_tree, sources, write_files};
+use common::{TENANT, local_backend, noise, sources, write_files};
+use sim_check::check;
+use sim_driver::{seeds, simulate};
 
 fn small_config() -> StoreConfig {
     StoreConfig::new(ChunkerParams::fastcdc(256, 1024, 4096), 64 << 10, 1)
@@ -453,293 +457,6 @@ async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
         eprintln!("{line}");
     }
     v
-}
-
-/// Every location of every chunk named by any index object.
-async fn all_locations(store: &Store) -> layercas::Result<HashMap<ChunkId, Vec<Location>>> {
-    let mut out: HashMap<ChunkId, Vec<Location>> = HashMap::new();
-    for obj in store.read_all_indexes().await?.values() {
-        for (p, entries) in &obj.packs {
-            let mut one = ChunkIndex::new();
-            one.add_pack(*p, entries);
-            for (c, loc) in one.iter() {
-                out.entry(c).or_default().push(loc);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Whether some indexed location of `c` holds it intact; else why not.
-async fn readable(store: &Store, c: &ChunkId, locs: Option<&Vec<Location>>) -> Result<(), String> {
-    let Some(locs) = locs else {
-        return Err("in no index object".into());
-    };
-    let mut why = Vec::new();
-    for loc in locs {
-        let key = layout::pack_key(&loc.pack);
-        match store
-            .backend()
-            .get_range(&key, loc.offset..loc.offset + loc.stored_len as u64)
-            .await
-        {
-            Ok(data) => match pack::decode_blob(&loc.entry(*c), &data) {
-                Ok(_) => return Ok(()),
-                Err(e) => why.push(format!("{key}: {e}")),
-            },
-            Err(e) => why.push(format!("{key}: {e}")),
-        }
-    }
-    Err(why.join("; "))
-}
-
-fn describe(attempts: &[Attempt], t: usize, lsn: u64) -> String {
-    match attempts.iter().find(|a| a.timeline == t && a.lsn == lsn) {
-        Some(a) => format!("{:?}", a.outcome),
-        None => "unknown".into(),
-    }
-}
-
-/// The checks after a schedule; appends one line per problem.
-async fn check(
-    store: &Store,
-    plan: &Plan,
-    attempts: &[Attempt],
-    root: &Path,
-    when: &str,
-    resurrected: &std::collections::HashSet<String>,
-    out: &mut Vec<String>,
-) {
-    let locs = match all_locations(store).await {
-        Ok(l) => l,
-        Err(e) => return out.push(format!("{when}: index unreadable: {e}")),
-    };
-    let refs = store
-        .list_manifests(&layout::prefix(layout::MANIFESTS))
-        .await
-        .unwrap();
-    let manifests = match store.read_manifests(&refs).await {
-        Ok(m) => m,
-        Err(e) => return out.push(format!("{when}: manifests unreadable: {e}")),
-    };
-    for m in &manifests {
-        let t = m.timeline.0[0] as usize - 0x10;
-        let key = layout::manifest_key(&m.tenant, &m.timeline, m.lsn).to_string();
-        if resurrected.contains(&key) {
-            // A create that landed after gc dropped its checkpoint by retention: no promise
-            // covers a checkpoint retention dropped; the next gc deletes it again.
-            continue;
-        }
-        let mut lost = 0;
-        let mut first = String::new();
-        for c in m.added.iter().flat_map(|f| &f.chunks) {
-            if let Err(why) = readable(store, &c.id, locs.get(&c.id)).await {
-                lost += 1;
-                if first.is_empty() {
-                    first = format!("chunk {}: {why}", c.id);
-                }
-            }
-        }
-        if lost > 0 {
-            let how = describe(attempts, t, m.lsn.0);
-            out.push(format!("{when}: LOST CHUNKS: timeline {t} checkpoint {} (checkpoint {how}): {lost} chunks, first {first}", m.lsn));
-        }
-    }
-    for t in 0..plan.timelines {
-        let here: Vec<u64> = refs
-            .iter()
-            .filter(|r| r.timeline == timeline_id(t))
-            .map(|r| r.lsn.0)
-            .collect();
-        let last_ok = attempts
-            .iter()
-            .filter(|a| a.timeline == t && matches!(a.outcome, Outcome::Ok))
-            .last();
-        if let Some(a) = last_ok {
-            if here.contains(&a.lsn) {
-                restore_matches(store, a, root, when, "latest successful", out).await;
-            } else if !here.iter().any(|l| *l > a.lsn) {
-                out.push(format!("{when}: VANISHED: timeline {t} latest successful checkpoint {:#x} is gone and nothing newer exists", a.lsn));
-            }
-        }
-        if let Some(newest) = here.iter().max() {
-            if last_ok.is_none_or(|a| a.lsn != *newest) {
-                if let Some(a) = attempts
-                    .iter()
-                    .find(|a| a.timeline == t && a.lsn == *newest)
-                {
-                    restore_matches(store, a, root, when, "newest (unconfirmed)", out).await;
-                }
-            }
-        }
-    }
-}
-
-async fn restore_matches(
-    store: &Store,
-    a: &Attempt,
-    root: &Path,
-    when: &str,
-    what: &str,
-    out: &mut Vec<String>,
-) {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let to = root.join(format!("restored{}", N.fetch_add(1, Ordering::Relaxed)));
-    let t = a.timeline;
-    match store
-        .restore_timeline(
-            &TENANT,
-            &timeline_id(t),
-            Some(Lsn(a.lsn)),
-            &to,
-            progress::none(),
-        )
-        .await
-    {
-        Err(e) => out.push(format!(
-            "{when}: RESTORE FAILED: timeline {t} {what} checkpoint {:#x} ({:?}): {e}",
-            a.lsn, a.outcome
-        )),
-        Ok(_) if read_tree(&to) != a.files => out.push(format!(
-            "{when}: RESTORE MISMATCH: timeline {t} {what} checkpoint {:#x} ({:?})",
-            a.lsn, a.outcome
-        )),
-        Ok(_) => {}
-    }
-    let _ = std::fs::remove_dir_all(&to);
-}
-
-/// Runs one seed on a fresh paused current-thread runtime; a panic is a problem too.
-fn run_seed(seed: u64, calm: bool) -> Verdict {
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::Builder::new()
-            .prefix("gcsim")
-            .tempdir_in(shm)
-            .unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    };
-    let root = dir.path().to_path_buf();
-    let result = std::panic::catch_unwind(move || {
-        // The retry layer's backoff jitter comes from fastrand's per-thread generator.
-        fastrand::seed(seed);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        let v = rt.block_on(schedule(seed, calm, &root));
-        rt.shutdown_background();
-        v
-    });
-    result.unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        Verdict {
-            problems: vec![format!("PANIC: {msg}")],
-            ..Default::default()
-        }
-    })
-}
-
-/// Seeds to run: `GC_SIM_SEED=S` alone, else 1..=`GC_SIM_SCHEDULES` (default `default`).
-fn seeds(default: u64) -> Vec<u64> {
-    if let Ok(s) = std::env::var("GC_SIM_SEED") {
-        return vec![s.parse().expect("GC_SIM_SEED must be a number")];
-    }
-    let n = match std::env::var("GC_SIM_SCHEDULES") {
-        Ok(s) => s.parse().expect("GC_SIM_SCHEDULES must be a number"),
-        Err(_) => default,
-    };
-    assert!(
-        n > 0,
-        "GC_SIM_SCHEDULES=0 runs nothing; refusing to pass vacuously"
-    );
-    (1..=n).collect()
-}
-
-/// Runs `seeds` on a few threads; prints the summary and every failing seed; returns the losses.
-fn simulate(name: &str, seeds: Vec<u64>, calm: bool) -> Vec<(u64, Vec<String>)> {
-    // One rayon worker: the order in which chunks enter packs, and so pack ids, repeat per seed.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build_global();
-    // A panic inside a schedule is caught and reported with its seed; one line is enough.
-    std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
-    let threads: usize = std::env::var("GC_SIM_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
-    let started = std::time::Instant::now();
-    let next = AtomicU64::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(&seed) = seeds.get(i) else { break };
-                    let v = run_seed(seed, calm);
-                    if !v.problems.is_empty() {
-                        eprintln!("{name}: seed {seed} FAILED (replay: GC_SIM_SEED={seed}):");
-                        v.problems.iter().for_each(|p| eprintln!("    {p}"));
-                    }
-                    results.lock().unwrap().push((seed, v));
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap();
-    results.sort_by_key(|(s, _)| *s);
-    let longest = results
-        .iter()
-        .map(|(_, v)| v.longest_pause)
-        .max()
-        .unwrap_or_default();
-    let (ok, failed): (usize, usize) = results.iter().fold((0, 0), |(a, b), (_, v)| {
-        (a + v.checkpoints_ok, b + v.checkpoints_failed)
-    });
-    let gc_ok: usize = results.iter().map(|(_, v)| v.gc_runs_ok).sum();
-    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
-    for (k, n) in results.iter().flat_map(|(_, v)| &v.errors) {
-        *errors.entry(k.clone()).or_default() += n;
-    }
-    eprintln!(
-        "{name}: {} schedules in {:.1?}: {} with losses; longest pause injected {:.1?}; checkpoints {ok} ok / {failed} refused, failed or killed; {gc_ok} gc runs completed",
-        seeds.len(),
-        started.elapsed(),
-        results
-            .iter()
-            .filter(|(_, v)| !v.problems.is_empty())
-            .count(),
-        longest,
-    );
-    eprintln!("{name}: checkpoint errors by kind: {errors:?}");
-    let mut modes: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, v) in &results {
-        let kinds: std::collections::BTreeSet<String> =
-            v.problems.iter().map(|p| mode_of(p)).collect();
-        kinds
-            .into_iter()
-            .for_each(|k| *modes.entry(k).or_default() += 1);
-    }
-    for (mode, n) in &modes {
-        eprintln!("{name}: {n} schedules with {mode}");
-    }
-    let losses: Vec<(u64, Vec<String>)> = results
-        .into_iter()
-        .filter(|(_, v)| !v.problems.is_empty())
-        .map(|(s, v)| (s, v.problems))
-        .collect();
-    if !losses.is_empty() {
-        let list: Vec<String> = losses.iter().map(|(s, _)| s.to_string()).collect();
-        eprintln!("{name}: failing seeds: {}", list.join(" "));
-    }
-    losses
 }
 
 /// The simulation issue 10 asks for: 10,000 seeded schedules by default.

@@ -2,8 +2,9 @@
 //! timeline back byte-identically; incremental uploads store only new chunks; shutdown loses no
 //! acknowledged work; two processes share a store; SIGKILL at any point converges.
 mod common;
+#[path = "common/sync_harness.rs"]
+mod sync_harness;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -11,68 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use layercas::backend::layers::fault::{FaultBackend, FaultConfig};
-use layercas::sync::{
-    RemoteStorageConfig, RemoteStorageKind, StateBoard, SyncHandle, TimelineSyncState,
-    start_with_backend,
-};
+use layercas::sync::TimelineSyncState;
 use layercas::testkit::sample::{SampleSpec, SampleWorkdir};
-
-fn remote(store: &Path) -> RemoteStorageConfig {
-    let mut r = RemoteStorageConfig::new(RemoteStorageKind::Local {
-        path: store.to_path_buf(),
-    });
-    r.base_backoff = Duration::from_millis(10);
-    r.max_backoff = Duration::from_millis(200);
-    r
-}
-
-type Started = (
-    Arc<StateBoard>,
-    BTreeMap<layercas::sync::TimelineKey, TimelineSyncState>,
-    SyncHandle,
-);
-
-async fn start(workdir: &Path, store: &Path) -> Started {
-    start_on(workdir, store, local_backend(store)).await
-}
-
-/// Starts the loop over `backend` (`store` only names it in the configuration).
-async fn start_on(workdir: &Path, store: &Path, backend: layercas::backend::DynBackend) -> Started {
-    let board = Arc::new(StateBoard::default());
-    let r = remote(store);
-    let startup = start_with_backend(workdir.to_path_buf(), &r, backend, board.clone())
-        .await
-        .expect("startup");
-    (board, startup.states, startup.handle.expect("loop runs"))
-}
-
-/// Every file under a directory with its bytes (metadata included).
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = read_tree(dir);
-    for (k, v) in read_tree_with_metadata(dir) {
-        out.insert(k, v);
-    }
-    out
-}
-
-fn read_tree_with_metadata(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().unwrap() == "metadata" {
-                out.push((
-                    p.strip_prefix(dir).unwrap().to_str().unwrap().to_string(),
-                    std::fs::read(&p).unwrap(),
-                ));
-            }
-        }
-    }
-    out
-}
+use sync_harness::*;
 
 /// A generated workdir syncs up; after it is deleted every timeline is `CloudOnly`; downloads
 /// bring every file back byte-identically and the states become `Ready(lsn)`. On local fs.
@@ -399,27 +341,6 @@ fn two_processes_share_a_store_and_deduplicate() {
         grew * 100 < size,
         "re-stored {grew} of {size} bytes another writer already stored"
     );
-}
-
-fn copy_with_new_tenants(from: &Path, to: &Path) {
-    for t in std::fs::read_dir(from.join("tenants")).unwrap() {
-        let t = t.unwrap();
-        let name = t.file_name().into_string().unwrap();
-        let flipped: String = name.chars().rev().collect();
-        copy_dir(&t.path(), &to.join("tenants").join(flipped));
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// SIGKILL of `casctl sync` (uploading, then downloading) at many points: every restart

@@ -13,37 +13,74 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
+    /// The object does not exist (or was deleted while being read).
     #[error("object {key} not found")]
-    NotFound { key: String },
+    NotFound {
+        /// The object concerned.
+        key: String,
+    },
+    /// A conditional create found the key taken; callers treat it as "someone else wrote it".
     #[error("object {key} already exists")]
-    AlreadyExists { key: String },
+    AlreadyExists {
+        /// The object concerned.
+        key: String,
+    },
+    /// A conditional write lost: the object changed since its etag was read.
     #[error("precondition failed for {key}: it changed since it was read")]
-    PreconditionFailed { key: String },
+    PreconditionFailed {
+        /// The object concerned.
+        key: String,
+    },
+    /// The key breaks the key rules; nothing was sent to the store.
     #[error("invalid key {key:?}: {reason}")]
-    InvalidKey { key: String, reason: &'static str },
+    InvalidKey {
+        /// The key as given.
+        key: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A range read asked for bytes outside the object.
     #[error("range {start}..{end} of {key} is not within the object's {size} bytes")]
     InvalidRange {
+        /// The object read.
         key: String,
+        /// First byte asked for.
         start: u64,
+        /// One past the last byte asked for.
         end: u64,
+        /// The object's actual size.
         size: u64,
     },
+    /// A read refused to buffer an object above the caller's bound.
     #[error("object is larger than the {limit} bytes allowed here")]
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The bound the object exceeded, in bytes.
+        limit: u64,
+    },
+    /// The backend lacks an optional capability (e.g. conditional overwrite).
     #[error("{what} is not supported by this backend")]
-    NotImplemented { what: &'static str },
+    NotImplemented {
+        /// The missing capability.
+        what: &'static str,
+    },
     /// A failure that may pass: timeout, connection error, 5xx, throttling, injected fault.
     #[error("{op} {key}: transient failure: {source}")]
     Transient {
+        /// The call that failed (`put`, `get`, ...), for the message and metrics.
         op: &'static str,
+        /// The object the call was about.
         key: String,
+        /// The underlying error, kept for `source()`.
         source: BoxError,
     },
     /// Anything else; not worth retrying.
     #[error("{op} {key}: {source}")]
     Other {
+        /// The call that failed (`put`, `get`, ...), for the message.
         op: &'static str,
+        /// The object the call was about.
         key: String,
+        /// The underlying error, kept for `source()`.
         source: BoxError,
     },
 }

@@ -18,7 +18,7 @@
 //! - `delete` of a missing key succeeds.
 //! - `list` returns every object under a prefix exactly once, in no promised order.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod layers;
 pub mod local;
 pub mod open;
@@ -48,8 +48,11 @@ use futures::stream::{BoxStream, TryStreamExt};
 /// What a backend knows about a stored object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectMeta {
+    /// The object's key.
     pub key: Key,
+    /// Size in bytes; range reads are checked against it.
     pub size: u64,
+    /// When the store last wrote it, as the store reports it.
     pub last_modified: SystemTime,
     /// Opaque version tag for [`PutMode::Update`]; changes on every write of the key. `None` where
     /// the backend's listing does not report it (then `head` does).
@@ -69,7 +72,9 @@ pub enum PutMode {
 
 /// The answer to `get`: the object's metadata and a stream of its bytes.
 pub struct GetResult {
+    /// Size and key of the object whose body follows.
     pub meta: ObjectMeta,
+    /// The body, streamed so that large packs are never buffered whole.
     pub body: ByteStream,
 }
 

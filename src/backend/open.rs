@@ -18,10 +18,13 @@ use super::{BackendError, DynBackend};
 /// Settings of the standard stack.
 #[derive(Clone, Debug)]
 pub struct StackConfig {
+    /// How transient failures are retried.
     pub retry: RetryConfig,
+    /// Per-call time limits, so a stalled connection becomes a retryable error.
     pub timeouts: TimeoutConfig,
     /// Requests in flight at once, reads and writes counted apart.
     pub max_reads: usize,
+    /// Writes in flight at once, bounding memory held by upload bodies.
     pub max_writes: usize,
 }
 
@@ -39,7 +42,9 @@ impl Default for StackConfig {
 /// A backend in its stack, with the metrics of its requests.
 #[derive(Clone, Debug)]
 pub struct Opened {
+    /// The stacked backend every operation should use.
     pub backend: DynBackend,
+    /// The counters of the metrics layer in the stack, for reports and exposition.
     pub metrics: Arc<Metrics>,
 }
 

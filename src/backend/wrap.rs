@@ -17,11 +17,17 @@ use super::BackendError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
+    /// Listing a prefix.
     List,
+    /// Writing an object (plain or conditional).
     Put,
+    /// Reading a whole object.
     Get,
+    /// Reading a byte range of an object.
     GetRange,
+    /// Reading an object's size and etag.
     Head,
+    /// Deleting an object.
     Delete,
 }
 

@@ -23,8 +23,11 @@ pub struct ChunkerParams {
     pub algorithm: String,
     /// FastCDC normalization level (0 to 3).
     pub normalization: u8,
+    /// No chunk is shorter, except a file's last.
     pub min_size: u32,
+    /// The size FastCDC aims for.
     pub avg_size: u32,
+    /// No chunk is longer; a cut is forced here.
     pub max_size: u32,
 }
 
@@ -88,6 +91,7 @@ pub struct StoreConfig {
     /// Random id of the store, for telling stores apart in logs.
     #[serde(with = "serde_bytes_16")]
     pub store_id: [u8; 16],
+    /// Chunk boundaries; fixed for the store's life so that equal data dedups.
     pub chunker: ChunkerParams,
     /// Packs are sealed once their blobs reach this many bytes.
     pub pack_target_size: u64,

@@ -24,6 +24,8 @@ pub const CHECKSUM_LEN: usize = 32;
 /// Smallest possible envelope (empty body).
 pub const OVERHEAD: usize = HEADER_LEN + CHECKSUM_LEN;
 
+// `duplicates` pairs this list of values with casctl's exit codes by shape alone; both are
+// tables of fixed numbers, not logic to share.
 /// What an envelope holds. The byte values are part of the format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]

@@ -41,6 +41,7 @@ pub struct GcState {
     /// Milliseconds within which a writer must create its index object and manifest after
     /// reading this state; gc waits at least this long between condemning and re-marking.
     pub window_ms: u64,
+    /// Where the run that wrote this state was (idle, condemning, deleting).
     pub phase: Phase,
     /// Packs no writer may newly reference (sorted).
     pub condemned: Vec<PackId>,

@@ -23,6 +23,7 @@ pub const MAX_INDEX_BODY: u64 = 256 << 20;
 /// The packs and blobs one index object describes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexObject {
+    /// Each pack and the blobs it holds, in pack order.
     pub packs: Vec<(PackId, Vec<BlobEntry>)>,
 }
 

@@ -16,7 +16,9 @@ pub const MAX_INTENT_BODY: u64 = 64 << 20;
 /// What one commit attempt will reference, and which manifest it is for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
+    /// Tenant of the manifest the commit creates.
     pub tenant: TenantId,
+    /// Timeline of the manifest the commit creates.
     pub timeline: TimelineId,
     /// The LSN of the manifest the commit creates (its key is derived from these three).
     pub lsn: Lsn,

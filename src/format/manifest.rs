@@ -32,7 +32,9 @@ pub const RESERVED_PREFIX: &str = ".layercas";
 /// One chunk of a file: its id and raw length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
+    /// The chunk's hash, its name in the store.
     pub id: ChunkId,
+    /// Raw length, so offsets in the file can be computed without reading chunks.
     pub len: u32,
 }
 
@@ -41,6 +43,7 @@ pub struct ChunkRef {
 pub struct FileEntry {
     /// Path relative to the timeline directory, `/`-separated.
     pub name: String,
+    /// Size in bytes, checked after restore.
     pub size: u64,
     /// blake3 of the whole file.
     pub hash: FileHash,
@@ -51,12 +54,15 @@ pub struct FileEntry {
 /// One checkpoint of a timeline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The tenant the checkpoint belongs to (also in the key; checked to match).
     pub tenant: TenantId,
+    /// The timeline the checkpoint belongs to (also in the key; checked to match).
     pub timeline: TimelineId,
     /// The checkpoint's disk_consistent_lsn; also in the key.
     pub lsn: Lsn,
     /// The LSN of the timeline's previous manifest, `None` for the first.
     pub prev_lsn: Option<Lsn>,
+    /// The timeline's metadata at this checkpoint, restored as the `metadata` file.
     pub metadata: TimelineMetadata,
     /// Files added (or replaced) by this checkpoint.
     pub added: Vec<FileEntry>,
@@ -192,8 +198,11 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 /// A timeline's state as of one manifest: its files and metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimelineState {
+    /// The LSN of the newest manifest folded in.
     pub lsn: Lsn,
+    /// The metadata that manifest recorded.
     pub metadata: TimelineMetadata,
+    /// Every file of the timeline at that LSN, by name.
     pub files: BTreeMap<String, FileEntry>,
 }
 

@@ -4,9 +4,9 @@
 //! checked hashes, typed errors, never a panic) because its input comes from a store; these are
 //! the functions the fuzzers target. `format-spec/README.md` is the normative description.
 
-pub mod chunker;
+pub(crate) mod chunker;
 pub mod config;
-pub mod envelope;
+pub(crate) mod envelope;
 pub mod gc_state;
 pub mod index;
 pub mod intent;

@@ -52,9 +52,13 @@ impl Compression {
 /// One row of a pack table or index section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobEntry {
+    /// The chunk stored in the blob.
     pub chunk: ChunkId,
+    /// How the blob's bytes are encoded.
     pub compression: Compression,
+    /// Bytes the blob occupies in the pack.
     pub stored_len: u32,
+    /// Bytes of the chunk once decoded, checked on read.
     pub raw_len: u32,
 }
 
@@ -123,7 +127,9 @@ pub fn decode_entries<'a>(
 /// A compressed chunk ready to go into a pack.
 #[derive(Clone, Debug)]
 pub struct Blob {
+    /// Where the blob is in its pack and how it is encoded.
     pub entry: BlobEntry,
+    /// The blob's bytes as stored (still compressed).
     pub data: Bytes,
 }
 
@@ -230,9 +236,11 @@ pub struct PackBuilder {
 /// A finished pack: its id, bytes (as parts, never concatenated) and table.
 #[derive(Debug)]
 pub struct SealedPack {
+    /// The pack's hash, its name in the store.
     pub id: PackId,
     /// The blobs, then the table and trailer: the pack is their concatenation.
     pub parts: Vec<Bytes>,
+    /// The pack's blob table, for the index object written after it.
     pub entries: Vec<BlobEntry>,
 }
 

@@ -36,10 +36,10 @@
 //! Owns the orchestration and the report. Retention, compaction, reclamation and the gc state's
 //! update live in the submodules; the writer's side of the fence is `write::fence`.
 
-pub mod compact;
+pub(crate) mod compact;
 pub mod intents;
-pub mod missing;
-pub mod reclaim;
+pub(crate) mod missing;
+pub(crate) mod reclaim;
 pub mod repair;
 pub mod retention;
 pub mod state;
@@ -71,6 +71,7 @@ pub const DEFAULT_MAX_CHAIN: usize = 64;
 /// How a gc run behaves.
 #[derive(Clone, Debug)]
 pub struct GcOptions {
+    /// Which checkpoints survive.
     pub retention: Retention,
     /// Packs whose live bytes are below this fraction of their blob bytes are repacked.
     pub repack_threshold: f64,
@@ -127,25 +128,36 @@ impl GcOptions {
 /// What a gc run did (or, with `dry_run`, would do).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct GcReport {
+    /// Nothing was changed; the counts are what a real run would do.
     pub dry_run: bool,
+    /// The gc-state generation this run claimed.
     pub generation: u64,
     /// Kept manifests replaced by a base.
     pub manifests_folded: usize,
+    /// Manifests of dropped checkpoints removed.
     pub manifests_deleted: usize,
+    /// Packs removed because nothing live was left in them.
     pub packs_deleted: usize,
+    /// Packs whose live blobs were copied out so that they could be removed.
     pub packs_repacked: usize,
     /// Condemned packs found live again at re-mark.
     pub packs_rescued: usize,
+    /// New packs holding the repacked blobs.
     pub packs_written: usize,
+    /// Index objects removed (merged or naming only deleted packs).
     pub index_objects_deleted: usize,
+    /// Index objects written in their place.
     pub index_objects_written: usize,
     /// Intents deleted because the manifest they guarded exists (or, with `clear_intents`,
     /// every intent).
     pub intents_cleared: usize,
     /// Chunks of kept manifests found nowhere (non-zero only with `allow_missing`).
     pub chunks_missing: usize,
+    /// Bytes of the objects deleted.
     pub bytes_freed: u64,
+    /// Bytes of the objects written (bases, repacked packs, index objects).
     pub bytes_written: u64,
+    /// Wall time of the run.
     pub duration_ms: u64,
 }
 

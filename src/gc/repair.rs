@@ -26,16 +26,20 @@ const ENTRIES_PER_INDEX: usize = 1 << 20;
 /// A pack that could not be adopted.
 #[derive(Clone, Debug, Serialize)]
 pub struct Skipped {
+    /// The object's key.
     pub pack: String,
+    /// Why it was left out.
     pub error: String,
 }
 
 /// What a repair did (or, with `dry_run`, would do).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RepairReport {
+    /// Planned only; nothing was written.
     pub dry_run: bool,
     /// Packs listed, and those some readable index object names.
     pub packs: usize,
+    /// Of those, the packs some readable index object names.
     pub packs_indexed: usize,
     /// Packs adopted into new index objects (their keys).
     pub packs_adopted: Vec<String>,
@@ -45,6 +49,7 @@ pub struct RepairReport {
     pub packs_skipped: Vec<Skipped>,
     /// Index objects that could not be read (their packs count as unnamed).
     pub index_objects_unreadable: Vec<Skipped>,
+    /// Keys of the index objects created for the adopted packs.
     pub index_objects_written: Vec<String>,
 }
 

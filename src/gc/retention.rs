@@ -30,7 +30,9 @@ pub enum Policy {
 /// Policies per tenant, with a default.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Retention {
+    /// The policy for tenants not listed in `tenants`.
     pub default: Policy,
+    /// Policies that override the default for single tenants.
     pub tenants: HashMap<TenantId, Policy>,
 }
 
@@ -112,7 +114,9 @@ impl Retention {
 /// A timeline as retention sees it: its checkpoint LSNs (ascending) and its newest metadata.
 #[derive(Clone, Debug)]
 pub struct TimelineCheckpoints {
+    /// Every recorded checkpoint LSN, oldest first.
     pub lsns: Vec<Lsn>,
+    /// The newest checkpoint's metadata: its ancestor fields say which parent checkpoint a branch needs.
     pub newest: TimelineMetadata,
 }
 

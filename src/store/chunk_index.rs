@@ -13,10 +13,15 @@ use crate::id::{ChunkId, PackId};
 /// Where one chunk is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location {
+    /// The pack holding the chunk.
     pub pack: PackId,
+    /// Offset of the blob in the pack.
     pub offset: u64,
+    /// Bytes to read there.
     pub stored_len: u32,
+    /// Bytes after decoding, checked on read.
     pub raw_len: u32,
+    /// How the blob is encoded.
     pub compression: Compression,
 }
 

@@ -12,7 +12,9 @@ use crate::format::layout;
 /// The gc state as read, with the etag to update it by (`None` when absent).
 #[derive(Clone, Debug)]
 pub struct Versioned {
+    /// The state, or `None` when no gc has run on this store.
     pub state: Option<GcState>,
+    /// Its etag, for the conditional update that follows.
     pub etag: Option<String>,
 }
 

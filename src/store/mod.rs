@@ -6,7 +6,7 @@
 //! lives in `write`, reassembly in `restore`, checking in `verify`.
 //!
 //! Submodules: `indexes` (reading index objects, building the chunk index), [`chunk_index`]
-//! (the in-memory index), [`index_cache`] (a writer's index and its refresh), [`gc_state`]
+//! (the in-memory index), `index_cache` (a writer's index and its refresh), `gc_state`
 //! (reading the gc state).
 //!
 //! gc may fold manifests into a base and then delete them, and merge index objects and then
@@ -26,8 +26,8 @@ use crate::format::manifest::{MAX_MANIFEST_BODY, Manifest, TimelineState};
 use crate::id::{Lsn, TenantId, TimelineId};
 
 pub mod chunk_index;
-pub mod gc_state;
-pub mod index_cache;
+pub(crate) mod gc_state;
+pub(crate) mod index_cache;
 mod indexes;
 mod packs;
 
@@ -46,10 +46,15 @@ pub struct Store {
 /// One manifest as listed: where it is and what its key says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManifestRef {
+    /// The manifest's key.
     pub key: Key,
+    /// Tenant, parsed from the key.
     pub tenant: TenantId,
+    /// Timeline, parsed from the key.
     pub timeline: TimelineId,
+    /// Checkpoint LSN, parsed from the key.
     pub lsn: Lsn,
+    /// Object size, to bound the read.
     pub size: u64,
 }
 

@@ -35,13 +35,20 @@ use crate::format::config::{ChunkerParams, StoreConfig};
 /// Where the store is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RemoteStorageKind {
+    /// A directory on local disk.
     Local {
+        /// The store's root directory.
         path: PathBuf,
     },
+    /// An S3 bucket (or a prefix of one).
     S3 {
+        /// The bucket.
         bucket: String,
+        /// The region; the SDK's default chain when absent.
         region: Option<String>,
+        /// An S3-compatible endpoint URL instead of AWS.
         endpoint: Option<String>,
+        /// A key prefix, so several stores can share a bucket.
         prefix: Option<String>,
     },
 }
@@ -49,6 +56,7 @@ pub enum RemoteStorageKind {
 /// The `[remote_storage]` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteStorageConfig {
+    /// Where the store is.
     pub kind: RemoteStorageKind,
     /// Timelines synced at once.
     pub max_concurrent_sync: usize,
@@ -56,6 +64,7 @@ pub struct RemoteStorageConfig {
     pub max_sync_errors: u32,
     /// First retry delay of a failed task; doubles per failure up to `max_backoff`.
     pub base_backoff: Duration,
+    /// The longest wait between retries of a failing timeline.
     pub max_backoff: Duration,
     /// The configuration a new store is created with.
     pub store: StoreConfig,

@@ -42,11 +42,11 @@
 //! A crash at any point leaves the store consistent (unreferenced packs at worst) and the workdir
 //! without half-written layer files under final names; restarting converges.
 
-pub mod config;
+pub(crate) mod config;
 pub mod once;
-pub mod queue;
+pub(crate) mod queue;
 pub mod sources;
-pub mod state;
+pub(crate) mod state;
 mod transfer;
 pub mod workdir;
 
@@ -83,6 +83,7 @@ pub struct SyncConfig {
 pub struct SyncStartupData {
     /// Every timeline's initial state (also delivered to the sink).
     pub states: BTreeMap<TimelineKey, TimelineSyncState>,
+    /// The running loop, or `None` when no remote storage is configured.
     pub handle: Option<SyncHandle>,
 }
 

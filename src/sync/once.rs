@@ -36,10 +36,13 @@ pub struct SyncReport {
 /// One timeline's final state.
 #[derive(Clone, Debug, Serialize)]
 pub struct SyncRow {
+    /// Tenant id in hex.
     pub tenant: String,
+    /// Timeline id in hex.
     pub timeline: String,
     /// [`TimelineSyncState::name`].
     pub state: &'static str,
+    /// The LSN the timeline reached, when it has one.
     pub lsn: Option<String>,
 }
 

@@ -60,6 +60,7 @@ pub type TimelineKey = (TenantId, TimelineId);
 /// Receives state changes: once per timeline after startup, then after every change. Called from
 /// the sync loop's task; must not block for long.
 pub trait SyncStateSink: Send + Sync + 'static {
+    /// Called with the new state of `tenant`/`timeline`.
     fn timeline_state(&self, tenant: TenantId, timeline: TimelineId, state: TimelineSyncState);
 }
 

@@ -15,6 +15,7 @@ use crate::sync::state::TimelineKey;
 /// A timeline found locally with valid metadata.
 #[derive(Clone, Debug)]
 pub struct LocalTimeline {
+    /// The timeline's parsed `metadata` file.
     pub metadata: TimelineMetadata,
     /// Layer file names (relative to the timeline directory), sorted.
     pub files: Vec<String>,
@@ -86,7 +87,9 @@ fn read_timeline(dir: &Path) -> Result<LocalTimeline, String> {
 /// joined by `/`) and its path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalkedFile {
+    /// The name relative to the walked directory, as stored in manifests.
     pub name: String,
+    /// Where the file is on disk.
     pub path: PathBuf,
 }
 

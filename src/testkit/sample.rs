@@ -109,7 +109,9 @@ impl SampleSpec {
 /// the `metadata` file is rewritten at every checkpoint and is not listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckpointDelta {
+    /// The tenant checkpointed.
     pub tenant: TenantId,
+    /// The timeline checkpointed.
     pub timeline: TimelineId,
     /// The checkpoint's LSN (`metadata.disk_consistent_lsn`).
     pub lsn: Lsn,

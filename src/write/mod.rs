@@ -22,9 +22,9 @@
 //! ([`Writer`]: the checkpoint's order and its manifest), [`fence`] (the writer's side of gc).
 
 mod commit;
-pub mod fence;
+pub(crate) mod fence;
 pub(crate) mod packer;
-pub mod request;
+pub(crate) mod request;
 mod source;
 
 pub use commit::Writer;

@@ -15,6 +15,7 @@ use crate::id::{TenantId, TimelineId};
 pub struct SourceFile {
     /// Relative, `/`-separated name in the timeline.
     pub name: String,
+    /// Where to read the file from.
     pub path: PathBuf,
 }
 
@@ -31,18 +32,24 @@ pub enum CheckpointMode {
 /// One checkpoint to record.
 #[derive(Clone, Debug)]
 pub struct CheckpointRequest {
+    /// The tenant to record under.
     pub tenant: TenantId,
+    /// The timeline to record under.
     pub timeline: TimelineId,
     /// Its `disk_consistent_lsn` is the checkpoint's LSN.
     pub metadata: TimelineMetadata,
+    /// The files the checkpoint records (all, or only the changed ones; see `mode`).
     pub files: Vec<SourceFile>,
+    /// Whether `files` is the whole timeline or only what changed.
     pub mode: CheckpointMode,
 }
 
 /// What a checkpoint did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CheckpointReport {
+    /// The checkpoint's LSN, formatted `X/Y`.
     pub lsn: String,
+    /// Key of the manifest created.
     pub manifest: String,
     /// Files in the request.
     pub files: usize,
@@ -52,18 +59,23 @@ pub struct CheckpointReport {
     pub files_unchanged: usize,
     /// Added files whose whole content was already stored (not chunked again).
     pub files_deduplicated: usize,
+    /// How many names of the previous checkpoint the request left out (full mode only).
     pub files_removed: usize,
     /// Bytes of the added files.
     pub bytes_added: u64,
     /// Bytes of the added files that had to be chunked (not recognised whole), and their chunks.
     pub chunked_bytes: u64,
+    /// Chunks cut from the chunked bytes.
     pub chunks: u64,
     /// Chunks not stored before, and their raw and stored bytes.
     pub new_chunks: u64,
+    /// Raw bytes of the new chunks.
     pub new_raw_bytes: u64,
+    /// Bytes the new chunks take stored (after compression).
     pub new_stored_bytes: u64,
     /// Objects created: packs, index objects, manifests.
     pub packs_written: usize,
+    /// Index objects created.
     pub index_objects_written: usize,
 }
 

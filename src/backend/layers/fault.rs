@@ -94,6 +94,7 @@ pub struct FaultBackend {
 }
 
 impl FaultBackend {
+    /// Wraps `inner`, injecting the faults `config` describes.
     pub fn new(inner: Arc<dyn Backend>, config: FaultConfig) -> FaultBackend {
         FaultBackend {
             inner,

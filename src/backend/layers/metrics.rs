@@ -151,19 +151,28 @@ impl Metrics {
 /// The counters of every operation at one moment, keyed by operation name (`put`, `get_range`…).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricsSnapshot {
+    /// Counters per operation, keyed by the operation's name (`put`, `get_range`, ...).
     pub ops: BTreeMap<String, OpSnapshot>,
 }
 
 /// The counters of one operation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OpSnapshot {
+    /// Calls made, successful or not.
     pub requests: u64,
+    /// Calls that returned an error of any kind.
     pub errors: u64,
+    /// Errors the retry layer may retry (timeouts, 5xx, throttling).
     pub transient_errors: u64,
+    /// Reads of missing objects: normal for probes, so counted apart from errors.
     pub not_found: u64,
+    /// Bytes received from the store (object bodies read).
     pub bytes_in: u64,
+    /// Bytes sent to the store (object bodies written).
     pub bytes_out: u64,
+    /// Total time spent in calls, for the mean latency.
     pub latency_seconds_sum: f64,
+    /// The slowest call seen.
     pub latency_seconds_max: f64,
     /// Cumulative counts (Prometheus style); the last bucket has no bound (`+Inf`).
     pub latency_buckets: Vec<LatencyBucket>,
@@ -172,7 +181,9 @@ pub struct OpSnapshot {
 /// Calls that took at most `le_seconds` (`None`: any time).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencyBucket {
+    /// Upper bound of the bucket in seconds; `None` is the `+Inf` bucket.
     pub le_seconds: Option<f64>,
+    /// Calls at or below the bound (cumulative, as Prometheus counts).
     pub count: u64,
 }
 
@@ -279,6 +290,7 @@ pub struct MetricsBackend {
 }
 
 impl MetricsBackend {
+    /// Wraps `inner`, counting into a fresh [`Metrics`].
     pub fn new(inner: Arc<dyn Backend>) -> MetricsBackend {
         MetricsBackend {
             inner,

@@ -74,6 +74,7 @@ pub struct RetryBackend {
 }
 
 impl RetryBackend {
+    /// Wraps `inner`, retrying transient failures as `config` says.
     pub fn new(inner: Arc<dyn Backend>, config: RetryConfig) -> RetryBackend {
         RetryBackend { inner, config }
     }

@@ -32,6 +32,7 @@ pub struct TimeoutConfig {
     pub small: Duration,
     /// For objects (or ranges) of `large_from` bytes or more.
     pub large: Duration,
+    /// Size in bytes from which a transfer counts as large and gets the `large` limit.
     pub large_from: u64,
 }
 
@@ -65,6 +66,7 @@ pub struct TimeoutBackend {
 }
 
 impl TimeoutBackend {
+    /// Wraps `inner`, bounding each call by the limits in `config`.
     pub fn new(inner: Arc<dyn Backend>, config: TimeoutConfig) -> TimeoutBackend {
         TimeoutBackend { inner, config }
     }

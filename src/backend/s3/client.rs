@@ -41,7 +41,9 @@ impl std::fmt::Debug for S3Backend {
 pub struct IncompleteUpload {
     /// Full key inside the bucket (including the store's prefix).
     pub key: String,
+    /// The id S3 needs to abort the upload.
     pub upload_id: String,
+    /// When it started, if the server says (old ones are leftovers of killed writers).
     pub initiated: Option<SystemTime>,
 }
 

@@ -21,8 +21,11 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// AWS chain (environment, profile files, container and instance metadata) is used.
 #[derive(Clone)]
 pub struct S3Credentials {
+    /// Access key id (`AWS_ACCESS_KEY_ID`).
     pub access_key_id: String,
+    /// Secret access key (`AWS_SECRET_ACCESS_KEY`).
     pub secret_access_key: String,
+    /// Session token of temporary credentials (`AWS_SESSION_TOKEN`).
     pub session_token: Option<String>,
 }
 
@@ -37,6 +40,7 @@ impl std::fmt::Debug for S3Credentials {
 /// Where and how to reach the bucket.
 #[derive(Clone, Debug)]
 pub struct S3Config {
+    /// The bucket holding the store.
     pub bucket: String,
     /// Key prefix inside the bucket: empty, or ending with `/` (added if missing).
     pub prefix: String,

@@ -25,6 +25,7 @@ use super::page::{self, MAX_TUPLE, PAGE_SIZE, PageContext};
 use super::rng::SampleRng;
 use crate::id::{Lsn, TenantId, TimelineId};
 
+// `duplicates` pairs these constants with page.rs's by shape alone: different fixed numbers.
 /// Length of a Neon key in bytes.
 pub const KEY_LEN: usize = 18;
 /// Magic numbers of the two summaries.
@@ -46,12 +47,16 @@ const ROWS_PER_BLOCK: u64 = 128;
 pub enum LayerName {
     /// `<key_start>-<key_end>__<lsn>`.
     Image {
+        /// The key range the image covers.
         keys: Range<[u8; KEY_LEN]>,
+        /// The LSN the image was taken at.
         lsn: Lsn,
     },
     /// `<key_start>-<key_end>__<lsn_start>-<lsn_end>`.
     Delta {
+        /// The key range the deltas cover.
         keys: Range<[u8; KEY_LEN]>,
+        /// The LSN range of the deltas.
         lsns: Range<Lsn>,
     },
 }

@@ -24,6 +24,8 @@ use super::rng::SampleRng;
 use crate::format::metadata::{METADATA_FILE_NAME, TimelineMetadata};
 use crate::id::{Lsn, TenantId, TimelineId};
 
+mod deltas;
+
 /// Where every timeline's WAL starts (Neon's usual initdb LSN, 0/149F0D8).
 const INITDB_LSN: Lsn = Lsn(0x0149_F0D8);
 /// Share of the byte budget each hot image layer gets at checkpoint 0.
@@ -178,16 +180,7 @@ impl SampleTimeline {
         for share in HOT_SHARES {
             t.add_hot_image(share, INITDB_LSN..lsn, &mut ch)?;
         }
-        for _ in 0..t.rng.range(10..15) {
-            let at = Lsn(align8(t.rng.range(INITDB_LSN.0 + 8..lsn.0)));
-            t.add_cold_image(INITDB_LSN..at, &mut ch)?;
-        }
-        t.wal = WalChain::new(t.hot[0].rel.clone(), INITDB_LSN);
-        let n = t.rng.range(3..6) as usize;
-        t.add_l0_deltas(n, INITDB_LSN..lsn, &mut ch)?;
-        t.grow_wal(INITDB_LSN..lsn, &mut ch)?;
-        let delta = t.finish_checkpoint(lsn, ch)?;
-        Ok((t, delta))
+        t.first_checkpoint(INITDB_LSN..lsn, (10..15, 3..6), ch)
     }
 
     /// Writes checkpoint 0 of a branch of `parent` at the parent's last consistent LSN: its hot
@@ -211,16 +204,28 @@ impl SampleTimeline {
             let bytes = fs::read(parent.dir.join(&hot.current))?;
             t.add_image_version(hot.rel.clone(), bytes, (lsn, BRANCH_SHARE), &mut ch)?;
         }
-        for _ in 0..t.rng.range(5..9) {
-            let at = Lsn(align8(t.rng.range(ancestor_lsn.0 + 8..lsn.0)));
-            t.add_cold_image(ancestor_lsn..at, &mut ch)?;
+        t.first_checkpoint(ancestor_lsn..lsn, (5..9, 2..4), ch)
+    }
+
+    /// The rest of checkpoint 0 over `lsns`, after the hot images: a number of cold images and
+    /// of L0 deltas drawn from `counts`, the WAL chain started on the first hot image's relation.
+    fn first_checkpoint(
+        mut self,
+        lsns: Range<Lsn>,
+        counts: (Range<u64>, Range<u64>),
+        mut ch: Changes,
+    ) -> io::Result<(SampleTimeline, CheckpointDelta)> {
+        let (start, lsn) = (lsns.start, lsns.end);
+        for _ in 0..self.rng.range(counts.0) {
+            let at = Lsn(align8(self.rng.range(start.0 + 8..lsn.0)));
+            self.add_cold_image(start..at, &mut ch)?;
         }
-        t.wal = WalChain::new(t.hot[0].rel.clone(), ancestor_lsn);
-        let n = t.rng.range(2..4) as usize;
-        t.add_l0_deltas(n, ancestor_lsn..lsn, &mut ch)?;
-        t.grow_wal(ancestor_lsn..lsn, &mut ch)?;
-        let delta = t.finish_checkpoint(lsn, ch)?;
-        Ok((t, delta))
+        self.wal = WalChain::new(self.hot[0].rel.clone(), start);
+        let n = self.rng.range(counts.1) as usize;
+        self.add_l0_deltas(n, start..lsn, &mut ch)?;
+        self.grow_wal(start..lsn, &mut ch)?;
+        let delta = self.finish_checkpoint(lsn, ch)?;
+        Ok((self, delta))
     }
 
     /// Advances the timeline by one checkpoint: new hot image versions, a longer WAL chain, new
@@ -264,31 +269,37 @@ impl SampleTimeline {
     fn add_hot_image(&mut self, share: f64, lsns: Range<Lsn>, ch: &mut Changes) -> io::Result<()> {
         let jitter = 0.8 + 0.4 * self.rng.unit();
         let pages = (self.budget as f64 * share * jitter / PAGE_SIZE as f64) as u32;
-        let rel = self.new_relation(pages.max(4));
-        let owner = self.owner();
-        let bytes = layer::image_layer(&mut self.rng, owner, &rel, lsns.clone());
-        let name = LayerName::Image {
-            keys: rel.keys(),
-            lsn: lsns.end,
-        };
-        self.write_layer(name.to_string(), &bytes, ch)?;
-        self.hot.push(HotImage::new(rel, name.to_string()));
+        let (rel, name) = self.add_image_of_new_relation(pages.max(4), lsns, ch)?;
+        self.hot.push(HotImage::new(rel, name));
         Ok(())
     }
 
     /// A small image layer of a new relation at `lsns.end`, pages written over `lsns`.
     fn add_cold_image(&mut self, lsns: Range<Lsn>, ch: &mut Changes) -> io::Result<()> {
         let pages = self.rng.log_uniform(COLD_PAGES.start, COLD_PAGES.end) as u32;
+        let (rel, _) = self.add_image_of_new_relation(pages, lsns, ch)?;
+        self.cold.push(rel);
+        Ok(())
+    }
+
+    /// An image layer of a new relation of `pages` pages at `lsns.end`, pages written over
+    /// `lsns`; returns the relation and the layer's name.
+    fn add_image_of_new_relation(
+        &mut self,
+        pages: u32,
+        lsns: Range<Lsn>,
+        ch: &mut Changes,
+    ) -> io::Result<(Relation, String)> {
         let rel = self.new_relation(pages);
         let owner = self.owner();
         let bytes = layer::image_layer(&mut self.rng, owner, &rel, lsns.clone());
         let name = LayerName::Image {
             keys: rel.keys(),
             lsn: lsns.end,
-        };
-        self.write_layer(name.to_string(), &bytes, ch)?;
-        self.cold.push(rel);
-        Ok(())
+        }
+        .to_string();
+        self.write_layer(name.clone(), &bytes, ch)?;
+        Ok((rel, name))
     }
 
     /// Writes the next version of hot image `i` at `lsn` and drops versions beyond the kept ones.
@@ -337,120 +348,6 @@ impl SampleTimeline {
         let xid = self.next_xid;
         layer::next_image_version(&mut self.rng, &mut bytes, self.timeline, lsn, (share, xid));
         self.write_layer(name.to_string(), &bytes, ch)
-    }
-
-    /// Writes `n` small delta layers of distinct relations (not the WAL chain's) over `lsns`.
-    fn add_l0_deltas(&mut self, n: usize, lsns: Range<Lsn>, ch: &mut Changes) -> io::Result<()> {
-        let rels: Vec<Relation> = (self.hot.iter().skip(1).map(|h| h.rel.clone()))
-            .chain(self.cold.iter().cloned())
-            .collect();
-        for i in self.rng.distinct(rels.len(), n) {
-            let range = if self.checkpoint == 0 {
-                self.sub_range(&lsns)
-            } else {
-                lsns.clone()
-            };
-            self.add_l0_delta(&rels[i], range, ch)?;
-        }
-        Ok(())
-    }
-
-    /// A random range strictly inside `lsns`, for the deltas that led up to checkpoint 0.
-    fn sub_range(&mut self, lsns: &Range<Lsn>) -> Range<Lsn> {
-        let span = lsns.end.0 - lsns.start.0;
-        let start = align8(lsns.start.0 + 8 + self.rng.below(span / 2));
-        let end = align8(start + 8 + self.rng.below(span / 4));
-        Lsn(start)..Lsn(end)
-    }
-
-    /// One small delta layer of `rel` over `lsns`.
-    fn add_l0_delta(
-        &mut self,
-        rel: &Relation,
-        lsns: Range<Lsn>,
-        ch: &mut Changes,
-    ) -> io::Result<()> {
-        let size = self.rng.log_uniform(SMALL_FILE.start, SMALL_FILE.end) as usize;
-        let mut bytes = layer::delta_summary(self.owner(), &rel.keys(), lsns.start);
-        let records = size.saturating_sub(PAGE_SIZE).max(256);
-        let xid = self.next_xid;
-        layer::append_records(&mut self.rng, &mut bytes, rel, lsns.clone(), (records, xid));
-        let keys = rel.keys();
-        let name = LayerName::Delta {
-            keys: keys.clone(),
-            lsns: lsns.clone(),
-        };
-        self.write_layer(name.to_string(), &bytes, ch)?;
-        let (name, checkpoint) = (name.to_string(), self.checkpoint);
-        self.l0.push(L0Delta {
-            name,
-            keys,
-            lsns,
-            checkpoint,
-        });
-        Ok(())
-    }
-
-    /// Appends records over `lsns` to the WAL chain and writes it as a new version; drops old
-    /// versions; restarts the chain once it is an eighth of the budget.
-    fn grow_wal(&mut self, lsns: Range<Lsn>, ch: &mut Changes) -> io::Result<()> {
-        self.append_wal(lsns.clone());
-        let name = LayerName::Delta {
-            keys: self.wal.rel.keys(),
-            lsns: self.wal.lsn_start..lsns.end,
-        };
-        let bytes = std::mem::take(&mut self.wal.bytes);
-        self.write_layer(name.to_string(), &bytes, ch)?;
-        self.wal.bytes = bytes;
-        self.wal.versions.push_back(name.to_string());
-        let drop = self.wal.versions.len().saturating_sub(KEEP_VERSIONS);
-        let dropped: Vec<String> = self.wal.versions.drain(..drop).collect();
-        for old in &dropped {
-            self.remove_layer(old, ch)?;
-        }
-        if self.wal.bytes.len() as u64 > self.budget / 8 {
-            let fresh = WalChain::new(self.wal.rel.clone(), lsns.end);
-            let finished = std::mem::replace(&mut self.wal, fresh);
-            for old in finished.versions.iter().rev().skip(1) {
-                self.remove_layer(old, ch)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Appends records over `lsns` to the chain's bytes, after a summary if it has none yet.
-    fn append_wal(&mut self, lsns: Range<Lsn>) {
-        if self.wal.bytes.is_empty() {
-            let (keys, start) = (self.wal.rel.keys(), self.wal.lsn_start);
-            self.wal.bytes = layer::delta_summary(self.owner(), &keys, start);
-        }
-        let grow = self.rng.range(self.budget / 128..self.budget / 32) as usize;
-        let (rel, xid) = (&self.wal.rel, self.next_xid);
-        let out = &mut self.wal.bytes;
-        layer::append_records(&mut self.rng, out, rel, lsns, (grow, xid));
-    }
-
-    /// Merges the L0 deltas of earlier checkpoints into one L1 delta once there are enough.
-    fn compact(&mut self, ch: &mut Changes) -> io::Result<()> {
-        let current = self.checkpoint;
-        let (old, young): (Vec<L0Delta>, Vec<L0Delta>) =
-            self.l0.drain(..).partition(|d| d.checkpoint < current);
-        self.l0 = young;
-        if old.len() < COMPACT_AT {
-            self.l0.extend(old);
-            return Ok(());
-        }
-        let keys = old.iter().map(|d| d.keys.start).min().unwrap_or_default()
-            ..old.iter().map(|d| d.keys.end).max().unwrap_or_default();
-        let lsns = old.iter().map(|d| d.lsns.start).min().unwrap_or(Lsn(0))
-            ..old.iter().map(|d| d.lsns.end).max().unwrap_or(Lsn(0));
-        let mut bytes = layer::delta_summary(self.owner(), &keys, lsns.start);
-        for d in &old {
-            let file = fs::read(self.dir.join(&d.name))?;
-            bytes.extend_from_slice(layer::delta_records(&file).unwrap_or_default());
-        }
-        self.write_layer(LayerName::Delta { keys, lsns }.to_string(), &bytes, ch)?;
-        old.iter().try_for_each(|d| self.remove_layer(&d.name, ch))
     }
 
     /// Rewrites the metadata for a checkpoint at `lsn` and reports the checkpoint.
