@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+// `duplicates` pairs this enum with format::envelope's `Kind` by shape alone (numbered variants).
 /// Exit codes, as `casctl --help` documents them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
