@@ -272,8 +272,9 @@ async fn big_checkpoint_with_gc_back_to_back() {
     let gc_loop = {
         let (store, stop, mode) = (store.clone(), stop.clone(), mode.clone());
         tokio::spawn(async move {
-            let mut opts = GcOptions::new(Retention::uniform(Policy::KeepLast(1)));
-            opts.window = std::time::Duration::from_millis(200);
+            let opts = GcOptions::new(Retention::uniform(Policy::KeepLast(1)));
+            // The default window: how long gc spares packs no index names yet (a writer's uploads
+            // in flight). Safety never depends on it; liveness of a long upload does.
             let mut runs = 0usize;
             while mode != "nogc" && !stop.load(Ordering::Relaxed) {
                 gc::run(&store, &opts, layercas::progress::none())

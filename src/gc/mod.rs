@@ -166,9 +166,22 @@ struct Scan {
     manifests: Vec<Scanned>,
     indexes: BTreeMap<Key, (u64, IndexObject)>,
     packs: HashMap<PackId, u64>,
+    /// When each pack was written, by the store's clock (liveness only: see `recent`).
+    written: HashMap<PackId, std::time::SystemTime>,
 }
 
 impl Scan {
+    /// Packs written less than `window` ago: probably a writer's uploads whose intent does not
+    /// exist yet. Clocks only decide how soon space returns, never safety (format-spec 13.6).
+    fn recent(&self, window: Duration) -> BTreeSet<PackId> {
+        let now = std::time::SystemTime::now();
+        self.written
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t).map_or(true, |age| age < window))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
     fn index_objects(&self) -> BTreeMap<Key, IndexObject> {
         self.indexes
             .iter()
@@ -206,16 +219,18 @@ async fn scan(store: &Store) -> Result<Scan> {
         let obj = store.read_index(&k).await?;
         indexes.insert(k, (size, obj));
     }
-    let packs = store
-        .list(&layout::prefix(layout::PACKS))
-        .await?
+    let pack_meta = store.list(&layout::prefix(layout::PACKS)).await?;
+    let ids = pack_meta
         .iter()
-        .filter_map(|m: &ObjectMeta| layout::parse_pack_key(&m.key).map(|id| (id, m.size)))
-        .collect();
+        .filter_map(|m: &ObjectMeta| layout::parse_pack_key(&m.key).map(|id| (id, m)));
+    let (packs, written) = ids
+        .map(|(id, m)| ((id, m.size), (id, m.last_modified)))
+        .unzip();
     Ok(Scan {
         manifests,
         indexes,
         packs,
+        written,
     })
 }
 
@@ -304,7 +319,10 @@ async fn plan_run(
     let live = reclaim::live_chunks(remaining(first, &plan));
     let mut reclaim = reclaim::plan(&sections, &first.packs, &live, opts.repack_threshold);
     // Liveness only: a writer about to commit these packs would otherwise store them again.
-    reclaim.dead.retain(|p| !spared.contains(p));
+    let recent = first.recent(opts.window);
+    reclaim
+        .dead
+        .retain(|p| !spared.contains(p) && !recent.contains(p));
     report.packs_repacked = reclaim.repack.len();
     Ok((plan, sections, reclaim))
 }

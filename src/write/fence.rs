@@ -32,6 +32,11 @@ use crate::id::{ChunkId, Lsn, PackId, TenantId, TimelineId};
 use crate::store::chunk_index::ChunkIndex;
 use crate::store::gc_state as state;
 
+/// Times a guard waits for gc to rescue this checkpoint's own condemned packs before giving up
+/// and storing them again, and the first wait (doubling up to 32x).
+const OWN_WAITS: u32 = 12;
+const OWN_WAIT_BASE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Pack existence checks in flight during one guard.
 const HEAD_CONCURRENCY: usize = 16;
 
@@ -146,32 +151,69 @@ impl Fence {
             Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let gc = state::read(backend).await?.state;
-        let mut bad: BTreeSet<PackId> = match unusable(gc.as_ref(), start) {
-            Ok(unusable) => packs
-                .iter()
-                .filter(|p| unusable.contains(p))
-                .copied()
-                .collect(),
-            Err(suspect) => {
-                guard.release(backend).await;
-                return Ok(Err(suspect));
+        let own: BTreeSet<PackId> = refs.own.values().copied().collect();
+        let mut waits = 0;
+        loop {
+            let bad = match check(backend, &packs, start).await {
+                Ok(bad) => bad,
+                Err(e) => {
+                    guard.release(backend).await;
+                    return Err(e);
+                }
+            };
+            let Some(bad) = bad else { return Ok(Ok(guard)) };
+            // Liveness only: this checkpoint's own packs, condemned by a gc that ran before the
+            // intent existed, are rescued by the next re-mark (the intent now names them), so
+            // waiting for that beats storing them again. Safety comes from re-checking.
+            let only_own = !bad.suspect && bad.missing.is_empty() && bad.condemned.is_subset(&own);
+            if only_own && waits < OWN_WAITS {
+                waits += 1;
+                tokio::time::sleep(OWN_WAIT_BASE * (1 << waits.min(5))).await;
+                continue;
             }
-        };
-        match missing(backend, &packs).await {
-            Ok(gone) => bad.extend(gone),
-            Err(e) => {
-                guard.release(backend).await;
-                return Err(e);
-            }
-        }
-        if bad.is_empty() {
-            Ok(Ok(guard))
-        } else {
             guard.release(backend).await;
-            Ok(Err(bad))
+            let mut all = bad.condemned;
+            all.extend(bad.missing);
+            return Ok(Err(all));
         }
     }
+}
+
+/// Why a guard's check failed.
+struct Bad {
+    /// Packs the state lists as condemned or deleted (all stored packs when it cannot tell).
+    condemned: BTreeSet<PackId>,
+    /// Packs a `head` did not find.
+    missing: Vec<PackId>,
+    /// The state no longer lists every deletion since the checkpoint started.
+    suspect: bool,
+}
+
+/// Reads the gc state, then checks every pack of the intent (rules 13.3.4); `None` when all are
+/// usable.
+async fn check(backend: &DynBackend, packs: &[PackId], start: Start) -> Result<Option<Bad>> {
+    let gc = state::read(backend).await?.state;
+    let condemned: BTreeSet<PackId> = match unusable(gc.as_ref(), start) {
+        Ok(unusable) => packs
+            .iter()
+            .filter(|p| unusable.contains(p))
+            .copied()
+            .collect(),
+        Err(suspect) => {
+            return Ok(Some(Bad {
+                condemned: suspect,
+                missing: Vec::new(),
+                suspect: true,
+            }));
+        }
+    };
+    let missing = missing(backend, packs).await?;
+    let bad = Bad {
+        condemned,
+        missing,
+        suspect: false,
+    };
+    Ok((!bad.condemned.is_empty() || !bad.missing.is_empty()).then_some(bad))
 }
 
 /// The packs of `packs` that do not exist now. Asked after the validation read: a pack present
