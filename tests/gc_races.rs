@@ -162,6 +162,31 @@ mod s3 {
 /// indexed pack, and the damaged pack is not deleted while it holds live chunks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_skips_a_truncated_pack_it_would_repack() {
+    gc_beside_a_damaged_pack(|path| {
+        let len = std::fs::metadata(path).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.set_len(len / 3).unwrap();
+    })
+    .await;
+}
+
+/// The same with bytes flipped inside the pack's blobs (its table intact): the blobs fail their
+/// check when copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_skips_a_corrupt_pack_it_would_repack() {
+    gc_beside_a_damaged_pack(|path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        for b in bytes.iter_mut().take(200 << 10).skip(1000).step_by(997) {
+            *b ^= 0x5a;
+        }
+        std::fs::write(path, bytes).unwrap();
+    })
+    .await;
+}
+
+/// One pack holding two files' chunks, half of them dead after gc's retention (so it is
+/// repacked), damaged by `damage` before gc runs.
+async fn gc_beside_a_damaged_pack(damage: impl FnOnce(&std::path::Path)) {
     use layercas::format::layout;
     use layercas::gc::retention::{Policy, Retention};
     use layercas::gc::{self, GcOptions};
@@ -188,13 +213,7 @@ async fn gc_skips_a_truncated_pack_it_would_repack() {
         .collect();
     assert_eq!(packs.len(), 1, "{packs:?}");
     let damaged = dir.join(packs[0].key.as_str());
-    let len = std::fs::metadata(&damaged).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&damaged)
-        .unwrap()
-        .set_len(len / 3)
-        .unwrap();
+    damage(&damaged);
 
     let opts = GcOptions::new(Retention::uniform(Policy::KeepLast(1)));
     let gc_store = store.clone();
@@ -203,7 +222,7 @@ async fn gc_skips_a_truncated_pack_it_would_repack() {
     match run.await {
         Ok(Ok(report)) => eprintln!("gc: {report:?}"),
         Ok(Err(e)) => eprintln!("gc refused: {e}"),
-        Err(e) => panic!("gc panicked on a truncated pack: {e}"),
+        Err(e) => panic!("gc panicked on a damaged pack: {e}"),
     }
     assert!(
         damaged.exists(),
