@@ -61,6 +61,12 @@ mod s3 {
     /// "already exists". gc then deletes the pack and finishes; only then does the writer validate.
     /// It must not trust the "already exists" answer nor miss the deletion recorded in the very
     /// generation it started under.
+    // Ignored: its premise cannot happen any more. Every pack is now salted (format-spec
+    // 13.3.2), so a writer storing the same bytes again writes a pack with a new id and never
+    // meets the one gc is deleting; the proxy then waits for a request that never comes. It
+    // failed on the code before the intent protocol (see the issue 10 note). Kept to be turned
+    // into a test of the salt once rewritten.
+    #[ignore]
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn race2_already_exists_for_a_pack_gc_is_deleting() {
         let mut rig = Rig::new(WINDOW).await;
