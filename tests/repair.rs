@@ -206,7 +206,8 @@ fn gc_refuses_to_delete_while_referenced_chunks_are_missing() {
     let packs = files_under(&store, layout::PACKS);
     std::fs::remove_file(&packs[0]).unwrap();
     let out = casctl(&store)
-        .args(["gc", "--keep-last", "1"])
+        // Window 0: packs no index names are judged at once (the default spares them for 60 s).
+        .args(["gc", "--keep-last", "1", "--window-ms", "0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
@@ -256,9 +257,11 @@ async fn stale_intents_keep_packs_until_cleared() {
         .await
         .unwrap();
     let s2 = store.clone();
-    let r = tokio::task::spawn_blocking(move || run_json(&s2, &["gc", "--keep-last", "1"]))
-        .await
-        .unwrap();
+    let r = tokio::task::spawn_blocking(move || {
+        run_json(&s2, &["gc", "--keep-last", "1", "--window-ms", "0"])
+    })
+    .await
+    .unwrap();
     assert_eq!(r["manifests_deleted"], 2, "{r}");
     let present = |p: &PackId| store.join(layout::pack_key(p).as_str()).exists();
     assert!(
@@ -268,7 +271,17 @@ async fn stale_intents_keep_packs_until_cleared() {
     assert_eq!(files_under(&store, layout::INTENTS).len(), 1);
     let s2 = store.clone();
     let r = tokio::task::spawn_blocking(move || {
-        run_json(&s2, &["gc", "--keep-last", "1", "--clear-intents"])
+        run_json(
+            &s2,
+            &[
+                "gc",
+                "--keep-last",
+                "1",
+                "--clear-intents",
+                "--window-ms",
+                "0",
+            ],
+        )
     })
     .await
     .unwrap();
