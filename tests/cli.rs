@@ -256,6 +256,7 @@ fn escaping_names_are_refused() {
             }],
             removed: vec![],
             base: false,
+            dropped_from: None,
         };
         t.write(&format!("manifests/{T}/{TL}/0000000000000020"), &m.encode());
         let (ok, v) = verify(&t);

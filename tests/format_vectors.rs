@@ -176,6 +176,7 @@ fn manifest_vector() {
         }],
         removed: vec!["layer-0".into()],
         base: false,
+        dropped_from: None,
     };
     let bytes = check(
         "manifest",

@@ -72,6 +72,21 @@ pub struct Manifest {
     /// field: it is the envelope version (2) and the flags of the version-2 body.
     #[serde(skip)]
     pub base: bool,
+    /// Only in a base: every checkpoint of the timeline with an LSN in `[dropped_from, lsn)` was
+    /// dropped by gc. A manifest found there is a late-landing create of a dropped checkpoint
+    /// (its chunks may be gone) and is ignored and deleted ([`Manifest::drops`]). Not a msgpack
+    /// field of `Manifest`: the optional third element of the version-2 body.
+    #[serde(skip)]
+    pub dropped_from: Option<Lsn>,
+}
+
+/// The version-2 body: `[manifest, flags]`, or `[manifest, flags, dropped_from]`.
+#[derive(Serialize, Deserialize)]
+struct BaseBody {
+    manifest: Manifest,
+    flags: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dropped_from: Option<Lsn>,
 }
 
 /// Envelope version of a delta manifest.
@@ -85,7 +100,11 @@ impl Manifest {
     /// The manifest object's bytes.
     pub fn encode(&self) -> Vec<u8> {
         if self.base {
-            let body = envelope::encode_msgpack(&(self, FLAG_BASE));
+            let body = envelope::encode_msgpack(&BaseBody {
+                manifest: self.clone(),
+                flags: FLAG_BASE,
+                dropped_from: self.dropped_from,
+            });
             envelope::seal_version(Kind::Manifest, BASE_VERSION, &body)
         } else {
             envelope::seal(Kind::Manifest, &envelope::encode_msgpack(self))
@@ -98,7 +117,9 @@ impl Manifest {
         let (version, body) =
             envelope::open_versions(Kind::Manifest, &versions, bytes, MAX_MANIFEST_BODY)?;
         let manifest = if version == BASE_VERSION {
-            let (mut m, flags): (Manifest, u8) = envelope::decode_msgpack("manifest", body)?;
+            let b: BaseBody = envelope::decode_msgpack("manifest", body)?;
+            let (mut m, flags) = (b.manifest, b.flags);
+            m.dropped_from = b.dropped_from;
             if flags != FLAG_BASE {
                 return Err(DecodeError::new(
                     "manifest",
@@ -116,11 +137,25 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// Whether this manifest is a base saying that the checkpoint at `lsn` was dropped.
+    pub fn drops(&self, lsn: Lsn) -> bool {
+        self.base
+            && self
+                .dropped_from
+                .is_some_and(|from| from <= lsn && lsn < self.lsn)
+    }
+
     /// Checks the rules every manifest keeps: safe unique names, chunk lengths adding up to file
     /// sizes, LSNs consistent with the metadata and the previous manifest.
     pub fn validate(&self) -> Result<(), String> {
         if self.base && (self.prev_lsn.is_some() || !self.removed.is_empty()) {
             return Err("a base has no previous lsn and removes nothing".into());
+        }
+        if let Some(from) = self.dropped_from.filter(|f| !self.base || *f > self.lsn) {
+            return Err(format!(
+                "dropped range from {from} is only allowed in a base, and not above its lsn {}",
+                self.lsn
+            ));
         }
         if self.metadata.disk_consistent_lsn != self.lsn {
             return Err(format!(
@@ -245,6 +280,7 @@ impl TimelineState {
             added: self.files.values().cloned().collect(),
             removed: Vec::new(),
             base: true,
+            dropped_from: None,
         }
     }
 
@@ -277,6 +313,7 @@ mod tests {
             }],
             removed: vec!["old_layer".into()],
             base: false,
+            dropped_from: None,
         }
     }
 
@@ -357,5 +394,25 @@ mod tests {
             &envelope::encode_msgpack(&(&base, 3u8)),
         );
         assert!(Manifest::decode(&forged).is_err());
+    }
+
+    #[test]
+    fn a_base_records_the_checkpoints_gc_dropped_below_it() {
+        let m1 = sample_manifest();
+        let mut base = TimelineState::fold([m1.clone()])
+            .unwrap()
+            .to_base(m1.tenant, m1.timeline);
+        let plain = base.encode();
+        base.dropped_from = Some(Lsn(0x20));
+        let bytes = base.encode();
+        assert!(bytes.len() > plain.len(), "one more array element");
+        let back = Manifest::decode(&bytes).unwrap();
+        assert_eq!(back.dropped_from, Some(Lsn(0x20)));
+        assert!(back.drops(Lsn(0x20)) && back.drops(Lsn(0xff)));
+        assert!(!back.drops(Lsn(0x1f)) && !back.drops(Lsn(0x100)));
+        assert_eq!(Manifest::decode(&plain).unwrap().dropped_from, None);
+        // A range above the base's own LSN is refused.
+        base.dropped_from = Some(Lsn(0x101));
+        assert!(Manifest::decode(&base.encode()).is_err());
     }
 }

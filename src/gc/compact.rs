@@ -53,10 +53,13 @@ pub fn plan(
 
 /// Plans one timeline. Each manifest's state is its predecessor's (by `prev_lsn`, so a
 /// manifest off the chain, such as a killed writer's create that landed late, never leaks into
-/// another's state). A manifest whose predecessor is missing is *superseded* when it lies below
-/// the timeline's newest base (a late create of a checkpoint retention dropped): it is deleted
-/// whatever retention says. A timeline whose chain has a gap at or above its newest base is left
-/// alone.
+/// another's state). A manifest is *superseded*, and deleted whatever retention says, when a
+/// base records its LSN as dropped (`Manifest::drops`: a create that landed after gc deleted
+/// it), or when its predecessor is missing and it lies below the timeline's newest base. A
+/// timeline whose chain has a gap at or above its newest base is left alone.
+///
+/// The first kept manifest after deleted ones becomes a base (or, if it is one, is rewritten)
+/// recording the deleted range, so that a late create landing there later is recognised.
 fn plan_timeline(
     (tenant, timeline): (TenantId, TimelineId),
     list: &[&Scanned],
@@ -66,18 +69,29 @@ fn plan_timeline(
 ) {
     let mut states: BTreeMap<Lsn, (TimelineState, usize)> = BTreeMap::new();
     let mut plan = CompactPlan::default();
-    let mut dropped: BTreeSet<Lsn> = BTreeSet::new();
     let newest_base = newest_base(list.iter().map(|s| &s.manifest));
+    let recorded: Vec<&Manifest> = list
+        .iter()
+        .map(|s| &s.manifest)
+        .filter(|m| m.dropped_from.is_some())
+        .collect();
+    // The last kept LSN, and whether manifests were deleted since.
+    let (mut last_kept, mut gap): (Option<Lsn>, bool) = (None, false);
     for s in list {
         let m = &s.manifest;
+        if recorded.iter().any(|b| b.drops(m.lsn)) {
+            plan.delete.push((*s).clone());
+            gap = true;
+            continue;
+        }
         let (prev, prev_chain) = match m.prev_lsn.filter(|_| !m.base) {
             None => (None, 0),
             Some(p) => match states.get(&p) {
                 Some((st, c)) => (Some(st.clone()), *c),
                 None if newest_base.is_some_and(|b| m.lsn < b) => {
-                    // Superseded: a late create of a checkpoint retention dropped (its
-                    // predecessor is gone, and a newer base makes it unneeded). Deleted.
+                    // Superseded: its predecessor is gone and a newer base makes it unneeded.
                     plan.delete.push((*s).clone());
+                    gap = true;
                     continue;
                 }
                 None => {
@@ -89,15 +103,26 @@ fn plan_timeline(
         let state = TimelineState::apply(prev, m.clone());
         let mut chain = if m.base { 0 } else { prev_chain + 1 };
         if !keep.contains(&s.r.lsn) {
-            dropped.insert(m.lsn);
             plan.delete.push((*s).clone());
+            gap = true;
         } else {
-            let after_dropped = m.prev_lsn.is_some_and(|p| dropped.contains(&p));
-            if !m.base && (after_dropped || chain >= max_chain) {
-                plan.bases
-                    .push(((*s).clone(), state.to_base(tenant, timeline)));
+            let from = gap.then(|| last_kept.map_or(Lsn(0), |l| Lsn(l.0 + 1)));
+            let covered = m.base
+                && match (from, m.dropped_from) {
+                    (None, _) => true,
+                    (Some(f), Some(had)) => had <= f,
+                    (Some(_), None) => false,
+                };
+            if (from.is_some() && !covered) || (!m.base && chain >= max_chain) {
+                let mut base = state.to_base(tenant, timeline);
+                base.dropped_from = match (from, m.dropped_from) {
+                    (Some(f), Some(had)) => Some(f.min(had)),
+                    (f, had) => f.or(had),
+                };
+                plan.bases.push(((*s).clone(), base));
                 chain = 0;
             }
+            (last_kept, gap) = (Some(m.lsn), false);
         }
         states.insert(m.lsn, (state, chain));
     }
@@ -163,6 +188,7 @@ mod tests {
             }],
             removed: remove.iter().map(|s| s.to_string()).collect(),
             base: false,
+            dropped_from: None,
         };
         Scanned {
             r: ManifestRef {
@@ -196,6 +222,11 @@ mod tests {
         assert_eq!(at.r.lsn, Lsn(3));
         let names: Vec<&str> = base.added.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, vec!["b", "c"]);
+        assert_eq!(
+            base.dropped_from,
+            Some(Lsn(2)),
+            "the base records what was dropped"
+        );
         // The state at every kept LSN is unchanged: fold before == fold after.
         let before = TimelineState::fold(list.iter().map(|s| s.manifest.clone())).unwrap();
         let after = TimelineState::fold([base.clone(), list[3].manifest.clone()]).unwrap();
@@ -229,10 +260,37 @@ mod tests {
             p.delete.iter().map(|s| s.r.lsn.0).collect::<Vec<_>>(),
             vec![2]
         );
-        assert!(p.bases.is_empty());
+        // The base is rewritten to record the deleted range, so a second late create is known.
+        assert_eq!(p.bases.len(), 1);
+        assert_eq!(
+            (p.bases[0].0.r.lsn, p.bases[0].1.dropped_from),
+            (Lsn(3), Some(Lsn(0)))
+        );
         // A gap at or above the newest base: nothing is planned.
         let list = vec![list[1].clone(), delta(5, Some(4), "e", &[])];
         let p = plan(&list, &kept, 100);
         assert!(p.delete.is_empty() && p.bases.is_empty());
+    }
+
+    #[test]
+    fn late_creates_of_dropped_checkpoints_are_superseded_whatever_retention_keeps() {
+        let key = (TenantId([1; 16]), TimelineId([2; 16]));
+        // gc kept only 3 (a base recording that everything below it was dropped); the creates
+        // of 1 (a first manifest) and 2 landed afterwards, forming a chain of their own.
+        let mut base = delta(3, None, "c", &[]);
+        base.manifest.base = true;
+        base.manifest.dropped_from = Some(Lsn(0));
+        let list = vec![
+            delta(1, None, "a", &[]),
+            delta(2, Some(1), "b", &[]),
+            base,
+            delta(4, Some(3), "d", &[]),
+        ];
+        let mut kept = BTreeMap::new();
+        kept.insert(key, (1..=4).map(Lsn).collect());
+        let p = plan(&list, &kept, 100);
+        let deleted: Vec<u64> = p.delete.iter().map(|s| s.r.lsn.0).collect();
+        assert_eq!(deleted, vec![1, 2]);
+        assert!(p.bases.is_empty(), "the base already records the range");
     }
 }

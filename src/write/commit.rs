@@ -140,6 +140,7 @@ impl Writer {
             added,
             removed,
             base: false,
+            dropped_from: None,
         };
         let key = self.create_manifest(&manifest, guard).await?;
         report.manifest = key.to_string();
