@@ -38,30 +38,31 @@ fn run_json(store: &Path, args: &[&str]) -> Value {
 
 /// Checkpoints of `n` versions at LSNs 0/100, 0/110, ...: a shared file and one of each's own.
 fn checkpoints(root: &Path, store: &Path, n: u64) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    for i in 0..n {
-        let dir = root.join(format!("c{i}"));
-        let mut files = BTreeMap::new();
-        files.insert("keep".to_string(), noise(200_000, 9));
-        files.insert(format!("f{i}"), noise(300_000, i));
-        write_files(&dir, &files);
-        let lsn = lsn(i);
-        run_json(
-            store,
-            &[
-                "checkpoint",
-                "--tenant",
-                &TENANT.to_string(),
-                "--timeline",
-                &TIMELINE.to_string(),
-                "--lsn",
-                &lsn,
-                dir.to_str().unwrap(),
-            ],
-        );
-        dirs.push(dir);
-    }
-    dirs
+    (0..n).map(|i| checkpoint(root, store, i)).collect()
+}
+
+/// Checkpoint `i`: the files `keep` (the same in every checkpoint) and `f<i>` (new data).
+fn checkpoint(root: &Path, store: &Path, i: u64) -> PathBuf {
+    let dir = root.join(format!("c{i}"));
+    let mut files = BTreeMap::new();
+    files.insert("keep".to_string(), noise(200_000, 9));
+    files.insert(format!("f{i}"), noise(300_000, i));
+    write_files(&dir, &files);
+    let lsn = lsn(i);
+    let (tenant, timeline) = (TENANT.to_string(), TIMELINE.to_string());
+    let args = [
+        "checkpoint",
+        "--tenant",
+        &tenant,
+        "--timeline",
+        &timeline,
+        "--lsn",
+        &lsn,
+    ];
+    let mut args: Vec<&str> = args.to_vec();
+    args.push(dir.to_str().unwrap());
+    run_json(store, &args);
+    dir
 }
 
 fn lsn(i: u64) -> String {
@@ -199,15 +200,18 @@ fn repair_index_skips_damaged_packs() {
 fn gc_refuses_to_delete_while_referenced_chunks_are_missing() {
     let (_d, root) = tempdir();
     let store = root.join("store");
-    checkpoints(&root, &store, 3);
+    checkpoints(&root, &store, 2);
+    let before = files_under(&store, layout::PACKS);
+    checkpoint(&root, &store, 2);
     for f in files_under(&store, layout::INDEX) {
         std::fs::remove_file(f).unwrap();
     }
     let packs = files_under(&store, layout::PACKS);
-    std::fs::remove_file(&packs[0]).unwrap();
+    // A pack of the last checkpoint: it holds `f2`, which the kept checkpoint needs.
+    let newest = packs.iter().find(|p| !before.contains(p)).unwrap();
+    std::fs::remove_file(newest).unwrap();
     let out = casctl(&store)
-        // Window 0: packs no index names are judged at once (the default spares them for 60 s).
-        .args(["gc", "--keep-last", "1", "--window-ms", "0"])
+        .args(["gc", "--keep-last", "1"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));

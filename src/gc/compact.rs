@@ -75,13 +75,14 @@ fn plan_timeline(
         .map(|s| &s.manifest)
         .filter(|m| m.dropped_from.is_some())
         .collect();
-    // The last kept LSN, and whether manifests were deleted since.
+    // The last kept LSN, whether manifests were deleted since, and every LSN deleted.
     let (mut last_kept, mut gap): (Option<Lsn>, bool) = (None, false);
+    let mut deleted: BTreeSet<Lsn> = BTreeSet::new();
     for s in list {
         let m = &s.manifest;
         if recorded.iter().any(|b| b.drops(m.lsn)) {
             plan.delete.push((*s).clone());
-            gap = true;
+            (gap, _) = (true, deleted.insert(m.lsn));
             continue;
         }
         let (prev, prev_chain) = match m.prev_lsn.filter(|_| !m.base) {
@@ -91,7 +92,7 @@ fn plan_timeline(
                 None if newest_base.is_some_and(|b| m.lsn < b) => {
                     // Superseded: its predecessor is gone and a newer base makes it unneeded.
                     plan.delete.push((*s).clone());
-                    gap = true;
+                    (gap, _) = (true, deleted.insert(m.lsn));
                     continue;
                 }
                 None => {
@@ -104,9 +105,12 @@ fn plan_timeline(
         let mut chain = if m.base { 0 } else { prev_chain + 1 };
         if !keep.contains(&s.r.lsn) {
             plan.delete.push((*s).clone());
-            gap = true;
+            (gap, _) = (true, deleted.insert(m.lsn));
         } else {
-            let from = gap.then(|| last_kept.map_or(Lsn(0), |l| Lsn(l.0 + 1)));
+            // A predecessor deleted (even one a late create off this chain followed) also
+            // makes this a base: its state must not depend on a deleted manifest.
+            let after_deleted = m.prev_lsn.is_some_and(|p| deleted.contains(&p));
+            let from = (gap || after_deleted).then(|| last_kept.map_or(Lsn(0), |l| Lsn(l.0 + 1)));
             let covered = m.base
                 && match (from, m.dropped_from) {
                     (None, _) => true,
@@ -292,5 +296,32 @@ mod tests {
         let deleted: Vec<u64> = p.delete.iter().map(|s| s.r.lsn.0).collect();
         assert_eq!(deleted, vec![1, 2]);
         assert!(p.bases.is_empty(), "the base already records the range");
+    }
+
+    #[test]
+    fn every_kept_manifest_after_a_deleted_predecessor_becomes_a_base() {
+        let key = (TenantId([1; 16]), TimelineId([2; 16]));
+        // 4's create landed late, after 5 was written on top of 2: both follow 2.
+        let list = vec![
+            delta(1, None, "a", &[]),
+            delta(2, Some(1), "b", &[]),
+            delta(4, Some(2), "d", &[]),
+            delta(5, Some(2), "e", &[]),
+        ];
+        let mut kept = BTreeMap::new();
+        kept.insert(key, [Lsn(4), Lsn(5)].into_iter().collect());
+        let p = plan(&list, &kept, 100);
+        let bases: Vec<(u64, Option<Lsn>)> = p
+            .bases
+            .iter()
+            .map(|(s, b)| (s.r.lsn.0, b.dropped_from))
+            .collect();
+        assert_eq!(bases, vec![(4, Some(Lsn(0))), (5, Some(Lsn(5)))]);
+        let names: Vec<&str> = p.bases[1].1.added.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["a", "b", "e"],
+            "5's state does not include 4's file"
+        );
     }
 }
