@@ -44,7 +44,8 @@ pub fn run_seed(seed: u64, calm: bool) -> Verdict {
     })
 }
 
-/// Seeds to run: `GC_SIM_SEED=S` alone, else 1..=`GC_SIM_SCHEDULES` (default `default`).
+/// Seeds to run: `GC_SIM_SEED=S` alone, else `GC_SIM_SCHEDULES` seeds (default `default`)
+/// from `GC_SIM_FROM` (default 1).
 pub fn seeds(default: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("GC_SIM_SEED") {
         return vec![s.parse().expect("GC_SIM_SEED must be a number")];
@@ -57,7 +58,11 @@ pub fn seeds(default: u64) -> Vec<u64> {
         n > 0,
         "GC_SIM_SCHEDULES=0 runs nothing; refusing to pass vacuously"
     );
-    (1..=n).collect()
+    let from: u64 = match std::env::var("GC_SIM_FROM") {
+        Ok(s) => s.parse().expect("GC_SIM_FROM must be a number"),
+        Err(_) => 1,
+    };
+    (from..from + n).collect()
 }
 
 /// Runs `seeds` on a few threads; prints the summary and every failing seed; returns the losses.
