@@ -435,3 +435,56 @@ fn gc_reclaims_space_close_to_a_fresh_store() {
     );
     assert_eq!(verify_counts(&store).0, 0);
 }
+
+/// Issue 14: many small checkpoints leave many small packs; gc consolidates them so that at most
+/// one pack under 4 MiB is left, and every timeline still restores byte for byte.
+#[test]
+fn gc_consolidates_small_packs() {
+    let (_d, root) = tempdir();
+    let store = root.join("store");
+    let timelines = ["bb", "cc"].map(|b| b.repeat(16));
+    let mut want = BTreeMap::new();
+    for (t, tl) in timelines.iter().enumerate() {
+        let mut files = BTreeMap::new();
+        for i in 0..8u64 {
+            files.insert(format!("layer_{i}"), noise(200_000, t as u64 * 100 + i));
+            let dir = root.join(format!("t{t}c{i}"));
+            write_files(&dir, &files);
+            let lsn = format!("0/{:X}", 0x100 + i * 0x10);
+            let tenant = TENANT.to_string();
+            let args = [
+                "checkpoint",
+                "--tenant",
+                &tenant,
+                "--timeline",
+                tl,
+                "--lsn",
+                &lsn,
+            ];
+            json_of(casctl(&store).args(args).arg(&dir));
+        }
+        want.insert(tl.clone(), files);
+    }
+    let small = |s: &Path| {
+        walkdir::WalkDir::new(s.join("packs"))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file() && e.metadata().unwrap().len() < 4 << 20)
+            .count()
+    };
+    assert!(
+        small(&store) >= 16,
+        "one small pack per checkpoint at least"
+    );
+    let r = json_of(casctl(&store).args(["gc", "--window-ms", "0"]));
+    assert!(r["packs_repacked"].as_u64().unwrap() >= 16, "{r}");
+    assert!(small(&store) <= 1, "{} small packs left", small(&store));
+    assert_eq!(verify_counts(&store).0, 0);
+    for (tl, files) in &want {
+        let to = root.join(format!("restored-{tl}"));
+        let tenant = TENANT.to_string();
+        let args = ["restore", "--tenant", &tenant, "--timeline", tl, "--to"];
+        json_of(casctl(&store).args(args).arg(&to));
+        assert_eq!(&read_tree(&to), files);
+    }
+}

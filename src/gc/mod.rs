@@ -59,6 +59,7 @@ use crate::progress::DynProgress;
 use crate::store::Store;
 use compact::Scanned;
 use retention::{Retention, TimelineCheckpoints};
+pub use reclaim::SMALL_PACK;
 use state::{GcState, Phase, Versioned};
 
 /// Default live fraction below which a pack is repacked.
@@ -85,6 +86,9 @@ pub struct GcOptions {
     /// Collect even when a kept manifest references chunks found in no index object and no
     /// pack table (otherwise the run fails before deleting anything; see [`missing`]).
     pub allow_missing: bool,
+    /// Packs smaller than this are consolidated into packs of the target size
+    /// (gc copies their live blobs once there are two or more); 0 turns consolidation off.
+    pub small_pack: u64,
     /// Delete every intent before scanning (`casctl gc --clear-intents`). Safe only when no
     /// writer runs: an intent is what protects a running writer's packs.
     pub clear_intents: bool,
@@ -101,6 +105,7 @@ impl GcOptions {
             dry_run: false,
             allow_missing: false,
             clear_intents: false,
+            small_pack: reclaim::SMALL_PACK,
         }
     }
 
@@ -323,8 +328,24 @@ async fn plan_run(
     reclaim
         .dead
         .retain(|p| !spared.contains(p) && !recent.contains(p));
+    let young: BTreeSet<PackId> = recent.union(&spared).copied().collect();
+    reclaim.consolidate(&first.packs, opts.small_pack, &young);
+    reclaim.order_by(&chunk_ranks(remaining(first, &plan)));
     report.packs_repacked = reclaim.repack.len();
     Ok((plan, sections, reclaim))
+}
+
+/// Each chunk's position in the first manifest naming it, manifests taken in the scan's order
+/// (tenant, timeline, LSN): repack copies blobs in this order.
+fn chunk_ranks<'a>(
+    manifests: impl Iterator<Item = &'a crate::format::manifest::Manifest>,
+) -> HashMap<crate::id::ChunkId, usize> {
+    let mut rank = HashMap::new();
+    for c in manifests.flat_map(|m| m.added.iter().flat_map(|f| f.chunks.iter())) {
+        let next = rank.len();
+        rank.entry(c.id).or_insert(next);
+    }
+    rank
 }
 
 /// The manifests that remain once `plan` is applied (bases in place of what they replace).

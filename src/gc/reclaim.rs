@@ -27,6 +27,8 @@ use crate::write::packer;
 pub const MAX_INDEX_OBJECTS: usize = 16;
 /// Entries per merged index object.
 const ENTRIES_PER_INDEX: usize = 1 << 20;
+/// Packs smaller than this are consolidated by default ([`ReclaimPlan::consolidate`]).
+pub const SMALL_PACK: u64 = 4 << 20;
 
 /// Every chunk any of `manifests` adds: a superset of the chunks of every state they fold to.
 pub fn live_chunks<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> HashSet<ChunkId> {
@@ -60,6 +62,59 @@ pub struct ReclaimPlan {
     /// Bytes of the dead and repacked packs, and of the blobs copied.
     pub bytes_released: u64,
     pub bytes_copied: u64,
+    /// The packs that stay, with the live chunks placed in them and their live bytes.
+    pub kept: BTreeMap<PackId, (BTreeSet<ChunkId>, u64)>,
+    /// The order in which packs are copied (every key of `copy`; see [`ReclaimPlan::order_by`]).
+    pub order: Vec<PackId>,
+}
+
+impl ReclaimPlan {
+    /// Adds every kept pack smaller than `small` and not in `young` to the packs repacked, when
+    /// there are at least two: their live blobs are copied into packs of the target size, so at
+    /// most one small pack is left and a timeline with many small checkpoints restores in few
+    /// requests. `young` packs (written within the window) are left for a later run: a writer
+    /// may be deduplicating against them.
+    pub fn consolidate(
+        &mut self,
+        packs: &HashMap<PackId, u64>,
+        small: u64,
+        young: &BTreeSet<PackId>,
+    ) {
+        let picked: Vec<PackId> = self
+            .kept
+            .keys()
+            .filter(|p| packs.get(*p).is_some_and(|s| *s < small) && !young.contains(*p))
+            .copied()
+            .collect();
+        if picked.len() < 2 {
+            return;
+        }
+        for p in picked {
+            let Some((chunks, live_bytes)) = self.kept.remove(&p) else {
+                continue;
+            };
+            self.repack.insert(p);
+            self.bytes_released += packs.get(&p).copied().unwrap_or(0);
+            self.bytes_copied += live_bytes;
+            self.copy.insert(p, chunks);
+            self.order.push(p);
+        }
+    }
+
+    /// Orders the packs to copy by the smallest `rank` of the chunks copied out of them (gc
+    /// ranks chunks by the first tenant, timeline and LSN naming them), so that blobs of one
+    /// timeline end up side by side in the new packs.
+    pub fn order_by(&mut self, rank: &HashMap<ChunkId, usize>) {
+        let key = |p: &PackId| {
+            self.copy
+                .get(p)
+                .and_then(|cs| cs.iter().filter_map(|c| rank.get(c)).min().copied())
+                .unwrap_or(usize::MAX)
+        };
+        let mut order: Vec<(usize, PackId)> = self.order.iter().map(|p| (key(p), *p)).collect();
+        order.sort();
+        self.order = order.into_iter().map(|(_, p)| p).collect();
+    }
 }
 
 /// Decides which packs die and which are repacked. Each live chunk is kept in one pack (the
@@ -105,6 +160,9 @@ pub fn plan(
             out.bytes_released += size;
             out.bytes_copied += live_bytes;
             out.copy.insert(*id, mine);
+            out.order.push(*id);
+        } else {
+            out.kept.insert(*id, (mine, live_bytes));
         }
     }
     out
@@ -147,8 +205,8 @@ pub async fn repack(
     let mut builder = PackBuilder::default();
     let mut written: Vec<(PackId, Vec<BlobEntry>)> = Vec::new();
     let mut bytes = 0u64;
-    for (id, chunks) in &plan.copy {
-        let Some(entries) = sections.get(id) else {
+    for id in &plan.order {
+        let (Some(chunks), Some(entries)) = (plan.copy.get(id), sections.get(id)) else {
             continue;
         };
         let blobs = match read_blobs(store, id, entries, chunks).await {
@@ -338,5 +396,41 @@ mod tests {
         let mut packs = packs;
         packs.insert(PackId::of(b"copy"), 60);
         assert!(rescued(&sections, &packs, &live, &condemned).is_empty());
+    }
+
+    #[test]
+    fn small_packs_are_consolidated_in_timeline_order_unless_young_or_alone() {
+        let ids: Vec<PackId> = (0..4u8).map(|i| PackId::of(&[i])).collect();
+        let mut sections = BTreeMap::new();
+        for (i, p) in ids.iter().enumerate() {
+            sections.insert(*p, vec![e(&format!("c{i}"), 100)]);
+        }
+        let mut packs: HashMap<PackId, u64> = ids.iter().map(|p| (*p, 200)).collect();
+        packs.insert(ids[3], 10 << 20);
+        let live: HashSet<ChunkId> = (0..4)
+            .map(|i| ChunkId::of(format!("c{i}").as_bytes()))
+            .collect();
+        let fresh = plan(&sections, &packs, &live, 0.75);
+        assert!(fresh.repack.is_empty() && fresh.kept.len() == 4);
+        let mut p = fresh.clone();
+        let young: BTreeSet<PackId> = [ids[2]].into_iter().collect();
+        p.consolidate(&packs, SMALL_PACK, &young);
+        let want: BTreeSet<PackId> = [ids[0], ids[1]].into_iter().collect();
+        assert_eq!(
+            p.repack, want,
+            "small, old packs only; the large and the young one stay"
+        );
+        assert_eq!((p.bytes_copied, p.bytes_released), (200, 400));
+        // Copied in the order of the first manifest naming their chunks.
+        let rank: HashMap<ChunkId, usize> = [(ChunkId::of(b"c1"), 0), (ChunkId::of(b"c0"), 1)]
+            .into_iter()
+            .collect();
+        p.order_by(&rank);
+        assert_eq!(p.order, vec![ids[1], ids[0]]);
+        // A single small pack is left alone.
+        let mut alone = fresh;
+        let young: BTreeSet<PackId> = [ids[1], ids[2]].into_iter().collect();
+        alone.consolidate(&packs, SMALL_PACK, &young);
+        assert!(alone.repack.is_empty());
     }
 }

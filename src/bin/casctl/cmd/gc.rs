@@ -42,6 +42,10 @@ pub struct Args {
     /// intent is what protects the packs it is about to commit.
     #[arg(long)]
     clear_intents: bool,
+    /// Packs smaller than this many bytes are consolidated into packs of the store's target
+    /// size once there are two or more (0: never).
+    #[arg(long, default_value_t = layercas::gc::SMALL_PACK)]
+    small_pack_bytes: u64,
 }
 
 fn retention(a: &Args) -> Result<Retention> {
@@ -75,6 +79,7 @@ fn options(a: &Args) -> Result<layercas::gc::GcOptions> {
     opts.window = window;
     opts.allow_missing = a.allow_missing;
     opts.clear_intents = a.clear_intents;
+    opts.small_pack = a.small_pack_bytes;
     if let Err(e) = opts.check() {
         usage!("{e}");
     }
