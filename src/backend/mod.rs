@@ -101,6 +101,33 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Removes the object; succeeds if it does not exist.
     async fn delete(&self, key: &Key) -> Result<(), BackendError>;
+
+    /// Deletes every key of `keys` (at most [`MAX_DELETE_BATCH`]); a missing key is not an
+    /// error. Backends that can do it in one request (S3's DeleteObjects) override this; the
+    /// default deletes one key at a time. Wrappers forward it as one operation.
+    async fn delete_many(&self, keys: &[Key]) -> Result<(), BackendError> {
+        for k in keys {
+            self.delete(k).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Most keys one [`Backend::delete_many`] call takes (S3's DeleteObjects limit).
+pub const MAX_DELETE_BATCH: usize = 1000;
+
+/// Deletes `keys` in batches of [`MAX_DELETE_BATCH`], calling `done` after each batch with the
+/// keys it deleted.
+pub async fn delete_batched(
+    backend: &dyn Backend,
+    keys: &[Key],
+    mut done: impl FnMut(&[Key]),
+) -> Result<(), BackendError> {
+    for batch in keys.chunks(MAX_DELETE_BATCH) {
+        backend.delete_many(batch).await?;
+        done(batch);
+    }
+    Ok(())
 }
 
 /// The part of an object of `size` bytes that `get_range(range)` returns, as the trait promises:

@@ -158,12 +158,9 @@ pub async fn apply(store: &Store, plan: &CompactPlan) -> Result<u64> {
             .put(&s.r.key, payload, PutMode::Update(etag))
             .await?;
     }
-    let mut freed = 0;
-    for s in &plan.delete {
-        backend.delete(&s.r.key).await?;
-        freed += s.r.size;
-    }
-    Ok(freed)
+    let keys: Vec<crate::backend::Key> = plan.delete.iter().map(|s| s.r.key.clone()).collect();
+    crate::backend::delete_batched(backend.as_ref(), &keys, |_| {}).await?;
+    Ok(plan.delete.iter().map(|s| s.r.size).sum())
 }
 
 #[cfg(test)]

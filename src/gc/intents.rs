@@ -66,12 +66,9 @@ pub async fn read_all(store: &Store) -> Result<Intents> {
 
 /// Deletes the given intents; returns how many.
 pub async fn clear<'a>(store: &Store, keys: impl IntoIterator<Item = &'a Key>) -> Result<usize> {
-    let mut n = 0;
-    for key in keys {
-        store.backend().delete(key).await?;
-        n += 1;
-    }
-    Ok(n)
+    let keys: Vec<Key> = keys.into_iter().cloned().collect();
+    crate::backend::delete_batched(store.backend().as_ref(), &keys, |_| {}).await?;
+    Ok(keys.len())
 }
 
 /// Deletes every intent (the operator's `--clear-intents`): only safe when no writer is running.

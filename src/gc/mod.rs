@@ -58,8 +58,8 @@ use crate::id::PackId;
 use crate::progress::DynProgress;
 use crate::store::Store;
 use compact::Scanned;
-use retention::{Retention, TimelineCheckpoints};
 pub use reclaim::SMALL_PACK;
+use retention::{Retention, TimelineCheckpoints};
 use state::{GcState, Phase, Versioned};
 
 /// Default live fraction below which a pack is repacked.
@@ -389,13 +389,16 @@ async fn reclaim_condemned(
     report.bytes_freed += rewrite.bytes_freed;
     progress.phase("delete");
     progress.set_total(doomed.iter().filter_map(|p| second.packs.get(p)).sum());
-    for p in &doomed {
-        store.backend().delete(&layout::pack_key(p)).await?;
-        let size = second.packs.get(p).copied().unwrap_or(0);
-        progress.advance(size);
-        report.bytes_freed += size;
-        report.packs_deleted += second.packs.contains_key(p) as usize;
-    }
+    let keys: Vec<Key> = doomed.iter().map(layout::pack_key).collect();
+    crate::backend::delete_batched(store.backend().as_ref(), &keys, |batch| {
+        for p in batch.iter().filter_map(layout::parse_pack_key) {
+            let size = second.packs.get(&p).copied().unwrap_or(0);
+            progress.advance(size);
+            report.bytes_freed += size;
+            report.packs_deleted += second.packs.contains_key(&p) as usize;
+        }
+    })
+    .await?;
     let held = update(store, &held, Phase::Idle, BTreeSet::new(), None).await?;
     let listed: BTreeSet<Key> = second.manifests.iter().map(|s| s.r.key.clone()).collect();
     report.intents_cleared += intents::clear(store, intents.settled(&listed)).await?;

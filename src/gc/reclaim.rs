@@ -335,11 +335,14 @@ pub async fn rewrite_indexes(
         outputs.insert(write_merged(store, current).await?);
     }
     out.written = outputs.len();
-    for k in inputs.into_iter().filter(|k| !outputs.contains(*k)) {
-        store.backend().delete(k).await?;
-        out.deleted += 1;
-        out.bytes_freed += indexes[k].0;
-    }
+    let gone: Vec<Key> = inputs
+        .into_iter()
+        .filter(|k| !outputs.contains(*k))
+        .cloned()
+        .collect();
+    crate::backend::delete_batched(store.backend().as_ref(), &gone, |_| {}).await?;
+    out.deleted = gone.len();
+    out.bytes_freed = gone.iter().map(|k| indexes[k].0).sum();
     Ok(out)
 }
 

@@ -53,6 +53,7 @@ pub async fn run_all(b: &dyn Backend, prefix: &str, caps: &Capabilities) {
     concurrent_creates_have_one_winner(b, prefix, caps).await;
     conditional_update(b, prefix).await;
     delete_of_missing_keys_succeeds(b, prefix).await;
+    batched_deletes(b, prefix).await;
     every_allowed_character(b, prefix).await;
     invalid_keys_are_rejected();
     if let Some(size) = caps.large_object {
@@ -344,6 +345,31 @@ pub async fn delete_of_missing_keys_succeeds(b: &dyn Backend, prefix: &str) {
     b.delete(&k).await.expect("delete");
     assert!(b.head(&k).await.is_err_and(|e| e.is_not_found()));
     b.delete(&k).await.expect("delete again");
+}
+
+/// `delete_many` removes every key it is given, present or not, and nothing else.
+pub async fn batched_deletes(b: &dyn Backend, prefix: &str) {
+    let keys: Vec<Key> = (0..5).map(|i| key(prefix, &format!("batch/{i}"))).collect();
+    for k in &keys[..4] {
+        b.create_bytes(k, Bytes::from_static(b"x"))
+            .await
+            .expect("create");
+    }
+    // Keys 0, 1 and the never-written 4 go; 2 and 3 stay.
+    let gone = [keys[0].clone(), keys[1].clone(), keys[4].clone()];
+    b.delete_many(&gone).await.expect("batched delete");
+    b.delete_many(&[]).await.expect("empty batch");
+    for (i, k) in keys.iter().enumerate() {
+        let exists = b.head(k).await.is_ok();
+        assert_eq!(exists, i == 2 || i == 3, "key {k} after the batch");
+    }
+    b.delete_many(&keys)
+        .await
+        .expect("batched delete of the rest");
+    let left = b
+        .list_all(&Prefix::new(format!("{prefix}batch/")).unwrap())
+        .await;
+    assert!(left.expect("list").is_empty());
 }
 
 /// Keys made of every allowed character round-trip through put, get, head and list.

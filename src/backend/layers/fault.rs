@@ -259,6 +259,13 @@ impl Backend for FaultBackend {
         self.check(Op::Delete, key)?;
         self.inner.delete(key).await
     }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<(), BackendError> {
+        for k in keys {
+            self.check(Op::Delete, k)?;
+        }
+        self.inner.delete_many(keys).await
+    }
 }
 
 #[cfg(test)]

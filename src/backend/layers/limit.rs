@@ -96,6 +96,11 @@ impl Backend for LimitBackend {
         let _permit = self.permit(Op::Delete).await;
         self.inner.delete(key).await
     }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<(), BackendError> {
+        let _permit = self.permit(Op::Delete).await;
+        self.inner.delete_many(keys).await
+    }
 }
 
 #[cfg(test)]

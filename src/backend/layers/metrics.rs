@@ -396,6 +396,10 @@ impl Backend for MetricsBackend {
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
         self.timed(Op::Delete, self.inner.delete(key)).await
     }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<(), BackendError> {
+        self.timed(Op::Delete, self.inner.delete_many(keys)).await
+    }
 }
 
 #[cfg(test)]

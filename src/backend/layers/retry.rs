@@ -180,6 +180,15 @@ impl Backend for RetryBackend {
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
         self.run(Op::Delete, key, || self.inner.delete(key)).await
     }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<(), BackendError> {
+        let Some(first) = keys.first() else {
+            return Ok(());
+        };
+        // Deleting is idempotent, so the whole batch is repeated.
+        self.run(Op::Delete, first, || self.inner.delete_many(keys))
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -146,6 +146,15 @@ impl Backend for TimeoutBackend {
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
         within(Op::Delete, key, self.config.small, self.inner.delete(key)).await
     }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<(), BackendError> {
+        let Some(first) = keys.first() else {
+            return Ok(());
+        };
+        // A batch gets the small-request limit once per hundred keys.
+        let limit = self.config.small * (1 + keys.len() as u32 / 100);
+        within(Op::Delete, first, limit, self.inner.delete_many(keys)).await
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //! - Keys found in the bucket that are not valid [`Key`]s (written by something else) are skipped
 //!   by listings, with a warning.
 
+mod batch;
 mod body;
 mod client;
 mod config;
@@ -145,5 +146,9 @@ impl Backend for S3Backend {
             Ok(_) | Err(BackendError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<(), BackendError> {
+        self.delete_objects(keys).await
     }
 }
