@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use crate::backend::{Payload, PutMode};
+use crate::backend::{Key, Payload, PutMode};
 use crate::error::{Error, Result};
 use crate::format::manifest::{Manifest, TimelineState};
 use crate::id::{Lsn, TenantId, TimelineId};
@@ -143,8 +143,9 @@ pub fn newest_base<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> Opt
         .max()
 }
 
-/// Writes the bases, then deletes the dropped manifests. Returns the bytes deleted.
-pub async fn apply(store: &Store, plan: &CompactPlan) -> Result<u64> {
+/// Writes the bases (in place, conditional on the scanned etag). The dropped manifests are
+/// deleted later, by [`delete_dropped`], once gc has read the writers' intents.
+pub async fn write_bases(store: &Store, plan: &CompactPlan) -> Result<()> {
     let backend = store.backend();
     for (s, base) in &plan.bases {
         let etag = match &s.etag {
@@ -158,9 +159,23 @@ pub async fn apply(store: &Store, plan: &CompactPlan) -> Result<u64> {
             .put(&s.r.key, payload, PutMode::Update(etag))
             .await?;
     }
-    let keys: Vec<crate::backend::Key> = plan.delete.iter().map(|s| s.r.key.clone()).collect();
-    crate::backend::delete_batched(backend.as_ref(), &keys, |_| {}).await?;
-    Ok(plan.delete.iter().map(|s| s.r.size).sum())
+    Ok(())
+}
+
+/// The dropped manifests of `plan` that may be deleted: all but those an intent's commit builds
+/// on (`kept`, from intents read after the scan; see format-spec 13.4, rule 3).
+pub fn deletable<'a>(plan: &'a CompactPlan, kept: &BTreeSet<Key>) -> Vec<&'a Scanned> {
+    plan.delete
+        .iter()
+        .filter(|s| !kept.contains(&s.r.key))
+        .collect()
+}
+
+/// Deletes `dropped` (from [`deletable`]); returns how many and their bytes.
+pub async fn delete_dropped(store: &Store, dropped: &[&Scanned]) -> Result<(usize, u64)> {
+    let keys: Vec<Key> = dropped.iter().map(|s| s.r.key.clone()).collect();
+    crate::backend::delete_batched(store.backend().as_ref(), &keys, |_| {}).await?;
+    Ok((keys.len(), dropped.iter().map(|s| s.r.size).sum()))
 }
 
 #[cfg(test)]

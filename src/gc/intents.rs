@@ -32,6 +32,17 @@ impl Intents {
             .collect()
     }
 
+    /// The manifests some intent's commit builds on: gc must not delete them.
+    pub fn predecessors(&self) -> BTreeSet<Key> {
+        self.read
+            .iter()
+            .filter_map(|(_, i)| {
+                i.prev
+                    .map(|p| layout::manifest_key(&i.tenant, &i.timeline, p))
+            })
+            .collect()
+    }
+
     /// Intents whose manifest key is in `manifests`: a create of that key can no longer
     /// succeed, so they protect nothing the manifest does not (rule 13.4.9).
     pub fn settled<'a>(&'a self, manifests: &'a BTreeSet<Key>) -> impl Iterator<Item = &'a Key> {

@@ -267,7 +267,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
-    report.bytes_freed += compact::apply(store, &plan).await?;
+    compact::write_bases(store, &plan).await?;
     progress.phase("repack");
     let (new_packs, written) = reclaim::repack(store, &reclaim, &sections, &progress).await?;
     report.packs_written = new_packs.len();
@@ -282,12 +282,13 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     let held = if condemned.is_empty() {
         let listed: BTreeSet<Key> = first.manifests.iter().map(|s| s.r.key.clone()).collect();
         let all = intents::read_all(store).await?;
+        delete_manifests(store, &plan, &all, &mut report).await?;
         report.intents_cleared += intents::clear(store, all.settled(&listed)).await?;
         held
     } else {
         progress.phase("condemn");
         let held = update(store, &held, Phase::Condemned, condemned.clone(), None).await?;
-        reclaim_condemned(store, held, condemned, &mut report, &progress).await?
+        reclaim_condemned(store, held, condemned, &plan, &mut report, &progress).await?
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -362,18 +363,46 @@ fn remaining<'a>(
         .map(move |s| *replaced.get(&s.r.key).unwrap_or(&&s.manifest))
 }
 
-/// Steps 6 to 8 once the condemnation is published: read intents, re-mark, delete the doomed.
+/// Deletes the manifests `plan` dropped, except those an intent in `intents` (read after the
+/// scan) builds on; counts them in `report`.
+async fn delete_manifests(
+    store: &Store,
+    plan: &compact::CompactPlan,
+    intents: &intents::Intents,
+    report: &mut GcReport,
+) -> Result<()> {
+    let dropped = compact::deletable(plan, &intents.predecessors());
+    let (n, bytes) = compact::delete_dropped(store, &dropped).await?;
+    report.manifests_deleted = n;
+    report.bytes_freed += bytes;
+    Ok(())
+}
+
+/// Steps 6 to 8 once the condemnation is published: read intents, re-mark, delete the dropped
+/// manifests, then the doomed packs.
 async fn reclaim_condemned(
     store: &Store,
     held: Versioned,
     condemned: BTreeSet<PackId>,
+    plan: &compact::CompactPlan,
     report: &mut GcReport,
     progress: &DynProgress,
 ) -> Result<Versioned> {
     progress.phase("re-mark");
     let intents = intents::read_all(store).await?;
     let second = scan(store).await?;
-    let live = reclaim::live_chunks(second.manifests.iter().map(|s| &s.manifest));
+    // Manifests about to be deleted do not keep chunks live; those an intent builds on do.
+    let going: BTreeSet<&Key> = compact::deletable(plan, &intents.predecessors())
+        .into_iter()
+        .map(|s| &s.r.key)
+        .collect();
+    let live = reclaim::live_chunks(
+        second
+            .manifests
+            .iter()
+            .filter(|s| !going.contains(&s.r.key))
+            .map(|s| &s.manifest),
+    );
     let mut sections = reclaim::sections(&second.index_objects());
     let unreadable = add_unindexed_tables(store, &mut sections, &second.packs, &condemned).await;
     let mut rescued = reclaim::rescued(&sections, &second.packs, &live, &condemned);
@@ -387,6 +416,8 @@ async fn reclaim_condemned(
     report.index_objects_deleted = rewrite.deleted;
     report.index_objects_written = rewrite.written;
     report.bytes_freed += rewrite.bytes_freed;
+    // Manifests before packs: a run killed in between leaves no manifest naming deleted chunks.
+    delete_manifests(store, plan, &intents, report).await?;
     progress.phase("delete");
     progress.set_total(doomed.iter().filter_map(|p| second.packs.get(p)).sum());
     let keys: Vec<Key> = doomed.iter().map(layout::pack_key).collect();

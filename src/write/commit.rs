@@ -127,7 +127,12 @@ impl Writer {
             .await?;
         let removed = removed_names(&req, prev.as_ref());
         report.files_removed = removed.len();
-        if let Err(e) = self.commit_index(packs, &mut report).await {
+        let prev_lsn = prev.as_ref().map(|p| p.lsn);
+        let checked = self.still_newest(&req, prev_lsn).await;
+        if let Err(e) = match checked {
+            Ok(()) => self.commit_index(packs, &mut report).await,
+            Err(e) => Err(e),
+        } {
             guard.release(self.store.backend()).await;
             return Err(e);
         }
@@ -166,6 +171,32 @@ impl Writer {
             }
         }
         Ok(TimelineState::fold(self.store.read_chain(refs).await?))
+    }
+
+    /// Checks, after the intent naming `prev` exists, that `prev` is still the timeline's newest
+    /// manifest. gc deletes a manifest only when a newer one exists, and keeps one an intent
+    /// names; so either gc's intent read sees ours, or this listing (which comes after it) shows
+    /// the newer manifest and the checkpoint fails instead of building on a deleted one
+    /// (format-spec 13.3, rule 4).
+    async fn still_newest(&self, req: &CheckpointRequest, prev: Option<Lsn>) -> Result<()> {
+        let refs = self
+            .store
+            .timeline_manifests(&req.tenant, &req.timeline)
+            .await?;
+        let newest = refs.last().map(|r| r.lsn);
+        if newest == prev {
+            return Ok(());
+        }
+        let show = |l: Option<Lsn>| l.map_or("none".to_string(), |l| l.to_string());
+        Err(Error::Fenced(format!(
+            "timeline {}/{}: its newest checkpoint is now {}, not {} which checkpoint {} was \
+             computed against (a late create landed or gc folded it); retry",
+            req.tenant,
+            req.timeline,
+            show(newest),
+            show(prev),
+            req.metadata.disk_consistent_lsn
+        )))
     }
 
     /// Applies the gc state to the index before deduplicating against it (fence step 1).
@@ -210,6 +241,7 @@ impl Writer {
                 tenant: req.tenant,
                 timeline: req.timeline,
                 lsn: req.metadata.disk_consistent_lsn,
+                prev: prev.map(|p| p.lsn),
                 chunks: &chunks,
                 own: &own,
             };

@@ -66,6 +66,8 @@ pub struct References<'a> {
     pub tenant: TenantId,
     pub timeline: TimelineId,
     pub lsn: Lsn,
+    /// The manifest the commit's delta builds on.
+    pub prev: Option<Lsn>,
     /// Every chunk the manifest adds.
     pub chunks: &'a [ChunkId],
     /// This checkpoint's own packs, by chunk.
@@ -139,7 +141,8 @@ impl Fence {
         let Some(packs) = resolve(index, refs.own, refs.chunks) else {
             return Ok(Err(BTreeSet::new()));
         };
-        let intent = Intent::new(refs.tenant, refs.timeline, refs.lsn, packs.clone());
+        let intent =
+            Intent::new(refs.tenant, refs.timeline, refs.lsn, packs.clone()).building_on(refs.prev);
         let guard = Guard {
             key: layout::intent_key(&crate::id::unique_bytes()),
         };
