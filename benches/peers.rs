@@ -225,7 +225,7 @@ fn run_dataset(
     let out = json!({
         "dataset": name, "checkpoints": s.checkpoints, "logical_bytes": logical,
         "last_checkpoint_bytes": proc::tree_bytes(workdir, None).0,
-        "tools": rows, "ratios": ratios, "limits": lim,
+        "tools": rows, "ratios": ratios, "limits": lim, "rss_floor": proc::own_rss(),
     });
     print_table(&out);
     out
@@ -241,6 +241,10 @@ fn print_table(d: &Value) {
         d["checkpoints"],
         m(&d["last_checkpoint_bytes"]),
         m(&d["logical_bytes"])
+    );
+    println!(
+        "(a peak RSS includes this process's {:.0} MiB resident when the tool starts)",
+        m(&d["rss_floor"])
     );
     println!(
         "| tool | s first checkpoint | s/checkpoint after first (median) | restore + sync s (median) | stored MiB | peak RSS ingest MiB | peak RSS restore MiB |"

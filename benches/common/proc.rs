@@ -14,7 +14,8 @@ pub struct Cost {
     pub secs: f64,
     /// User + system CPU seconds of the children.
     pub cpu: f64,
-    /// Largest peak RSS of any one child, in bytes.
+    /// Largest peak RSS of any one child, in bytes. The kernel counts the parent's resident
+    /// memory at the moment of the child's exec in it: [`run_status`] shrinks that floor first.
     pub peak_rss: u64,
 }
 
@@ -45,6 +46,7 @@ pub fn run(cmd: &mut Command) -> Cost {
 /// (a pipe could fill up while we wait for the child).
 pub fn run_status(cmd: &mut Command) -> (Cost, ExitStatus, Vec<u8>) {
     let mut err = tempfile::tempfile().expect("temporary file for stderr");
+    shrink_rss_floor();
     let started = Instant::now();
     let child = cmd
         .stdin(Stdio::null())
@@ -65,6 +67,27 @@ pub fn run_status(cmd: &mut Command) -> (Cost, ExitStatus, Vec<u8>) {
     let _ = err.rewind();
     let _ = err.read_to_end(&mut stderr);
     (cost, status, stderr)
+}
+
+/// A child's peak RSS starts at this process's peak RSS (its memory is the child's until exec):
+/// returns freed heap to the system and resets the peak to the current RSS.
+fn shrink_rss_floor() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// This process's resident memory now, in bytes: the floor under every child's peak RSS.
+pub fn own_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
+    kb.unwrap_or(0) * 1024
 }
 
 /// Reaps `pid` and returns its exit status with its resource usage.
