@@ -9,7 +9,8 @@
 //! LAYERCAS_PEERS_TX (pgbench transactions per client between checkpoints, default 2000),
 //! LAYERCAS_PEERS_SAMPLE_MIB (sample MiB per timeline, default 8), LAYERCAS_PEERS_RESTORES
 //! (restore runs per tool, default 3), LAYERCAS_PEERS_DATASETS (default `pgbench,sample`),
-//! LAYERCAS_PEERS_JSON or `--json PATH` (write the results there as JSON), LAYERCAS_CASCTL (the
+//! LAYERCAS_PEERS_JSON or `--json PATH` (write the results there as JSON), LAYERCAS_PEERS_KEEP=1
+//! (keep the workdirs and repositories, for profiling), LAYERCAS_CASCTL (the
 //! casctl binary; default the one cargo built with this bench). Missing borg/restic are
 //! installed by scripts/install-peers.sh; when that fails the peers are skipped with a message,
 //! or, under CI=true, the bench fails.
@@ -337,6 +338,13 @@ fn main() {
         .prefix("layercas-peers")
         .tempdir()
         .unwrap();
+    let keep = env_or("LAYERCAS_PEERS_KEEP", 0) != 0;
+    if keep {
+        println!(
+            "keeping the workdirs and repositories under {}",
+            tmp.path().display()
+        );
+    }
     let mut results = Vec::new();
     let datasets = std::env::var("LAYERCAS_PEERS_DATASETS").unwrap_or("pgbench,sample".into());
     for name in datasets.split(',').map(str::trim) {
@@ -350,12 +358,17 @@ fn main() {
         if let Some(source) = source {
             results.push(run_dataset(name, source, &workdir, &kinds, &s));
         }
-        std::fs::remove_dir_all(tmp.path().join(name)).unwrap();
+        if !keep {
+            std::fs::remove_dir_all(tmp.path().join(name)).unwrap();
+        }
     }
     let versions: Vec<String> = [Kind::Casctl]
         .iter()
         .map(|_| proc::first_line(s.casctl.to_str().unwrap(), &["--version"]))
         .collect();
+    if keep {
+        let _ = tmp.keep();
+    }
     let all = json!({ "casctl": versions[0], "datasets": results });
     if let Some(path) = &s.json {
         std::fs::write(path, serde_json::to_string_pretty(&all).unwrap()).unwrap();
