@@ -180,6 +180,11 @@ fn median_ratio(a: &[Cost], b: &[Cost]) -> f64 {
     median(&r)
 }
 
+/// The largest peak RSS over all of a tool's runs, as f64 bytes.
+fn peak(a: &[Cost], b: &[Cost]) -> f64 {
+    a.iter().chain(b).map(|c| c.peak_rss).max().unwrap_or(0) as f64
+}
+
 /// Runs one dataset through every tool; prints its table and returns its JSON.
 fn run_dataset(
     name: &str,
@@ -220,6 +225,7 @@ fn run_dataset(
                 "ingest_after_first": median_ratio(&ingest[0][1..], &ingest[p][1..]),
                 "restore": median_ratio(&restore[0], &restore[p]),
                 "stored": tools[0].stored_bytes() as f64 / tools[p].stored_bytes() as f64,
+                "peak_rss": peak(&ingest[0], &restore[0]) / peak(&ingest[p], &restore[p]),
             })
         })
         .collect();
@@ -265,12 +271,13 @@ fn print_table(d: &Value) {
     }
     for r in d["ratios"].as_array().unwrap() {
         println!(
-            "casctl/{}: ingest {:.2} (first checkpoint {:.2}), restore {:.2}, stored {:.2}",
+            "casctl/{}: ingest {:.2} (first checkpoint {:.2}), restore {:.2}, stored {:.2}, peak RSS {:.2}",
             r["peer"].as_str().unwrap(),
             f(&r["ingest_after_first"]),
             f(&r["ingest_first"]),
             f(&r["restore"]),
-            f(&r["stored"])
+            f(&r["stored"]),
+            f(&r["peak_rss"])
         );
     }
     let l = &d["limits"];

@@ -82,12 +82,7 @@ fn shrink_rss_floor() {
 
 /// This process's resident memory now, in bytes: the floor under every child's peak RSS.
 pub fn own_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
-    kb.unwrap_or(0) * 1024
+    crate::common::status_bytes("VmRSS:")
 }
 
 /// Reaps `pid` and returns its exit status with its resource usage.
