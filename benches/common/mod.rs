@@ -11,10 +11,15 @@ pub fn env_or(name: &str, default: u64) -> u64 {
 
 /// Peak resident set size since the last reset, in bytes (Linux).
 pub fn peak_rss() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+/// A size field of /proc/self/status (such as `VmRSS:`), in bytes; 0 when absent.
+pub fn status_bytes(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kb = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
     kb.unwrap_or(0) * 1024
 }
