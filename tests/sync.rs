@@ -2,6 +2,7 @@
 //! timeline back byte-identically; incremental uploads store only new chunks; shutdown loses no
 //! acknowledged work; two processes share a store; SIGKILL at any point converges.
 mod common;
+#[allow(dead_code)]
 #[path = "common/sync_harness.rs"]
 mod sync_harness;
 

@@ -139,14 +139,14 @@ pub struct SyncStartupData {
 /// metrics (and the backend's) in `registry`, and starts the loop; `cancel` stops it.
 pub async fn start_local_timeline_sync(
     config: &SyncConfig,
-    sink: Arc<dyn SyncStateSink>,
+    sink: impl SyncStateSink,
     registry: &mut prometheus_client::registry::Registry,
-    cancel: CancellationToken,
+    cancel: &CancellationToken,
 ) -> Result<SyncStartupData> {
     let opts = SyncOptions {
-        sink,
+        sink: Arc::new(sink),
         metrics: SyncMetrics::register(registry),
-        cancel,
+        cancel: cancel.clone(),
     };
     match &config.remote {
         None => {
