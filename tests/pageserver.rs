@@ -4,11 +4,11 @@
 //! empty workdir byte-identical, metadata files included; metrics land in the caller's registry.
 mod common;
 #[allow(dead_code)]
-#[path = "common/sync_harness.rs"]
-mod sync_harness;
-#[allow(dead_code)]
 #[path = "../examples/pageserver.rs"]
 mod example;
+#[allow(dead_code)]
+#[path = "common/sync_harness.rs"]
+mod sync_harness;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,9 +29,21 @@ fn stated_lsns(files: &BTreeMap<std::path::PathBuf, Vec<u8>>) -> BTreeMap<Timeli
         .iter()
         .map(|(path, bytes)| {
             let tl_dir = path.parent().unwrap();
-            let timeline = tl_dir.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            let timeline = tl_dir
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
             let tenant_dir = tl_dir.parent().unwrap().parent().unwrap();
-            let tenant = tenant_dir.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            let tenant = tenant_dir
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
             let (md, _) = parse_pageserver(bytes).unwrap();
             ((tenant, timeline), md.disk_consistent_lsn)
         })
@@ -74,7 +86,11 @@ async fn the_example_syncs_a_pageserver_workdir_and_brings_it_back_byte_identica
     example::run(work.to_str().unwrap(), &toml, tx, &mut registry)
         .await
         .unwrap();
-    assert_eq!(store_lsns(&store).await, stated, "uploaded at the stated LSNs");
+    assert_eq!(
+        store_lsns(&store).await,
+        stated,
+        "uploaded at the stated LSNs"
+    );
     let mut last = BTreeMap::new();
     while let Ok((t, tl, s)) = rx.try_recv() {
         last.insert((t, tl), s);
@@ -126,7 +142,10 @@ async fn a_pageserver_workdir_round_trips_through_s3() {
     let handle = startup.handle.unwrap();
     for (&(t, tl), &lsn) in &stated {
         let cancel = layercas::sync::CancellationToken::new();
-        assert_eq!(handle.wait_uploaded(t, tl, lsn, &cancel).await.unwrap(), lsn);
+        assert_eq!(
+            handle.wait_uploaded(t, tl, lsn, &cancel).await.unwrap(),
+            lsn
+        );
     }
     handle.wait_idle().await.unwrap();
     handle.shutdown().await;
