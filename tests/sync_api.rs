@@ -181,9 +181,10 @@ async fn a_panicking_task_reports_an_error_and_frees_its_timeline() {
     });
     let (board, handle) = start(&work, backend, 10, &CancellationToken::new()).await;
     let none = CancellationToken::new();
-    let e = handle
-        .wait_uploaded(T, TL, Lsn(0x10), &none)
+    let wait = handle.wait_uploaded(T, TL, Lsn(0x10), &none);
+    let e = tokio::time::timeout(Duration::from_secs(60), wait)
         .await
+        .expect("the panic was never reported")
         .unwrap_err();
     assert!(e.to_string().contains("panicked"), "{e}");
     idle(&handle).await;
