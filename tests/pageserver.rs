@@ -23,29 +23,23 @@ use layercas::testkit::sample::{SampleSpec, SampleWorkdir};
 use layercas::{Lsn, Store};
 use sync_harness::*;
 
+/// A directory name parsed as an id.
+fn id<T: std::str::FromStr>(dir: &Path) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    dir.file_name().unwrap().to_str().unwrap().parse().unwrap()
+}
+
 /// Each timeline's LSN as its pageserver-format metadata file states it.
 fn stated_lsns(files: &BTreeMap<std::path::PathBuf, Vec<u8>>) -> BTreeMap<TimelineKey, Lsn> {
     files
         .iter()
         .map(|(path, bytes)| {
             let tl_dir = path.parent().unwrap();
-            let timeline = tl_dir
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
             let tenant_dir = tl_dir.parent().unwrap().parent().unwrap();
-            let tenant = tenant_dir
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
             let (md, _) = parse_pageserver(bytes).unwrap();
-            ((tenant, timeline), md.disk_consistent_lsn)
+            ((id(tenant_dir), id(tl_dir)), md.disk_consistent_lsn)
         })
         .collect()
 }

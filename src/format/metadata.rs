@@ -330,23 +330,29 @@ mod file_bytes {
 mod tests {
     use super::*;
 
+    /// The values of format-spec's metadata vector (the golden files below state the same).
     fn sample() -> TimelineMetadata {
-        TimelineMetadata {
-            disk_consistent_lsn: Lsn(0x16_B374_D848),
-            prev_record_lsn: Some(Lsn(0x16_B374_D810)),
-            ancestor_timeline: Some(TimelineId([0x11; 16])),
-            ancestor_lsn: Lsn(0x15_0000_0000),
-            latest_gc_cutoff_lsn: Lsn(0x16_0000_0000),
-            initdb_lsn: Lsn(0x169_AD18),
-            file: None,
-        }
+        let path = format!(
+            "{}/format-spec/vectors/metadata.hex",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        TimelineMetadata::from_file_bytes(&hex_file(&path)).unwrap()
     }
 
     /// A golden file written by hand from the layout (tests/data/*.hex says how).
     fn golden(name: &str) -> Vec<u8> {
-        let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+        hex_file(&format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR")))
+    }
+
+    /// The bytes of a hex file (whitespace and `#` comment lines ignored).
+    fn hex_file(path: &str) -> Vec<u8> {
         let text = std::fs::read_to_string(path).unwrap();
-        hex::decode(text.split_whitespace().collect::<String>()).unwrap()
+        let digits: String = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .flat_map(|l| l.split_whitespace())
+            .collect();
+        hex::decode(digits).unwrap()
     }
 
     #[test]

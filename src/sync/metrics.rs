@@ -44,42 +44,49 @@ impl SyncMetrics {
     pub fn register(registry: &mut Registry) -> SyncMetrics {
         let m = SyncMetrics::default();
         let r = registry.sub_registry_with_prefix("layercas_sync");
-        r.register(
-            "queue_length",
-            "Timelines with sync work pending or running",
-            m.queue_length.clone(),
-        );
-        r.register("tasks", "Sync tasks that ended", m.tasks_done.clone());
-        r.register(
-            "task_failures",
-            "Sync task attempts that failed",
-            m.tasks_failed.clone(),
-        );
-        r.register(
-            "evictions",
-            "Timelines evicted after repeated failures",
-            m.evictions.clone(),
-        );
-        r.register(
-            "upload_lag_lsn",
-            "Largest local minus remote consistent LSN",
-            m.upload_lag.clone(),
-        );
-        r.register(
-            "uploaded_logical_bytes",
-            "Bytes of layer files uploads added",
-            m.uploaded_logical_bytes.clone(),
-        );
-        r.register(
-            "uploaded_stored_bytes",
-            "Bytes uploads stored after dedup",
-            m.uploaded_stored_bytes.clone(),
-        );
-        r.register(
-            "dedup_ratio",
-            "Share of added bytes dedup and compression saved",
-            m.dedup_ratio.clone(),
-        );
+        let counters = [
+            ("tasks", "Sync tasks that ended", &m.tasks_done),
+            (
+                "task_failures",
+                "Sync task attempts that failed",
+                &m.tasks_failed,
+            ),
+            (
+                "evictions",
+                "Timelines evicted after repeated failures",
+                &m.evictions,
+            ),
+            (
+                "uploaded_logical_bytes",
+                "Bytes of layer files uploads added",
+                &m.uploaded_logical_bytes,
+            ),
+            (
+                "uploaded_stored_bytes",
+                "Bytes uploads stored after dedup",
+                &m.uploaded_stored_bytes,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
+        }
+        let gauges = [
+            (
+                "queue_length",
+                "Timelines with sync work pending or running",
+                &m.queue_length,
+            ),
+            (
+                "upload_lag_lsn",
+                "Largest local minus remote consistent LSN",
+                &m.upload_lag,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            r.register(name, help, gauge.clone());
+        }
+        let help = "Share of added bytes dedup and compression saved";
+        r.register("dedup_ratio", help, m.dedup_ratio.clone());
         m
     }
 
