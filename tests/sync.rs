@@ -372,9 +372,14 @@ fn killed_sync_runs_converge() {
     let full = t0.elapsed();
 
     let timelines = wd.timelines().len();
+    let empty = |dir: &Path| {
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::create_dir(dir).unwrap();
+    };
     let cut_uploads = kill_at_spread_points(
         full,
         || casctl_sync(&store, &work, false),
+        || empty(&store),
         |_| {
             assert_verifies(&store);
             // Partial: data went in, but not every timeline's checkpoint is recorded yet.
@@ -402,6 +407,7 @@ fn killed_sync_runs_converge() {
     let cut_downloads = kill_at_spread_points(
         full,
         || casctl_sync(&store, &fresh, true),
+        || empty(&fresh),
         |i| {
             // Whatever is under a final name is complete and correct.
             let got = tree(&fresh);
@@ -437,13 +443,17 @@ fn killed_sync_runs_converge() {
     assert_verifies(&store);
 }
 
-/// Starts `command` ten times, SIGKILLs it at points spread over `full`, and runs `check(i)`
+/// Starts `command` ten times, SIGKILLs it at points spread over twice `full` (a run under load
+/// may take longer than the one measured), and runs `check(i)`
 /// after each kill; `check` says whether the run left partial work behind. Returns how many
 /// kills cut a run in the middle of its work: the process was still running when killed (it
-/// died of the signal, not of its own accord) and `check` saw partial work.
+/// died of the signal, not of its own accord) and `check` saw partial work. A run that finished
+/// before its kill point left nothing to cut: `reset` then starts the work over, so the later
+/// points still land in the middle of a run however `full` compared with this run's speed.
 fn kill_at_spread_points(
     full: Duration,
     command: impl Fn() -> Command,
+    reset: impl Fn(),
     check: impl Fn(usize) -> bool,
 ) -> usize {
     let kills = 10;
@@ -454,13 +464,16 @@ fn kill_at_spread_points(
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(full.mul_f64(i as f64 / kills as f64));
+        std::thread::sleep(full.mul_f64(2.0 * i as f64 / kills as f64));
         let running = child.try_wait().unwrap().is_none();
         let _ = child.kill();
         let status = child.wait().unwrap();
         let partial = check(i);
         if running && !status.success() && partial {
             cut += 1;
+        }
+        if !running {
+            reset();
         }
     }
     cut

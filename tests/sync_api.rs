@@ -218,6 +218,10 @@ fn unreadable_timelines_are_named_and_casctl_sync_exits_1() {
     };
     std::fs::write(mk(bad(3)).join("metadata"), b"not a metadata file").unwrap();
     std::os::unix::fs::symlink("/etc/hostname", mk(bad(4)).join("layer")).unwrap();
+    // No metadata file at all: a timeline being created or downloaded, not local and not skipped.
+    let creating = timeline_dir(&work, &T, &bad(6));
+    std::fs::create_dir_all(&creating).unwrap();
+    std::fs::write(creating.join("layer"), b"half a download").unwrap();
     let fifo = mk(bad(5)).join("pipe");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
@@ -247,4 +251,41 @@ fn unreadable_timelines_are_named_and_casctl_sync_exits_1() {
     assert!(reason(5).contains("not a regular file") && reason(5).contains("pipe"));
     assert_eq!(skipped.len(), 3);
     assert_eq!(report["ready"], 1);
+}
+
+/// `casctl sync --config FILE` reads the `[remote_storage]` section a pageserver reads: the store
+/// and the metadata format come from it.
+#[test]
+fn casctl_sync_reads_the_pageserver_config() {
+    let ((_s, store), (_w, work), (_c, conf)) = (tempdir(), tempdir(), tempdir());
+    one_timeline(&work);
+    let config = conf.join("pageserver.toml");
+    std::fs::write(&config, pageserver_toml(&store)).unwrap();
+    let run = |config: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_casctl"))
+            .args(["--json", "sync", "--workdir"])
+            .arg(&work)
+            .arg("--config")
+            .arg(config)
+            .env_remove("LAYERCAS_STORE")
+            .output()
+            .unwrap()
+    };
+    let out = run(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ready"], 1, "{report}");
+    assert!(
+        store.join("manifests").exists(),
+        "the store named in the section was used"
+    );
+    // The section says `layercas` metadata: the pageserver file is then unreadable.
+    let layercas = conf.join("layercas.toml");
+    let text = pageserver_toml(&store).replace("\"pageserver\"", "\"layercas\"");
+    std::fs::write(&layercas, text).unwrap();
+    assert_eq!(run(&layercas).status.code(), Some(1));
 }

@@ -2,8 +2,9 @@
 //! `tenants/<tenant>/timelines/<timeline>/` with a `metadata` file and layer files.
 //!
 //! Owns scanning, path construction and the crate's one directory walker ([`walk_files`]).
-//! Directories whose names are not ids are logged and ignored; a timeline whose metadata file
-//! cannot be read or parsed (in the caller's [`MetadataFormat`]), or whose directory holds a
+//! Directories whose names are not ids are logged and ignored, and so is a timeline directory
+//! without a metadata file (written last: a timeline being created or downloaded is not local
+//! yet). A timeline whose metadata file cannot be read or parsed (in the caller's [`MetadataFormat`]), or whose directory holds a
 //! symbolic link or special file, is reported in [`Scan::skipped`] with the reason: it never
 //! stops the scan, and is never silently left out. Must not write anything.
 
@@ -86,8 +87,11 @@ pub fn scan(workdir: &Path, format: MetadataFormat) -> std::io::Result<Scan> {
                 continue;
             };
             match read_timeline(&tl_entry.path(), format) {
-                Ok(t) => {
+                Ok(Some(t)) => {
                     out.timelines.insert((tenant, timeline), t);
+                }
+                Ok(None) => {
+                    tracing::info!(%tenant, %timeline, "no metadata file yet (an interrupted download?): not local");
                 }
                 Err(reason) => {
                     tracing::error!(%tenant, %timeline, "skipping timeline: {reason}");
@@ -137,10 +141,16 @@ pub(crate) fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn read_timeline(dir: &Path, format: MetadataFormat) -> Result<LocalTimeline, String> {
+/// A timeline directory's contents; `None` without a metadata file (the file is written last, so
+/// the directory is one being created or downloaded, not a local timeline).
+fn read_timeline(dir: &Path, format: MetadataFormat) -> Result<Option<LocalTimeline>, String> {
+    match std::fs::symlink_metadata(dir.join(METADATA_FILE_NAME)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
+    }
     let metadata = read_metadata(dir, format)?;
     let files = layer_files(dir).map_err(|e| format!("listing layers: {e}"))?;
-    Ok(LocalTimeline { metadata, files })
+    Ok(Some(LocalTimeline { metadata, files }))
 }
 
 /// A regular file found by [`walk_files`]: its name relative to the walked root (components
