@@ -443,42 +443,6 @@ fn killed_sync_runs_converge() {
     assert_verifies(&store);
 }
 
-/// Starts `command` ten times, SIGKILLs it at points spread over twice `full` (a run under load
-/// may take longer than the one measured), and runs `check(i)`
-/// after each kill; `check` says whether the run left partial work behind. Returns how many
-/// kills cut a run in the middle of its work: the process was still running when killed (it
-/// died of the signal, not of its own accord) and `check` saw partial work. A run that finished
-/// before its kill point left nothing to cut: `reset` then starts the work over, so the later
-/// points still land in the middle of a run however `full` compared with this run's speed.
-fn kill_at_spread_points(
-    full: Duration,
-    command: impl Fn() -> Command,
-    reset: impl Fn(),
-    check: impl Fn(usize) -> bool,
-) -> usize {
-    let kills = 10;
-    let mut cut = 0;
-    for i in 0..kills {
-        let mut child = command()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(full.mul_f64(2.0 * i as f64 / kills as f64));
-        let running = child.try_wait().unwrap().is_none();
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        let partial = check(i);
-        if running && !status.success() && partial {
-            cut += 1;
-        }
-        if !running {
-            reset();
-        }
-    }
-    cut
-}
-
 /// How many files are under `dir` (none if it does not exist).
 fn files_under(dir: &Path) -> usize {
     if dir.exists() {
