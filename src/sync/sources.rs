@@ -144,7 +144,13 @@ mod tests {
             TimelineMetadata::at(Lsn(5))
         );
         assert!(resolve_metadata(Some(Lsn(0x10)), Some(path.clone())).is_ok());
-        let e = resolve_metadata(Some(Lsn(0x11)), Some(path)).unwrap_err();
+        let e = resolve_metadata(Some(Lsn(0x11)), Some(path.clone())).unwrap_err();
         assert!(e.to_string().contains("differs"), "{e}");
+        // A pageserver-format file is read too, and recorded verbatim.
+        use crate::format::metadata::{PageserverVersion, encode_pageserver};
+        let bytes = encode_pageserver(&TimelineMetadata::at(Lsn(0x20)), PageserverVersion::V1);
+        std::fs::write(&path, &bytes).unwrap();
+        let md = resolve_metadata(Some(Lsn(0x20)), Some(path)).unwrap();
+        assert_eq!(md.file, Some(bytes));
     }
 }
