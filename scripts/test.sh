@@ -8,5 +8,7 @@ cargo fmt --all -- --check
 bash scripts/check-layout.sh
 cargo test --locked --lib --bins --tests "$@"
 cargo test --locked --doc
+# Examples must keep compiling (tests/pageserver.rs runs examples/pageserver.rs's code).
+cargo build --locked --examples
 # Benchmarks must keep compiling (they run with `cargo bench`).
 cargo test --locked --benches --no-run

@@ -74,6 +74,13 @@ pub enum Error {
     /// Restored bytes did not match their recorded hash.
     #[error("{0}")]
     Integrity(String),
+    /// The operation was cancelled: its cancellation token fired, or the sync loop stopped.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+    /// A sync task failed for good: it panicked, or its timeline was evicted after repeated
+    /// failures.
+    #[error("{0}")]
+    TaskFailed(String),
 }
 
 impl Error {

@@ -69,7 +69,7 @@ pub use backend::open::{Opened, StackConfig, open_location, standard_stack};
 pub use backend::{Backend, BackendError, DynBackend};
 pub use error::{DecodeError, Error, Result};
 pub use format::config::StoreConfig;
-pub use format::metadata::TimelineMetadata;
+pub use format::metadata::{MetadataFormat, TimelineMetadata};
 pub use gc::retention::{Policy, Retention};
 pub use gc::{GcOptions, GcReport};
 pub use id::{ChunkId, FileHash, Lsn, PackId, ParseIdError, TenantId, TimelineId};
@@ -82,5 +82,6 @@ pub use sync::{
     RemoteStorageConfig, RemoteStorageKind, SyncConfig, SyncHandle, SyncStartupData, SyncStateSink,
     TimelineKey, TimelineSyncState, start_local_timeline_sync, start_with_backend,
 };
+pub use sync::{RemoteTimeline, SyncMetrics, SyncOptions, start_with_backend_opts};
 pub use verify::{VerifyOptions, VerifyReport, verify};
 pub use write::{CheckpointMode, CheckpointReport, CheckpointRequest, SourceFile, Writer};

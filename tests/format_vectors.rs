@@ -97,6 +97,7 @@ fn metadata() -> TimelineMetadata {
         ancestor_lsn: Lsn(0x15_0000_0000),
         latest_gc_cutoff_lsn: Lsn(0x16_0000_0000),
         initdb_lsn: Lsn(0x0169_AD18),
+        file: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! timeline back byte-identically; incremental uploads store only new chunks; shutdown loses no
 //! acknowledged work; two processes share a store; SIGKILL at any point converges.
 mod common;
+#[allow(dead_code)]
 #[path = "common/sync_harness.rs"]
 mod sync_harness;
 
@@ -371,9 +372,14 @@ fn killed_sync_runs_converge() {
     let full = t0.elapsed();
 
     let timelines = wd.timelines().len();
+    let empty = |dir: &Path| {
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::create_dir(dir).unwrap();
+    };
     let cut_uploads = kill_at_spread_points(
         full,
         || casctl_sync(&store, &work, false),
+        || empty(&store),
         |_| {
             assert_verifies(&store);
             // Partial: data went in, but not every timeline's checkpoint is recorded yet.
@@ -401,6 +407,7 @@ fn killed_sync_runs_converge() {
     let cut_downloads = kill_at_spread_points(
         full,
         || casctl_sync(&store, &fresh, true),
+        || empty(&fresh),
         |i| {
             // Whatever is under a final name is complete and correct.
             let got = tree(&fresh);
@@ -434,35 +441,6 @@ fn killed_sync_runs_converge() {
         "download converges to the uploaded workdir"
     );
     assert_verifies(&store);
-}
-
-/// Starts `command` ten times, SIGKILLs it at points spread over `full`, and runs `check(i)`
-/// after each kill; `check` says whether the run left partial work behind. Returns how many
-/// kills cut a run in the middle of its work: the process was still running when killed (it
-/// died of the signal, not of its own accord) and `check` saw partial work.
-fn kill_at_spread_points(
-    full: Duration,
-    command: impl Fn() -> Command,
-    check: impl Fn(usize) -> bool,
-) -> usize {
-    let kills = 10;
-    let mut cut = 0;
-    for i in 0..kills {
-        let mut child = command()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(full.mul_f64(i as f64 / kills as f64));
-        let running = child.try_wait().unwrap().is_none();
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        let partial = check(i);
-        if running && !status.success() && partial {
-            cut += 1;
-        }
-    }
-    cut
 }
 
 /// How many files are under `dir` (none if it does not exist).

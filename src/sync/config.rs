@@ -7,30 +7,45 @@
 //! # bucket_region = "eu-central-1"
 //! # endpoint = "http://127.0.0.1:9000"    # S3-compatible servers
 //! # prefix_in_bucket = "staging/"
+//! metadata_format = "pageserver"          # or "layercas", or "auto" (the default)
 //! max_concurrent_sync = 4                 # timelines synced at once
 //! max_sync_errors = 10                    # failures before a timeline is evicted
 //! base_backoff = "100ms"                  # first retry delay of a failed task ...
 //! max_backoff = "30s"                     # ... doubling up to this
+//! # The backend under the loop (each is optional; these are the defaults):
+//! request_timeout = "30s"                 # per call, and per transfer below 8 MiB
+//! large_request_timeout = "10m"           # per transfer of 8 MiB or more
+//! max_attempts = 6                        # tries of a call failing transiently
+//! retry_base_delay = "50ms"               # first delay between tries ...
+//! retry_max_delay = "5s"                  # ... doubling up to this
+//! max_concurrent_reads = 32               # backend reads in flight
+//! max_concurrent_writes = 16              # backend writes in flight
 //! # Used only when the store is created:
 //! chunk_min = 16384
 //! chunk_avg = 32768
 //! chunk_max = 131072
 //! pack_target_size = 16777216
 //! ```
-//! Durations are humantime strings (`"250ms"`, `"30s"`, `"1m 30s"`), read with
+//! [`RemoteStorageConfig`] derives `Deserialize` from that section, so a pageserver can embed it
+//! in its own configuration struct; [`RemoteStorageConfig::from_toml`] reads it from a whole
+//! document. Durations are humantime strings (`"250ms"`, `"30s"`, `"1m 30s"`), read with
 //! `humantime-serde`. The older keys `base_backoff_ms` and `max_backoff_ms` (plain integer
-//! milliseconds) are still accepted; giving both forms of one setting is an error.
+//! milliseconds) are still accepted; giving both forms of one setting is an error. Unknown keys
+//! are errors.
 //!
-//! Owns parsing and validation. Must not open connections: see `RemoteStorageConfig::backend`.
+//! Owns parsing and validation. Must not open connections: see `RemoteStorageConfig::open`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::backend::layers::retry::RetryConfig;
+use crate::backend::layers::timeout::TimeoutConfig;
 use crate::backend::open::{Opened, StackConfig, open_location, standard_stack};
 use crate::error::{Error, Result};
 use crate::format::config::{ChunkerParams, StoreConfig};
+use crate::format::metadata::MetadataFormat;
 
 /// Where the store is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,10 +69,13 @@ pub enum RemoteStorageKind {
 }
 
 /// The `[remote_storage]` section.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "RawSection")]
 pub struct RemoteStorageConfig {
     /// Where the store is.
     pub kind: RemoteStorageKind,
+    /// How the timelines' `metadata` files are read.
+    pub metadata_format: MetadataFormat,
     /// Timelines synced at once.
     pub max_concurrent_sync: usize,
     /// Consecutive failures of one timeline's task before it is reported `Evicted`.
@@ -66,6 +84,8 @@ pub struct RemoteStorageConfig {
     pub base_backoff: Duration,
     /// The longest wait between retries of a failing timeline.
     pub max_backoff: Duration,
+    /// Timeouts, retries and concurrency of the backend stack the loop opens.
+    pub backend: StackConfig,
     /// The configuration a new store is created with.
     pub store: StoreConfig,
 }
@@ -78,6 +98,7 @@ struct RawSection {
     bucket_region: Option<String>,
     endpoint: Option<String>,
     prefix_in_bucket: Option<String>,
+    metadata_format: Option<MetadataFormat>,
     max_concurrent_sync: Option<usize>,
     max_sync_errors: Option<u32>,
     #[serde(default, with = "humantime_serde")]
@@ -87,6 +108,17 @@ struct RawSection {
     /// Before humantime durations: plain milliseconds.
     base_backoff_ms: Option<u64>,
     max_backoff_ms: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    large_request_timeout: Option<Duration>,
+    max_attempts: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    retry_base_delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retry_max_delay: Option<Duration>,
+    max_concurrent_reads: Option<usize>,
+    max_concurrent_writes: Option<usize>,
     chunk_min: Option<u32>,
     chunk_avg: Option<u32>,
     chunk_max: Option<u32>,
@@ -99,29 +131,10 @@ struct RawFile {
     remote_storage: Option<toml::Value>,
 }
 
-impl RemoteStorageConfig {
-    /// Defaults for a store at `kind`.
-    pub fn new(kind: RemoteStorageKind) -> RemoteStorageConfig {
-        RemoteStorageConfig {
-            kind,
-            max_concurrent_sync: 4,
-            max_sync_errors: 10,
-            base_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(30),
-            store: StoreConfig::default_config(),
-        }
-    }
+impl TryFrom<RawSection> for RemoteStorageConfig {
+    type Error = String;
 
-    /// Parses the `[remote_storage]` section of a TOML document; `None` when it has none.
-    pub fn from_toml(text: &str) -> Result<Option<RemoteStorageConfig>> {
-        let bad = |e: String| Error::InvalidInput(format!("[remote_storage]: {e}"));
-        let file: RawFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
-        let Some(section) = file.remote_storage else {
-            return Ok(None);
-        };
-        let raw: RawSection = section
-            .try_into()
-            .map_err(|e: toml::de::Error| bad(e.to_string()))?;
+    fn try_from(raw: RawSection) -> std::result::Result<Self, String> {
         let kind = match (raw.local_path, raw.bucket_name) {
             (Some(path), None) => RemoteStorageKind::Local { path },
             (None, Some(bucket)) => RemoteStorageKind::S3 {
@@ -130,13 +143,14 @@ impl RemoteStorageConfig {
                 endpoint: raw.endpoint,
                 prefix: raw.prefix_in_bucket,
             },
-            _ => return Err(bad("give exactly one of local_path and bucket_name".into())),
+            _ => return Err("give exactly one of local_path and bucket_name".into()),
         };
         let mut c = RemoteStorageConfig::new(kind);
+        c.metadata_format = raw.metadata_format.unwrap_or(c.metadata_format);
         c.max_concurrent_sync = raw.max_concurrent_sync.unwrap_or(c.max_concurrent_sync);
         c.max_sync_errors = raw.max_sync_errors.unwrap_or(c.max_sync_errors);
         let duration = |name: &str, d: Option<Duration>, ms: Option<u64>, default| match (d, ms) {
-            (Some(_), Some(_)) => Err(bad(format!("give {name} or {name}_ms, not both"))),
+            (Some(_), Some(_)) => Err(format!("give {name} or {name}_ms, not both")),
             (d, ms) => Ok(d.or(ms.map(Duration::from_millis)).unwrap_or(default)),
         };
         c.base_backoff = duration(
@@ -151,6 +165,14 @@ impl RemoteStorageConfig {
             raw.max_backoff_ms,
             c.max_backoff,
         )?;
+        let b = &mut c.backend;
+        b.timeouts.small = raw.request_timeout.unwrap_or(b.timeouts.small);
+        b.timeouts.large = raw.large_request_timeout.unwrap_or(b.timeouts.large);
+        b.retry.max_attempts = raw.max_attempts.unwrap_or(b.retry.max_attempts);
+        b.retry.base_delay = raw.retry_base_delay.unwrap_or(b.retry.base_delay);
+        b.retry.max_delay = raw.retry_max_delay.unwrap_or(b.retry.max_delay);
+        b.max_reads = raw.max_concurrent_reads.unwrap_or(b.max_reads);
+        b.max_writes = raw.max_concurrent_writes.unwrap_or(b.max_writes);
         let d = ChunkerParams::default_params();
         c.store.chunker = ChunkerParams::fastcdc(
             raw.chunk_min.unwrap_or(d.min_size),
@@ -159,8 +181,41 @@ impl RemoteStorageConfig {
         );
         c.store.pack_target_size = raw.pack_target_size.unwrap_or(c.store.pack_target_size);
         c.store.zstd_level = raw.zstd_level.unwrap_or(c.store.zstd_level);
-        c.validate().map_err(bad)?;
-        Ok(Some(c))
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl RemoteStorageConfig {
+    /// Defaults for a store at `kind`.
+    pub fn new(kind: RemoteStorageKind) -> RemoteStorageConfig {
+        RemoteStorageConfig {
+            kind,
+            metadata_format: MetadataFormat::default(),
+            max_concurrent_sync: 4,
+            max_sync_errors: 10,
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            backend: StackConfig {
+                retry: RetryConfig::default(),
+                timeouts: TimeoutConfig::default(),
+                ..StackConfig::default()
+            },
+            store: StoreConfig::default_config(),
+        }
+    }
+
+    /// Parses the `[remote_storage]` section of a TOML document; `None` when it has none.
+    pub fn from_toml(text: &str) -> Result<Option<RemoteStorageConfig>> {
+        let bad = |e: String| Error::InvalidInput(format!("[remote_storage]: {e}"));
+        let file: RawFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let Some(section) = file.remote_storage else {
+            return Ok(None);
+        };
+        section
+            .try_into()
+            .map(Some)
+            .map_err(|e: toml::de::Error| bad(e.message().to_string()))
     }
 
     /// Checks the limits are usable.
@@ -177,11 +232,25 @@ impl RemoteStorageConfig {
         if self.base_backoff > self.max_backoff {
             return Err("base_backoff exceeds max_backoff".into());
         }
+        let b = &self.backend;
+        if b.retry.max_attempts == 0 || b.max_reads == 0 || b.max_writes == 0 {
+            return Err(
+                "max_attempts, max_concurrent_reads and max_concurrent_writes must be at least 1"
+                    .into(),
+            );
+        }
+        if b.retry.base_delay > b.retry.max_delay {
+            return Err("retry_base_delay exceeds retry_max_delay".into());
+        }
+        if b.timeouts.small.is_zero() || b.timeouts.large.is_zero() {
+            return Err("request timeouts must not be zero".into());
+        }
         self.store.validate()
     }
 
-    /// Opens the backend this configuration names, in the standard wrapper stack.
-    pub async fn backend(&self) -> Result<Opened> {
+    /// Opens the backend this configuration names, in the standard wrapper stack built with the
+    /// `backend` settings.
+    pub async fn open(&self) -> Result<Opened> {
         let base = match &self.kind {
             RemoteStorageKind::Local { path } => {
                 open_location(&path.to_string_lossy(), None, None).await?
@@ -196,7 +265,7 @@ impl RemoteStorageConfig {
                 open_location(&url, endpoint.clone(), region.clone()).await?
             }
         };
-        Ok(standard_stack(base, &StackConfig::default()))
+        Ok(standard_stack(base, &self.backend))
     }
 }
 
@@ -221,6 +290,15 @@ mod tests {
         let c = RemoteStorageConfig::from_toml(human).unwrap().unwrap();
         assert_eq!(c.base_backoff, Duration::from_millis(250));
         assert_eq!(c.max_backoff, Duration::from_secs(90));
+        let backend = "[remote_storage]\nlocal_path='/x'\nrequest_timeout='5s'\nlarge_request_timeout='2m'\nmax_attempts=3\nretry_base_delay='10ms'\nretry_max_delay='1s'\nmax_concurrent_reads=7\nmax_concurrent_writes=5\nmetadata_format='pageserver'\n";
+        let c = RemoteStorageConfig::from_toml(backend).unwrap().unwrap();
+        assert_eq!(c.metadata_format, MetadataFormat::Pageserver);
+        assert_eq!(c.backend.timeouts.small, Duration::from_secs(5));
+        assert_eq!(c.backend.timeouts.large, Duration::from_secs(120));
+        assert_eq!(c.backend.retry.max_attempts, 3);
+        assert_eq!(c.backend.retry.base_delay, Duration::from_millis(10));
+        assert_eq!(c.backend.retry.max_delay, Duration::from_secs(1));
+        assert_eq!((c.backend.max_reads, c.backend.max_writes), (7, 5));
         let ms = "[remote_storage]\nlocal_path='/x'\nbase_backoff_ms=20\nmax_backoff_ms=400\n";
         let c = RemoteStorageConfig::from_toml(ms).unwrap().unwrap();
         assert_eq!(c.base_backoff, Duration::from_millis(20));
@@ -239,9 +317,37 @@ mod tests {
             "[remote_storage]\nlocal_path='/x'\nbase_backoff='1s'\nbase_backoff_ms=5\n",
             "[remote_storage]\nlocal_path='/x'\nmax_backoff='soon'\n",
             "[remote_storage]\nlocal_path='/x'\nbase_backoff='1m'\nmax_backoff='1s'\n",
+            "[remote_storage]\nlocal_path='/x'\nmax_attempts=0\n",
+            "[remote_storage]\nlocal_path='/x'\nrequest_timeout='0s'\n",
+            "[remote_storage]\nlocal_path='/x'\nmetadata_format='xml'\n",
         ] {
             let e = RemoteStorageConfig::from_toml(bad).unwrap_err().to_string();
             assert!(e.contains("[remote_storage]"), "{bad:?}: {e}");
         }
+    }
+
+    /// A pageserver embeds the section in its own configuration struct.
+    #[test]
+    fn the_section_deserializes_inside_a_callers_struct() {
+        #[derive(Deserialize)]
+        struct PageserverConf {
+            #[allow(dead_code)]
+            listen_pg_addr: String,
+            remote_storage: RemoteStorageConfig,
+        }
+        let text = "listen_pg_addr = '127.0.0.1:64000'\n[remote_storage]\nbucket_name = 'b'\nmax_backoff = '1m'\nmax_sync_errors = 3\n";
+        let conf: PageserverConf = toml::from_str(text).unwrap();
+        assert!(
+            matches!(conf.remote_storage.kind, RemoteStorageKind::S3 { ref bucket, .. } if bucket == "b")
+        );
+        assert_eq!(conf.remote_storage.max_backoff, Duration::from_secs(60));
+        assert_eq!(conf.remote_storage.max_sync_errors, 3);
+        let bad =
+            "listen_pg_addr = ''\n[remote_storage]\nlocal_path = '/x'\nmax_concurrent_sync = 0\n";
+        let e = toml::from_str::<PageserverConf>(bad)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("max_concurrent_sync 0"), "{e}");
     }
 }

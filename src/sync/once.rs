@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::id::{TenantId, TimelineId};
 use crate::progress::DynProgress;
 use crate::sync::{
-    RemoteStorageConfig, RemoteStorageKind, StateBoard, SyncStateSink, TimelineSyncState,
+    RemoteStorageConfig, RemoteStorageKind, Skipped, StateBoard, SyncStateSink, TimelineSyncState,
     start_with_backend,
 };
 
@@ -29,6 +29,9 @@ pub struct SyncReport {
     pub cloud_only: usize,
     /// Timelines whose task failed too often.
     pub evicted: usize,
+    /// Timelines the workdir scan could not take (unreadable metadata, symbolic links...), with
+    /// the reason; none of them was synced.
+    pub skipped: Vec<Skipped>,
     /// Wall-clock duration of the pass.
     pub seconds: f64,
 }
@@ -74,17 +77,28 @@ impl SyncStateSink for Counting {
 }
 
 /// Starts the sync loop over `workdir` with `backend`, waits until it is idle, shuts it down,
-/// and reports the final states.
+/// and reports the final states. Metadata files are read in either format.
 pub async fn sync_once(
     backend: DynBackend,
     workdir: PathBuf,
     opts: OnceOptions,
 ) -> Result<SyncReport> {
-    let started = std::time::Instant::now();
     // The kind only names the store for logs; the backend given is the one used.
-    let mut remote = RemoteStorageConfig::new(RemoteStorageKind::Local {
+    let remote = RemoteStorageConfig::new(RemoteStorageKind::Local {
         path: workdir.clone(),
     });
+    sync_once_with(backend, workdir, opts, remote).await
+}
+
+/// [`sync_once`] with the loop's settings from `remote` (a `[remote_storage]` section; its
+/// `max_concurrent_sync` is replaced by the option's).
+pub async fn sync_once_with(
+    backend: DynBackend,
+    workdir: PathBuf,
+    opts: OnceOptions,
+    mut remote: RemoteStorageConfig,
+) -> Result<SyncReport> {
+    let started = std::time::Instant::now();
     remote.max_concurrent_sync = opts.max_concurrent_sync;
     let board = Arc::new(StateBoard::default());
     let sink = Arc::new(Counting {
@@ -110,7 +124,9 @@ pub async fn sync_once(
         .store(true, std::sync::atomic::Ordering::Relaxed);
     handle.wait_idle().await?;
     handle.shutdown().await;
-    Ok(report(&board, started))
+    let mut report = report(&board, started);
+    report.skipped = startup.skipped;
+    Ok(report)
 }
 
 fn awaits_download(state: &TimelineSyncState) -> bool {
@@ -127,6 +143,7 @@ fn report(board: &StateBoard, started: std::time::Instant) -> SyncReport {
         ready: count(|s| matches!(s, TimelineSyncState::Ready(_))),
         cloud_only: count(awaits_download),
         evicted: count(|s| matches!(s, TimelineSyncState::Evicted(_))),
+        skipped: Vec::new(),
         timelines: states
             .into_iter()
             .map(|((t, tl), s)| SyncRow {

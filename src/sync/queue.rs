@@ -20,7 +20,9 @@ pub enum UploadFiles {
 /// An upload of a timeline's newest checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upload {
+    /// The files to record.
     pub files: UploadFiles,
+    /// The checkpoint's metadata (with the file's bytes, kept verbatim).
     pub metadata: TimelineMetadata,
 }
 
@@ -46,7 +48,9 @@ impl Upload {
 /// Work pending for one timeline.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Task {
+    /// The upload to do, if any.
     pub upload: Option<Upload>,
+    /// Whether to download the store's newer checkpoint first.
     pub download: bool,
 }
 
@@ -115,6 +119,23 @@ impl Queue {
     /// Marks a timeline busy without taking work (while it waits out a backoff).
     pub fn hold(&mut self, key: TimelineKey) {
         self.busy.insert(key);
+    }
+
+    /// Takes the work pending for `key` (not started yet), if any.
+    pub fn remove(&mut self, key: &TimelineKey) -> Option<Task> {
+        let task = self.pending.remove(key)?;
+        self.order.retain(|k| k != key);
+        Some(task)
+    }
+
+    /// Timelines with work pending, running or backing off.
+    pub fn len(&self) -> usize {
+        self.busy.len()
+            + self
+                .pending
+                .keys()
+                .filter(|k| !self.busy.contains(k))
+                .count()
     }
 
     /// Whether no work is pending and nothing is busy.

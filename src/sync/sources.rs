@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::metadata::{METADATA_FILE_NAME, TimelineMetadata};
+use crate::format::metadata::{METADATA_FILE_NAME, MetadataFormat, TimelineMetadata};
 use crate::id::Lsn;
 use crate::sync::workdir;
 use crate::write::SourceFile;
@@ -60,8 +60,9 @@ fn file_name(path: &Path) -> Result<String> {
 }
 
 /// The metadata of a checkpoint from an LSN and/or a metadata file: the file's contents when
-/// given (its `disk_consistent_lsn` must then equal `lsn` if both are given), else metadata at
-/// `lsn` alone. Neither is an error.
+/// given, in either format ([`MetadataFormat::Auto`]; recorded verbatim; its
+/// `disk_consistent_lsn` must then equal `lsn` if both are given), else metadata at `lsn` alone.
+/// Neither is an error.
 pub fn resolve_metadata(lsn: Option<Lsn>, file: Option<PathBuf>) -> Result<TimelineMetadata> {
     match (lsn, file) {
         (None, None) => Err(Error::InvalidInput(
@@ -69,8 +70,8 @@ pub fn resolve_metadata(lsn: Option<Lsn>, file: Option<PathBuf>) -> Result<Timel
         )),
         (Some(lsn), None) => Ok(TimelineMetadata::at(lsn)),
         (lsn, Some(path)) => {
-            let bytes = std::fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
-            let md = TimelineMetadata::from_file_bytes(&bytes).map_err(|e| {
+            let bytes = workdir::read_bounded(&path).map_err(|e| Error::io("reading", &path, e))?;
+            let md = MetadataFormat::Auto.parse(&bytes).map_err(|e| {
                 Error::InvalidInput(format!("parsing metadata file {}: {e}", path.display()))
             })?;
             match lsn.filter(|l| *l != md.disk_consistent_lsn) {
@@ -118,8 +119,8 @@ mod tests {
 
         let (sources, found) = collect_sources(std::slice::from_ref(&dir)).unwrap();
         let by_checkpoint: Vec<String> = sources.into_iter().map(|f| f.name).collect();
-        let scanned = workdir::scan(work.path()).unwrap();
-        let by_sync = &scanned[&(t, tl)].files;
+        let scanned = workdir::scan(work.path(), MetadataFormat::Auto).unwrap();
+        let by_sync = &scanned.timelines[&(t, tl)].files;
         let want = [
             "layer_a",
             "sub/deeper/layer_c",
@@ -143,7 +144,13 @@ mod tests {
             TimelineMetadata::at(Lsn(5))
         );
         assert!(resolve_metadata(Some(Lsn(0x10)), Some(path.clone())).is_ok());
-        let e = resolve_metadata(Some(Lsn(0x11)), Some(path)).unwrap_err();
+        let e = resolve_metadata(Some(Lsn(0x11)), Some(path.clone())).unwrap_err();
         assert!(e.to_string().contains("differs"), "{e}");
+        // A pageserver-format file is read too, and recorded verbatim.
+        use crate::format::metadata::{PageserverVersion, encode_pageserver};
+        let bytes = encode_pageserver(&TimelineMetadata::at(Lsn(0x20)), PageserverVersion::V1);
+        std::fs::write(&path, &bytes).unwrap();
+        let md = resolve_metadata(Some(Lsn(0x20)), Some(path)).unwrap();
+        assert_eq!(md.file, Some(bytes));
     }
 }

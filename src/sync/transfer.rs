@@ -2,8 +2,10 @@
 //! the local checkpoint the store lacks.
 //!
 //! Owns the transfers themselves (through `Writer::checkpoint` and `Writer::restore`, which keep
-//! the store's write order and the workdir's temporary-name-then-rename rule). Must not schedule,
-//! retry or report states: that is the loop's job in the parent module.
+//! the store's write order and the workdir's temporary-name-then-rename rule). Both read and
+//! write local files, so each runs on tokio's blocking pool (driven there by the runtime's
+//! handle), never on an async worker; the loop's token stops them at their next await. Must not
+//! schedule, retry or report states: that is the loop's job in the parent module.
 
 use std::sync::Arc;
 
@@ -24,23 +26,45 @@ pub(super) async fn execute(
 ) -> Result<Lsn> {
     let mut ready = None;
     if download_first {
-        ready = Some(download(&shared, key).await?);
+        let s = shared.clone();
+        ready = Some(off_runtime(&shared, async move { download(&s, key).await }).await?);
     }
     if let Some(upload) = upload {
-        ready = Some(upload_checkpoint(&shared, key, &upload).await?);
+        let s = shared.clone();
+        let work = async move { upload_checkpoint(&s, key, &upload).await };
+        ready = Some(off_runtime(&shared, work).await?);
     }
     ready.ok_or_else(|| Error::InvalidInput("empty sync task".into()))
+}
+
+/// Runs `work` on the blocking pool, driven by the current runtime, until it ends or the loop is
+/// cancelled. A panic in it comes back as [`Error::TaskFailed`] (the loop names the timeline).
+async fn off_runtime<F>(shared: &Shared, work: F) -> Result<Lsn>
+where
+    F: std::future::Future<Output = Result<Lsn>> + Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    let cancel = shared.cancel.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            tokio::select! {
+                r = work => r,
+                _ = cancel.cancelled() => Err(Error::Cancelled("the sync loop was cancelled".into())),
+            }
+        })
+    })
+    .await;
+    match joined {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::TaskFailed(format!("sync transfer: {e}"))),
+    }
 }
 
 async fn download(shared: &Shared, key: TimelineKey) -> Result<Lsn> {
     let (tenant, timeline) = key;
     let dir = workdir::timeline_dir(&shared.workdir, &tenant, &timeline);
-    let local = shared
-        .local_lsns
-        .lock()
-        .expect("lsn lock")
-        .get(&key)
-        .copied();
+    let local = shared.local_lsn(&key);
     let remote = shared
         .writer
         .store()
@@ -53,8 +77,9 @@ async fn download(shared: &Shared, key: TimelineKey) -> Result<Lsn> {
             "timeline {tenant}/{timeline} in the store"
         )));
     };
-    if local.is_some_and(|l| l >= remote) {
-        return Ok(local.expect("checked"));
+    shared.durable.durable(key, remote);
+    if let Some(local) = local.filter(|l| *l >= remote) {
+        return Ok(local);
     }
     let report = shared
         .writer
@@ -65,11 +90,7 @@ async fn download(shared: &Shared, key: TimelineKey) -> Result<Lsn> {
         reused = report.files_reused,
         "downloaded"
     );
-    shared
-        .local_lsns
-        .lock()
-        .expect("lsn lock")
-        .insert(key, remote);
+    shared.set_local_lsn(key, remote);
     Ok(remote)
 }
 
@@ -99,17 +120,19 @@ async fn upload_checkpoint(shared: &Shared, key: TimelineKey, upload: &Upload) -
         mode,
     };
     match shared.writer.checkpoint(req, progress::none()).await {
-        Ok(r) => tracing::info!(
-            new_chunks = r.new_chunks,
-            stored = r.new_stored_bytes,
-            "uploaded"
-        ),
+        Ok(r) => {
+            shared.metrics.uploaded(&r);
+            tracing::info!(
+                new_chunks = r.new_chunks,
+                stored = r.new_stored_bytes,
+                "uploaded"
+            );
+        }
         // Recorded before (by an earlier run that crashed before it could report, say).
         Err(Error::AlreadyExists(_)) => tracing::info!("checkpoint already in the store"),
         Err(e) => return Err(e),
     }
-    let mut lsns = shared.local_lsns.lock().expect("lsn lock");
-    let entry = lsns.entry(key).or_insert(lsn);
-    *entry = (*entry).max(lsn);
-    Ok(*entry)
+    shared.durable.durable(key, lsn);
+    shared.set_local_lsn(key, lsn);
+    Ok(shared.local_lsn(&key).unwrap_or(lsn))
 }

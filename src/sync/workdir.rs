@@ -1,14 +1,18 @@
 //! The pageserver's local workdir as the sync loop sees it:
 //! `tenants/<tenant>/timelines/<timeline>/` with a `metadata` file and layer files.
 //!
-//! Owns scanning, path construction and the crate's one directory walker ([`walk_files`]). Broken entries (unparsable ids, missing or corrupt
-//! metadata) are logged and skipped; they never stop the scan. Must not write anything.
+//! Owns scanning, path construction and the crate's one directory walker ([`walk_files`]).
+//! Directories whose names are not ids are logged and ignored, and so is a timeline directory
+//! without a metadata file (written last: a timeline being created or downloaded is not local
+//! yet). A timeline whose metadata file cannot be read or parsed (in the caller's [`MetadataFormat`]), or whose directory holds a
+//! symbolic link or special file, is reported in [`Scan::skipped`] with the reason: it never
+//! stops the scan, and is never silently left out. Must not write anything.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::format::manifest::RESERVED_PREFIX;
-use crate::format::metadata::{METADATA_FILE_NAME, TimelineMetadata};
+use crate::format::metadata::{METADATA_FILE_NAME, MetadataFormat, TimelineMetadata};
 use crate::id::{TenantId, TimelineId};
 use crate::sync::state::TimelineKey;
 
@@ -30,10 +34,40 @@ pub fn timeline_dir(workdir: &Path, tenant: &TenantId, timeline: &TimelineId) ->
         .join(timeline.to_string())
 }
 
-/// Every timeline in `workdir` with readable metadata. A missing `tenants` directory is an
-/// empty workdir.
-pub fn scan(workdir: &Path) -> std::io::Result<BTreeMap<TimelineKey, LocalTimeline>> {
-    let mut out = BTreeMap::new();
+/// A timeline the scan could not take, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// Tenant id in hex.
+    pub tenant: String,
+    /// Timeline id in hex.
+    pub timeline: String,
+    /// What was wrong (the metadata file's parse error, a symbolic link's path, ...).
+    pub reason: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "timeline {}/{}: {}",
+            self.tenant, self.timeline, self.reason
+        )
+    }
+}
+
+/// What [`scan`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Scan {
+    /// Every timeline with readable metadata and only regular files.
+    pub timelines: BTreeMap<TimelineKey, LocalTimeline>,
+    /// Timelines left out, with the reason.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Every timeline in `workdir`, its metadata read in `format`. A missing `tenants` directory
+/// is an empty workdir.
+pub fn scan(workdir: &Path, format: MetadataFormat) -> std::io::Result<Scan> {
+    let mut out = Scan::default();
     let tenants = workdir.join("tenants");
     let entries = match std::fs::read_dir(&tenants) {
         Ok(e) => e,
@@ -52,12 +86,20 @@ pub fn scan(workdir: &Path) -> std::io::Result<BTreeMap<TimelineKey, LocalTimeli
             let Some(timeline) = parse_dir_name::<TimelineId>(&tl_entry.path(), "timeline") else {
                 continue;
             };
-            match read_timeline(&tl_entry.path()) {
-                Ok(t) => {
-                    out.insert((tenant, timeline), t);
+            match read_timeline(&tl_entry.path(), format) {
+                Ok(Some(t)) => {
+                    out.timelines.insert((tenant, timeline), t);
                 }
-                Err(why) => {
-                    tracing::warn!(tenant = %tenant, timeline = %timeline, "skipping timeline: {why}")
+                Ok(None) => {
+                    tracing::info!(%tenant, %timeline, "no metadata file yet (an interrupted download?): not local");
+                }
+                Err(reason) => {
+                    tracing::error!(%tenant, %timeline, "skipping timeline: {reason}");
+                    out.skipped.push(Skipped {
+                        tenant: tenant.to_string(),
+                        timeline: timeline.to_string(),
+                        reason,
+                    });
                 }
             }
         }
@@ -74,13 +116,41 @@ fn parse_dir_name<T: std::str::FromStr>(path: &Path, what: &str) -> Option<T> {
     parsed
 }
 
-fn read_timeline(dir: &Path) -> Result<LocalTimeline, String> {
+/// Reads and parses a timeline's metadata file in `format`; the error names the file.
+pub fn read_metadata(dir: &Path, format: MetadataFormat) -> Result<TimelineMetadata, String> {
+    let path = dir.join(METADATA_FILE_NAME);
     let bytes =
-        std::fs::read(dir.join(METADATA_FILE_NAME)).map_err(|e| format!("metadata file: {e}"))?;
-    let metadata =
-        TimelineMetadata::from_file_bytes(&bytes).map_err(|e| format!("metadata file: {e}"))?;
+        read_bounded(&path).map_err(|e| format!("metadata file {}: {e}", path.display()))?;
+    format
+        .parse(&bytes)
+        .map_err(|e| format!("metadata file {}: {e}", path.display()))
+}
+
+/// Reads a metadata file, refusing one larger than any format allows.
+pub(crate) fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let limit = crate::format::metadata::MAX_FILE_BYTES as u64;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        let msg = format!("larger than {limit} bytes");
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
+    }
+    Ok(bytes)
+}
+
+/// A timeline directory's contents; `None` without a metadata file (the file is written last, so
+/// the directory is one being created or downloaded, not a local timeline).
+fn read_timeline(dir: &Path, format: MetadataFormat) -> Result<Option<LocalTimeline>, String> {
+    match std::fs::symlink_metadata(dir.join(METADATA_FILE_NAME)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
+    }
+    let metadata = read_metadata(dir, format)?;
     let files = layer_files(dir).map_err(|e| format!("listing layers: {e}"))?;
-    Ok(LocalTimeline { metadata, files })
+    Ok(Some(LocalTimeline { metadata, files }))
 }
 
 /// A regular file found by [`walk_files`]: its name relative to the walked root (components
@@ -100,7 +170,9 @@ pub struct WalkedFile {
 ///   depth, and a reserved directory is not entered;
 /// - the timeline `metadata` file at the top of `root` is skipped (it is recorded as the
 ///   checkpoint's metadata, not as a layer); a `metadata` file deeper down is a layer file;
-/// - symbolic links are not followed, and other non-regular files are skipped;
+/// - a symbolic link, fifo, socket or device is an error naming it: a pageserver never creates
+///   one in a timeline directory, following it could record data from elsewhere, and skipping
+///   it would leave a file out of the checkpoint without anyone noticing;
 /// - a name that is not UTF-8 is an error (a manifest cannot record it).
 pub fn walk_files(root: &Path) -> std::io::Result<Vec<WalkedFile>> {
     let walker = walkdir::WalkDir::new(root)
@@ -111,8 +183,21 @@ pub fn walk_files(root: &Path) -> std::io::Result<Vec<WalkedFile>> {
     let mut out = Vec::new();
     for entry in walker {
         let entry = entry.map_err(std::io::Error::from)?;
-        if !entry.file_type().is_file() {
+        let kind = entry.file_type();
+        if kind.is_dir() {
             continue;
+        }
+        if !kind.is_file() {
+            let what = if kind.is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a regular file (fifo, socket or device)"
+            };
+            let msg = format!(
+                "{} is {what}; layercas records only regular files",
+                entry.path().display()
+            );
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg));
         }
         let rel = entry.path().strip_prefix(root).expect("under root");
         let name = rel

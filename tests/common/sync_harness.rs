@@ -95,3 +95,135 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Rewrites every timeline's `metadata` file under `work` in the pageserver's own format: version
+/// 4 (pg_version 15) for every other timeline, version 1 for the rest (the fields are the
+/// generated ones, branch points included). Returns each rewritten file's path and bytes.
+pub fn to_pageserver_format(work: &Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
+    use layercas::format::metadata::{PageserverVersion, TimelineMetadata, encode_pageserver};
+    let mut out = BTreeMap::new();
+    for tenant in std::fs::read_dir(work.join("tenants")).unwrap() {
+        let timelines = tenant.unwrap().path().join("timelines");
+        let mut dirs: Vec<_> = std::fs::read_dir(timelines).unwrap().collect();
+        dirs.sort_by_key(|d| d.as_ref().unwrap().file_name());
+        for (i, tl) in dirs.into_iter().enumerate() {
+            let path = tl.unwrap().path().join("metadata");
+            let md = TimelineMetadata::from_file_bytes(&std::fs::read(&path).unwrap()).unwrap();
+            let version = if i % 2 == 0 {
+                PageserverVersion::V4 { pg_version: 15 }
+            } else {
+                PageserverVersion::V1
+            };
+            let bytes = encode_pageserver(&md, version);
+            std::fs::write(&path, &bytes).unwrap();
+            out.insert(path, bytes);
+        }
+    }
+    out
+}
+
+/// A `[remote_storage]` section for a local store, metadata in the pageserver's format, short
+/// backoffs.
+pub fn pageserver_toml(store: &Path) -> String {
+    format!(
+        "[remote_storage]\nlocal_path = {:?}\nmetadata_format = \"pageserver\"\n\
+         base_backoff = \"10ms\"\nmax_backoff = \"200ms\"\n",
+        store.to_str().unwrap()
+    )
+}
+
+/// A backend that panics on the first write under `prefix` and passes everything else through:
+/// a bug inside a sync task, on purpose.
+#[derive(Debug)]
+pub struct PanicOnce {
+    pub inner: layercas::backend::DynBackend,
+    pub prefix: String,
+    pub fired: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl layercas::backend::Backend for PanicOnce {
+    fn list(
+        &self,
+        prefix: &layercas::backend::Prefix,
+    ) -> futures::stream::BoxStream<
+        'static,
+        Result<layercas::backend::ObjectMeta, layercas::backend::BackendError>,
+    > {
+        self.inner.list(prefix)
+    }
+    async fn put(
+        &self,
+        key: &layercas::backend::Key,
+        payload: layercas::backend::Payload,
+        mode: layercas::backend::PutMode,
+    ) -> Result<(), layercas::backend::BackendError> {
+        if key.as_str().starts_with(&self.prefix)
+            && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("injected panic writing {}", key.as_str());
+        }
+        self.inner.put(key, payload, mode).await
+    }
+    async fn get(
+        &self,
+        key: &layercas::backend::Key,
+    ) -> Result<layercas::backend::GetResult, layercas::backend::BackendError> {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &layercas::backend::Key,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, layercas::backend::BackendError> {
+        self.inner.get_range(key, range).await
+    }
+    async fn head(
+        &self,
+        key: &layercas::backend::Key,
+    ) -> Result<layercas::backend::ObjectMeta, layercas::backend::BackendError> {
+        self.inner.head(key).await
+    }
+    async fn delete(
+        &self,
+        key: &layercas::backend::Key,
+    ) -> Result<(), layercas::backend::BackendError> {
+        self.inner.delete(key).await
+    }
+}
+
+/// Starts `command` ten times, SIGKILLs it at points spread over twice `full` (a run under load
+/// may take longer than the one measured), and runs `check(i)`
+/// after each kill; `check` says whether the run left partial work behind. Returns how many
+/// kills cut a run in the middle of its work: the process was still running when killed (it
+/// died of the signal, not of its own accord) and `check` saw partial work. A run that finished
+/// before its kill point left nothing to cut: `reset` then starts the work over, so the later
+/// points still land in the middle of a run however `full` compared with this run's speed.
+pub fn kill_at_spread_points(
+    full: std::time::Duration,
+    command: impl Fn() -> std::process::Command,
+    reset: impl Fn(),
+    check: impl Fn(usize) -> bool,
+) -> usize {
+    let kills = 10;
+    let mut cut = 0;
+    for i in 0..kills {
+        let mut child = command()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(2.0 * i as f64 / kills as f64));
+        let running = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let partial = check(i);
+        if running && !status.success() && partial {
+            cut += 1;
+        }
+        if !running {
+            reset();
+        }
+    }
+    cut
+}

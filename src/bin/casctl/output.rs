@@ -34,7 +34,7 @@ impl From<Exit> for ExitCode {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
-  1    findings: verify found errors, sync left timelines evicted, the demo failed
+  1    findings: verify found errors, sync left timelines evicted or skipped, the demo failed
   2    usage error (bad arguments)
   3    the operation failed
   130  interrupted (Ctrl-C); temporary files were removed

@@ -55,6 +55,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Whether `--store` (or `LAYERCAS_STORE`) was given.
+    pub fn has_store(&self) -> bool {
+        self.store.location.is_some()
+    }
+
     /// The store named by `--store` (a directory or `s3://bucket/prefix`), in the standard stack.
     pub async fn open(&self) -> Result<Opened> {
         let Some(location) = self.store.location.as_deref() else {
