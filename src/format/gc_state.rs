@@ -78,10 +78,17 @@ impl GcState {
     pub fn decode(bytes: &[u8]) -> Result<GcState, DecodeError> {
         let body = envelope::open(Kind::GcState, bytes, MAX_GC_STATE_BODY)?;
         let s: GcState = envelope::decode_msgpack("gc state", body)?;
+        let bad = |reason: String| Err(DecodeError::new("gc state", reason));
         if !s.condemned.is_sorted() {
-            return Err(DecodeError::new(
-                "gc state",
-                "condemned packs are not sorted",
+            return bad("condemned packs are not sorted".into());
+        }
+        if !s.deleted.iter().map(|(g, _)| g).is_sorted() {
+            return bad("deleted generations are not in ascending order".into());
+        }
+        if let Some((g, _)) = s.deleted.iter().find(|(g, _)| *g > s.generation) {
+            return bad(format!(
+                "packs deleted in generation {g}, after the state's generation {}",
+                s.generation
             ));
         }
         Ok(s)
@@ -142,6 +149,14 @@ mod tests {
         assert!(!unusable.contains(&PackId::of(&17u64.to_le_bytes())));
         assert!(s.lists_deletions_since(5) && !s.lists_deletions_since(4));
         assert!(unusable.contains(&PackId::of(b"a")));
+        let mut late = s.clone();
+        late.deleted.last_mut().unwrap().0 = 21;
+        let e = GcState::decode(&late.encode()).unwrap_err();
+        assert!(e.reason.contains("after the state's generation"), "{e}");
+        let mut unordered = s.clone();
+        unordered.deleted.swap(0, 1);
+        let e = GcState::decode(&unordered.encode()).unwrap_err();
+        assert!(e.reason.contains("ascending"), "{e}");
         s.condemned.reverse();
         assert!(GcState::decode(&s.encode()).is_err());
     }

@@ -403,12 +403,13 @@ fn index_rejects() -> Vec<Reject> {
 }
 
 fn other_rejects() -> Vec<Reject> {
-    let state = |condemned: &str, phase: &str| {
+    // A generation-7 state: `lists` is the hex of its condemned and deleted arrays.
+    let state = |lists: &str, phase: &str| {
         let mut b = vec![0x96, 0x07, 0xcd, 0xea, 0x60];
         b.extend_from_slice(&[0xa0 | phase.len() as u8]);
         b.extend_from_slice(phase.as_bytes());
-        b.extend_from_slice(&hex::decode(condemned).unwrap());
-        b.extend_from_slice(&[0x90, 0x00]);
+        b.extend_from_slice(&hex::decode(lists).unwrap());
+        b.push(0x00);
         seal(6, &b)
     };
     let p = |b: &str| format!("c420{}", b.repeat(32));
@@ -431,14 +432,21 @@ fn other_rejects() -> Vec<Reject> {
             "gc_state",
             "not sorted",
             "condemned packs 02.. before 01..",
-            state(&unsorted, "Condemned"),
+            state(&format!("{unsorted}90"), "Condemned"),
         ),
         reject(
             "gc_state_unknown_phase",
             "gc_state",
             "unknown variant",
             "phase \"Sweeping\", which is not a phase",
-            state("90", "Sweeping"),
+            state("9090", "Sweeping"),
+        ),
+        reject(
+            "gc_state_deleted_in_future",
+            "gc_state",
+            "after the state's generation",
+            "packs listed as deleted in generation 8 of a generation-7 state",
+            state(&format!("9091920891{}", p("03")), "Idle"),
         ),
         reject(
             "intent_unsorted",
