@@ -2,6 +2,7 @@
 //! creates nothing, a read-only store can be read, staging leftovers of killed writers are counted
 //! and removed (never a live writer's file), verify knows every key of the layout, and a failed
 //! pack upload reports its cause.
+#[allow(dead_code)]
 #[path = "common/casctl_json.rs"]
 mod casctl_json;
 mod common;

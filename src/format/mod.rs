@@ -14,5 +14,5 @@ pub mod layout;
 pub mod manifest;
 pub mod metadata;
 pub mod pack;
-#[cfg(test)]
+#[cfg(all(test, feature = "testkit"))]
 mod rejects;

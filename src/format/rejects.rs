@@ -5,37 +5,10 @@
 
 use crate::format::envelope::{self, Kind};
 use crate::format::index::{IndexObject, MAX_INDEX_SECTIONS};
-use crate::format::manifest::{
-    ChunkRef, FileEntry, MAX_FILE_SIZE, MAX_NAME_LEN, Manifest, TimelineState,
-};
-use crate::format::metadata::TimelineMetadata;
+use crate::format::manifest::{MAX_FILE_SIZE, MAX_NAME_LEN, Manifest, TimelineState};
 use crate::format::pack::{self, BlobEntry, Compression, MAX_RAW_LEN};
-use crate::id::{ChunkId, FileHash, Lsn, PackId, TenantId, TimelineId};
-
-fn file(name: &str, body: &[u8]) -> FileEntry {
-    FileEntry {
-        name: name.into(),
-        size: body.len() as u64,
-        hash: FileHash(*blake3::hash(body).as_bytes()),
-        chunks: vec![ChunkRef {
-            id: ChunkId::of(body),
-            len: body.len() as u32,
-        }],
-    }
-}
-
-fn manifest(lsn: u64, prev: Option<u64>, added: Vec<FileEntry>, removed: &[&str]) -> Manifest {
-    Manifest {
-        tenant: TenantId([1; 16]),
-        timeline: TimelineId([2; 16]),
-        lsn: Lsn(lsn),
-        prev_lsn: prev.map(Lsn),
-        metadata: TimelineMetadata::at(Lsn(lsn)),
-        added,
-        removed: removed.iter().map(|s| s.to_string()).collect(),
-        base: false,
-    }
-}
+use crate::id::{ChunkId, Lsn, PackId};
+use crate::testkit::manifests::{file, manifest};
 
 fn reason_of(bytes: &[u8]) -> String {
     Manifest::decode(bytes).unwrap_err().reason

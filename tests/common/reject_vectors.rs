@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use layercas::format::gc_state::GcState;
 use layercas::format::index::IndexObject;
 use layercas::format::intent::Intent;
-use layercas::format::manifest::{ChunkRef, FileEntry, Manifest, TimelineState};
+use layercas::format::manifest::{Manifest, TimelineState};
 use layercas::format::metadata::TimelineMetadata;
 use layercas::format::pack::{self, BlobEntry, Compression};
-use layercas::id::{ChunkId, FileHash, Lsn, PackId, TenantId, TimelineId};
+use layercas::id::{ChunkId, Lsn, PackId, TenantId, TimelineId};
+use layercas::testkit::manifests::{file, manifest};
 
 use super::{read_text, seal, seal_version, writing_vectors};
 
@@ -38,31 +39,6 @@ fn reject(
         expect,
         reason,
         objects: vec![bytes],
-    }
-}
-
-fn file(name: &str, body: &[u8]) -> FileEntry {
-    FileEntry {
-        name: name.into(),
-        size: body.len() as u64,
-        hash: FileHash(*blake3::hash(body).as_bytes()),
-        chunks: vec![ChunkRef {
-            id: ChunkId::of(body),
-            len: body.len() as u32,
-        }],
-    }
-}
-
-fn manifest(lsn: u64, prev: Option<u64>, added: Vec<FileEntry>, removed: &[&str]) -> Manifest {
-    Manifest {
-        tenant: TenantId([0xaa; 16]),
-        timeline: TimelineId([0xbb; 16]),
-        lsn: Lsn(lsn),
-        prev_lsn: prev.map(Lsn),
-        metadata: TimelineMetadata::at(Lsn(lsn)),
-        added,
-        removed: removed.iter().map(|s| s.to_string()).collect(),
-        base: false,
     }
 }
 
