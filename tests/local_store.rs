@@ -202,3 +202,35 @@ async fn a_failed_pack_upload_reports_its_cause() {
     assert!(!text.contains("upload stopped"), "{text}");
     assert!(matches!(err, layercas::Error::Backend(_)), "{err:?}");
 }
+
+/// A name over 1024 bytes (in all) is refused when writing, before anything is uploaded, so that
+/// every recorded name can be restored below PATH_MAX.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_over_1024_bytes_are_refused_when_writing() {
+    let (_s, dir) = tempdir();
+    let store = local_store(&dir).await;
+    let (_w, work) = tempdir();
+    let name = format!("{}/{}", vec!["d".repeat(250); 4].join("/"), "f".repeat(30));
+    assert!(name.len() > 1024 && name.len() < 1100);
+    let mut files = BTreeMap::new();
+    files.insert(name, b"x".to_vec());
+    write_files(&work, &files);
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let req = layercas::write::CheckpointRequest {
+        tenant: TENANT,
+        timeline: TIMELINE,
+        metadata: layercas::format::metadata::TimelineMetadata::at(layercas::id::Lsn(0x100)),
+        files: sources(&work),
+        mode: layercas::write::CheckpointMode::Full,
+    };
+    let err = writer
+        .checkpoint(req, layercas::progress::none())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, layercas::Error::InvalidInput(m) if m.contains("longer than 1024")),
+        "{err}"
+    );
+    let listed = store.timeline_manifests(&TENANT, &TIMELINE).await.unwrap();
+    assert!(listed.is_empty());
+}
