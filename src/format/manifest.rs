@@ -282,6 +282,14 @@ impl TimelineState {
         Ok(())
     }
 
+    /// The state after `m`, checked as a writer must before creating `m` (format-spec 7.2 rules
+    /// 5 and 6): it removes only names `prev` holds, and its files can all exist on disk.
+    pub fn next_checked(prev: Option<TimelineState>, m: Manifest) -> Result<TimelineState, String> {
+        let next = TimelineState::apply_checked(prev, m)?;
+        next.check_paths()?;
+        Ok(next)
+    }
+
     /// Folds manifests in ascending LSN order as a reader must (format-spec section 7.2):
     /// removals of absent names and names that clash on disk are errors.
     pub fn fold_checked(

@@ -61,6 +61,20 @@ fn the_fold_rejects_removing_absent_names_and_names_that_clash_on_disk() {
     let clash = manifest(0x20, Some(0x10), vec![file("x/y", b"y")], &[]);
     let e = TimelineState::fold_checked([first.clone(), clash]).unwrap_err();
     assert!(e.reason.contains("clashes"), "{e}");
+    // What a writer checks before creating a manifest: the same two rules, one step at a time.
+    let state = TimelineState::fold([first.clone()]);
+    let clash = manifest(0x20, Some(0x10), vec![file("x/y", b"y")], &[]);
+    assert!(
+        TimelineState::next_checked(state.clone(), clash)
+            .unwrap_err()
+            .contains("clashes")
+    );
+    let absent = manifest(0x20, Some(0x10), vec![], &["y"]);
+    assert!(
+        TimelineState::next_checked(state, absent)
+            .unwrap_err()
+            .contains("does not hold")
+    );
     // Replacing `x` by a directory `x/` in one step is fine: removals come first.
     let replace = manifest(0x20, Some(0x10), vec![file("x/y", b"y")], &["x"]);
     let s = TimelineState::fold_checked([first, replace])
