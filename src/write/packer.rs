@@ -16,7 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::backend::{BackendError, BackendExt, DynBackend, Key, Payload, PutMode};
 use crate::error::{Error, Result};
 use crate::format::chunker::Chunker;
-use crate::format::index::IndexObject;
+use crate::format::index::{IndexObject, MAX_INDEX_BODY, MAX_INDEX_SECTIONS};
 use crate::format::layout;
 use crate::format::manifest::ChunkRef;
 use crate::format::pack::{self, BlobEntry, PackBuilder, SealedPack};
@@ -325,6 +325,15 @@ pub(crate) async fn create_index(
     let mut object = IndexObject { packs };
     object.packs.sort_by_key(|(id, _)| *id);
     let bytes = object.encode();
+    // Never write what a reader must reject (format-spec section 6): too many sections, or a
+    // body over the limit.
+    let body = (bytes.len() - crate::format::envelope::OVERHEAD) as u64;
+    if object.packs.len() > MAX_INDEX_SECTIONS as usize || body > MAX_INDEX_BODY {
+        return Err(Error::InvalidInput(format!(
+            "an index object of {} packs and {body} bytes exceeds the format's limits",
+            object.packs.len()
+        )));
+    }
     let len = bytes.len() as u64;
     let key = layout::index_key(&IndexId::of(&bytes));
     match backend.create_bytes(&key, Bytes::from(bytes)).await {
@@ -350,5 +359,22 @@ mod tests {
         );
         // A worker whose send finds the uploads stopped gets the same kind and message.
         assert!(matches!(copy_error(&e), Error::Internal(m) if m.contains("panicked")));
+    }
+
+    #[cfg(feature = "testkit")]
+    #[tokio::test]
+    async fn an_index_object_readers_would_reject_is_never_written() {
+        let backend: DynBackend = Arc::new(crate::testkit::memory::MemoryBackend::new());
+        let too_many = (0..=MAX_INDEX_SECTIONS)
+            .map(|i| {
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&i.to_le_bytes());
+                (PackId(id), Vec::new())
+            })
+            .collect();
+        let e = create_index(&backend, too_many).await.unwrap_err();
+        assert!(e.to_string().contains("exceeds the format's limits"), "{e}");
+        let listed = backend.list_all(&layout::prefix(layout::INDEX)).await;
+        assert!(listed.unwrap().is_empty());
     }
 }
