@@ -3,7 +3,9 @@
 //! # Policy
 //! - Callers branch on the *kind*: [`Error::NotFound`], [`Error::AlreadyExists`] (and the backend's
 //!   `PreconditionFailed`, reached through [`Error::Backend`]), [`Error::Corrupt`] for anything read
-//!   from a store or workdir that fails a check, [`Error::InvalidInput`] for a caller's mistake.
+//!   from a store or workdir that fails a check, [`Error::InvalidInput`] for a caller's mistake,
+//!   [`Error::Internal`] for a bug of the library itself (a task that panicked or was cancelled),
+//!   never reported as the caller's mistake.
 //! - Every message names the object, file, chunk or pack it is about.
 //! - Nothing here panics on bad data: decoders return [`DecodeError`], wrapped with the key it was
 //!   read from.
@@ -81,6 +83,20 @@ pub enum Error {
     /// failures.
     #[error("{0}")]
     TaskFailed(String),
+    /// A task of the library panicked or was cancelled: a bug, not bad input.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        let what = if e.is_panic() {
+            "panicked"
+        } else {
+            "was cancelled"
+        };
+        Error::Internal(format!("a worker task {what}: {e}"))
+    }
 }
 
 impl Error {

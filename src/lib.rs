@@ -65,7 +65,9 @@ pub mod testkit;
 pub mod verify;
 pub mod write;
 
-pub use backend::open::{Opened, StackConfig, open_location, standard_stack};
+pub use backend::open::{
+    Opened, StackConfig, open_existing_location, open_location, standard_stack,
+};
 pub use backend::{Backend, BackendError, DynBackend};
 pub use error::{DecodeError, Error, Result};
 pub use format::config::StoreConfig;

@@ -158,6 +158,7 @@ fn is_foreign(key: &Key) -> bool {
     let s = key.as_str();
     let known = s == layout::CONFIG
         || s == layout::GC_STATE
+        || layout::is_intent_key(key)
         || layout::parse_pack_key(key).is_some()
         || layout::parse_index_key(key).is_some()
         || layout::parse_manifest_key(key).is_some();

@@ -6,7 +6,10 @@
 //! (envelope framing and checksum, msgpack bodies spelled out byte by byte, blake3 of known
 //! inputs), so rewritten vectors are still compared with something the encoder did not produce.
 
-use std::path::PathBuf;
+#[path = "common/reject_vectors.rs"]
+mod reject_vectors;
+
+use std::path::{Path, PathBuf};
 
 use layercas::format::config::{ChunkerParams, StoreConfig};
 use layercas::format::gc_state::{GcState, Phase};
@@ -23,10 +26,14 @@ fn vector_path(name: &str) -> PathBuf {
         .join(format!("{name}.hex"))
 }
 
+/// A vector file's text.
+fn read_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("vector {}: {e}", path.display()))
+}
+
 /// Hex with whitespace and `#` comments allowed.
 fn read_hex(name: &str) -> Vec<u8> {
-    let text =
-        std::fs::read_to_string(vector_path(name)).unwrap_or_else(|e| panic!("vector {name}: {e}"));
+    let text = read_text(&vector_path(name));
     let digits: String = text
         .lines()
         .map(|l| l.split('#').next().unwrap())
@@ -68,8 +75,17 @@ fn check(name: &str, comment: &str, encoded: &[u8]) -> Vec<u8> {
 /// The body of an envelope of `kind`, framed as the spec says (not parsed by the library); its
 /// blake3 checksum is recomputed.
 fn envelope_body(bytes: &[u8], kind: u8) -> &[u8] {
+    envelope_body_version(bytes, kind, 1)
+}
+
+/// Like [`envelope_body`], for an envelope of body format `version`.
+fn envelope_body_version(bytes: &[u8], kind: u8, version: u8) -> &[u8] {
     assert_eq!(&bytes[..4], b"LCAS", "magic");
-    assert_eq!(&bytes[4..8], &[kind, 1, 0, 0], "kind, version, reserved");
+    assert_eq!(
+        &bytes[4..8],
+        &[kind, version, 0, 0],
+        "kind, version, reserved"
+    );
     let n = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
     assert_eq!(bytes.len(), 16 + n + 32, "length");
     assert_eq!(
@@ -207,6 +223,49 @@ fn manifest_vector() {
         );
     }
     assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+}
+
+#[test]
+fn base_manifest_vector() {
+    let (hello, pageserver) = (ChunkId::of(b"hello, "), ChunkId::of(b"pageserver"));
+    let base = Manifest {
+        tenant: TenantId([0xaa; 16]),
+        timeline: TimelineId([0xbb; 16]),
+        lsn: Lsn(0x16_B374_D848),
+        prev_lsn: None,
+        metadata: metadata(),
+        added: vec![FileEntry {
+            name: "layer-1".into(),
+            size: 17,
+            hash: FileHash(*blake3::hash(b"hello, pageserver").as_bytes()),
+            chunks: vec![
+                ChunkRef { id: hello, len: 7 },
+                ChunkRef {
+                    id: pageserver,
+                    len: 10,
+                },
+            ],
+        }],
+        removed: vec![],
+        base: true,
+        dropped_from: None,
+    };
+    let bytes = check(
+        "base_manifest",
+        "base manifest (kind 4, version 2): the state of manifest.hex's timeline, whole: one file \
+         'layer-1', no prev_lsn, nothing removed, flags 1",
+        &base.encode(),
+    );
+    // [Manifest, flags]: an array of 2 whose first item is the 7-field manifest (prev_lsn nil),
+    // ending with an empty `removed` array and the flags 1.
+    let body = envelope_body_version(&bytes, 4, 2);
+    assert_eq!(&body[..4], &[0x92, 0x97, 0xc4, 0x10]);
+    assert_eq!(&body[body.len() - 2..], &[0x90, 0x01]);
+    let prev_at = 1 + 1 + 2 * 18 + 9;
+    assert_eq!(body[prev_at], 0xc0, "prev_lsn is nil");
+    let back = Manifest::decode(&bytes).unwrap();
+    assert!(back.base);
+    assert_eq!(back, base);
 }
 
 #[test]
@@ -366,8 +425,13 @@ fn gc_state_vector() {
 
 /// An envelope of `kind` around `body`, framed as the spec says (not by the library).
 fn seal(kind: u8, body: &[u8]) -> Vec<u8> {
+    seal_version(kind, 1, body)
+}
+
+/// An envelope of `kind` and body format `version` around `body`.
+fn seal_version(kind: u8, version: u8, body: &[u8]) -> Vec<u8> {
     let mut out = b"LCAS".to_vec();
-    out.extend_from_slice(&[kind, 1, 0, 0]);
+    out.extend_from_slice(&[kind, version, 0, 0]);
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     out.extend_from_slice(body);
     let sum = blake3::hash(&out);

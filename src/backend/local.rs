@@ -3,10 +3,13 @@
 //! Owns the mapping of keys to paths and the atomicity rules on a POSIX filesystem. Must not
 //! retry, count or inject faults (wrappers do that).
 //!
-//! - Every write goes to a unique staging file in `<root>/.staging/`, is fsynced, then moved into
-//!   place by `rename` (overwrite) or `link` (create: fails atomically with `EEXIST`, also against
-//!   other processes), and the parent directory is fsynced. A crash leaves at most a staging file,
-//!   which no key can name and which listings skip.
+//! - Every write goes to a unique, locked staging file in `<root>/.staging/` (see `staging`), is
+//!   fsynced, then moved into place by `rename` (overwrite) or `link` (create: fails atomically
+//!   with `EEXIST`, also against other processes), and the parent directory is fsynced. A crash
+//!   leaves at most a staging file, which no key can name and which listings skip; the first
+//!   write of each opened backend removes such leftovers (never a live writer's file).
+//! - [`LocalBackend::open`] writes nothing, so a read-only store can be listed and read; only
+//!   [`LocalBackend::new`] creates the root directory.
 //! - `Update(etag)` holds an exclusive advisory lock (`File::lock`) on `<root>/.lock` while it
 //!   compares and renames, so updates from several processes serialise.
 //! - A key can never resolve outside the root: keys cannot hold `..` or start with `/`, and every
@@ -16,7 +19,8 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -26,26 +30,78 @@ use tokio::io::AsyncWriteExt;
 
 use super::{Backend, BackendError, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode};
 
-/// Directory for in-flight writes, inside the root.
-const STAGING_DIR: &str = ".staging";
+mod staging;
+
+pub use staging::{STAGING_DIR, StagingReport};
+
 /// Lock file serialising conditional updates.
 const LOCK_FILE: &str = ".lock";
 
 /// A store in a local directory.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// Set once this backend swept the staging directory (on its first write).
+    swept: Arc<AtomicBool>,
 }
 
-static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl LocalBackend {
-    /// Opens (creating if needed) a store rooted at `root`.
+    /// Opens a store rooted at `root`, creating the directory if needed.
     pub fn new(root: impl AsRef<Path>) -> io::Result<LocalBackend> {
-        std::fs::create_dir_all(root.as_ref().join(STAGING_DIR))?;
+        std::fs::create_dir_all(root.as_ref())?;
+        LocalBackend::open(root)
+    }
+
+    /// Opens the store rooted at `root`, which must be an existing directory. Writes nothing:
+    /// a store the caller may only read can be listed and read.
+    pub fn open(root: impl AsRef<Path>) -> io::Result<LocalBackend> {
+        let given = root.as_ref();
+        let not_a_store = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("store directory {} {what}", given.display()),
+            )
+        };
+        match std::fs::metadata(given) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => return Err(not_a_store("is not a directory")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(not_a_store(
+                    "does not exist (`casctl init` creates a store)",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
         Ok(LocalBackend {
-            root: root.as_ref().canonicalize()?,
+            root: given.canonicalize()?,
+            swept: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Counts the staging files of the store at `root`: live writers' and leftovers of writers
+    /// that are gone (format-spec section 14.3). Changes nothing.
+    pub fn staging_report(root: impl AsRef<Path>) -> io::Result<StagingReport> {
+        staging::inspect(root.as_ref())
+    }
+
+    /// Removes the staging leftovers of writers that are gone, once per backend.
+    async fn sweep_once(&self) {
+        if self.swept.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let root = self.root.clone();
+        match tokio::task::spawn_blocking(move || staging::sweep(&root)).await {
+            Ok(Ok(r)) if r.removed_files > 0 => {
+                tracing::info!(
+                    files = r.removed_files,
+                    bytes = r.removed_bytes,
+                    "removed staging leftovers of writers that are gone"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("sweeping {}: {e}", self.root.join(STAGING_DIR).display()),
+            Err(e) => tracing::warn!("sweeping the staging directory: {e}"),
+        }
     }
 
     /// The root directory.
@@ -78,22 +134,17 @@ impl LocalBackend {
         self.contained(key, &self.path_of(key))
     }
 
-    fn staging_path(&self) -> PathBuf {
-        let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        self.root
-            .join(STAGING_DIR)
-            .join(format!("{}-{nanos:x}-{n}", std::process::id()))
-    }
-
-    /// Writes `payload` to a fresh staging file and fsyncs it.
-    async fn stage(&self, key: &Key, payload: &Payload) -> Result<PathBuf, BackendError> {
-        let staging = self.staging_path();
+    /// Writes `payload` to a fresh staging file and fsyncs it. Returns its path and the file
+    /// holding its lock, to be kept until the staging name is gone.
+    async fn stage(
+        &self,
+        key: &Key,
+        payload: &Payload,
+    ) -> Result<(PathBuf, std::fs::File), BackendError> {
+        let (staging, lock) =
+            staging::create(&self.root).map_err(|e| io_error("create staging file", key, e))?;
         let result = async {
-            let mut file = tokio::fs::File::create_new(&staging).await?;
+            let mut file = tokio::fs::File::from_std(lock.try_clone()?);
             let mut body = payload.stream();
             let mut written = 0u64;
             while let Some(piece) = body.try_next().await.map_err(io::Error::other)? {
@@ -110,7 +161,7 @@ impl LocalBackend {
         }
         .await;
         match result {
-            Ok(()) => Ok(staging),
+            Ok(()) => Ok((staging, lock)),
             Err(e) => {
                 let _ = std::fs::remove_file(&staging);
                 Err(io_error("write", key, e))
@@ -224,9 +275,7 @@ impl LocalBackend {
 #[async_trait]
 impl Backend for LocalBackend {
     fn list(&self, prefix: &Prefix) -> BoxStream<'static, Result<ObjectMeta, BackendError>> {
-        let this = LocalBackend {
-            root: self.root.clone(),
-        };
+        let this = self.clone();
         let prefix = prefix.as_str().to_string();
         let listed = async move {
             let items = tokio::task::spawn_blocking(move || this.list_blocking(&prefix))
@@ -246,18 +295,16 @@ impl Backend for LocalBackend {
                 });
             }
         }
-        let staging = self.stage(key, &payload).await?;
-        let (this, key2) = (
-            LocalBackend {
-                root: self.root.clone(),
-            },
-            key.clone(),
-        );
+        self.sweep_once().await;
+        let (staging, lock) = self.stage(key, &payload).await?;
+        let (this, key2) = (self.clone(), key.clone());
         tokio::task::spawn_blocking(move || {
             let result = this.commit(&key2, &staging, &mode);
             if result.is_err() {
                 let _ = std::fs::remove_file(&staging);
             }
+            // The staging name is gone: the lock may go.
+            drop(lock);
             result
         })
         .await

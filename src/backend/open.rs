@@ -67,17 +67,37 @@ pub fn standard_stack(base: DynBackend, config: &StackConfig) -> Opened {
 
 /// The bare backend at `location`: `s3://bucket[/prefix]` (endpoint and region from the
 /// arguments, else `AWS_ENDPOINT_URL` / `AWS_REGION`; credentials from the standard AWS chain), or
-/// else a local directory (created if missing).
+/// else a local directory (created if missing: for writers, such as the sync loop).
 pub async fn open_location(
     location: &str,
     endpoint: Option<String>,
     region: Option<String>,
 ) -> Result<DynBackend, BackendError> {
+    open_with(location, endpoint, region, |p| LocalBackend::new(p)).await
+}
+
+/// Like [`open_location`], but a local directory must exist already (an error naming the path
+/// otherwise), and opening it writes nothing: for readers, so that a mistyped path is not
+/// created and a read-only store can be opened.
+pub async fn open_existing_location(
+    location: &str,
+    endpoint: Option<String>,
+    region: Option<String>,
+) -> Result<DynBackend, BackendError> {
+    open_with(location, endpoint, region, |p| LocalBackend::open(p)).await
+}
+
+async fn open_with(
+    location: &str,
+    endpoint: Option<String>,
+    region: Option<String>,
+    local: fn(&str) -> std::io::Result<LocalBackend>,
+) -> Result<DynBackend, BackendError> {
     if location.starts_with("s3://") {
         return open_s3(location, endpoint, region).await;
     }
-    let local = LocalBackend::new(location)
-        .map_err(|e| BackendError::other("open local store", location, e))?;
+    let local =
+        local(location).map_err(|e| BackendError::other("open local store", location, e))?;
     Ok(Arc::new(local))
 }
 

@@ -1,6 +1,6 @@
 //! The gc state object (`gc/state`, envelope kind 6): its fields and encoding. It says which
 //! packs writers must not newly reference (condemned), which packs gc deleted in recent
-//! generations, and the window within which a writer must commit after reading it.
+//! generations, and the window after which gc treats an unindexed pack as dead.
 //!
 //! Owns the object's encoding and the pure rules over its fields. Must not read or write the
 //! store: the conditional read-modify-write is `gc::state`.
@@ -27,7 +27,7 @@ pub const DELETED_HISTORY: usize = 16;
 pub enum Phase {
     /// No pack is condemned.
     Idle,
-    /// Packs are condemned; gc waits out the window, then re-marks.
+    /// Packs are condemned; gc reads every intent, then scans again (format-spec 13.4).
     Condemned,
     /// The condemned packs are being deleted.
     Deleting,
@@ -38,8 +38,8 @@ pub enum Phase {
 pub struct GcState {
     /// Incremented by every update.
     pub generation: u64,
-    /// Milliseconds within which a writer must create its index object and manifest after
-    /// reading this state; gc waits at least this long between condemning and re-marking.
+    /// How old (in milliseconds) a pack no index object names must be before gc treats it as
+    /// dead. Liveness only: no safety rule depends on it (format-spec 13.6).
     pub window_ms: u64,
     /// Where the run that wrote this state was (idle, condemning, deleting).
     pub phase: Phase,
@@ -78,10 +78,17 @@ impl GcState {
     pub fn decode(bytes: &[u8]) -> Result<GcState, DecodeError> {
         let body = envelope::open(Kind::GcState, bytes, MAX_GC_STATE_BODY)?;
         let s: GcState = envelope::decode_msgpack("gc state", body)?;
+        let bad = |reason: String| Err(DecodeError::new("gc state", reason));
         if !s.condemned.is_sorted() {
-            return Err(DecodeError::new(
-                "gc state",
-                "condemned packs are not sorted",
+            return bad("condemned packs are not sorted".into());
+        }
+        if !s.deleted.iter().map(|(g, _)| g).is_sorted() {
+            return bad("deleted generations are not in ascending order".into());
+        }
+        if let Some((g, _)) = s.deleted.iter().find(|(g, _)| *g > s.generation) {
+            return bad(format!(
+                "packs deleted in generation {g}, after the state's generation {}",
+                s.generation
             ));
         }
         Ok(s)
@@ -142,6 +149,14 @@ mod tests {
         assert!(!unusable.contains(&PackId::of(&17u64.to_le_bytes())));
         assert!(s.lists_deletions_since(5) && !s.lists_deletions_since(4));
         assert!(unusable.contains(&PackId::of(b"a")));
+        let mut late = s.clone();
+        late.deleted.last_mut().unwrap().0 = 21;
+        let e = GcState::decode(&late.encode()).unwrap_err();
+        assert!(e.reason.contains("after the state's generation"), "{e}");
+        let mut unordered = s.clone();
+        unordered.deleted.swap(0, 1);
+        let e = GcState::decode(&unordered.encode()).unwrap_err();
+        assert!(e.reason.contains("ascending"), "{e}");
         s.condemned.reverse();
         assert!(GcState::decode(&s.encode()).is_err());
     }

@@ -12,6 +12,8 @@
 //!
 //! Owns the index object encoding only. Must not read packs, hold lookups or decide what to index.
 
+use std::collections::HashSet;
+
 use crate::error::DecodeError;
 use crate::format::envelope::{self, Kind};
 use crate::format::pack::{self, BlobEntry};
@@ -19,6 +21,10 @@ use crate::id::PackId;
 
 /// Largest index body a decoder accepts (about 6 million chunks).
 pub const MAX_INDEX_BODY: u64 = 256 << 20;
+/// Most sections (packs) one index object may hold: 16 TiB of 16 MiB packs.
+pub const MAX_INDEX_SECTIONS: u32 = 1 << 20;
+/// Fewest bytes a section takes: pack id and entry count.
+const MIN_SECTION_LEN: usize = 32 + 4;
 
 /// The packs and blobs one index object describes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,24 +46,38 @@ impl IndexObject {
         envelope::seal(Kind::Index, &body)
     }
 
-    /// Parses an index object.
+    /// Parses an index object: at most [`MAX_INDEX_SECTIONS`] sections, each pack named once,
+    /// and a body of exactly the length its counts give.
     pub fn decode(bytes: &[u8]) -> Result<IndexObject, DecodeError> {
         const WHAT: &str = "index";
         let body = envelope::open(Kind::Index, bytes, MAX_INDEX_BODY)?;
         let (count, mut rest) = take_u32(WHAT, body)?;
-        // Every section takes at least 36 bytes: bound the count before allocating.
-        if count as usize > rest.len() / 36 {
+        if count > MAX_INDEX_SECTIONS {
+            return Err(DecodeError::new(
+                WHAT,
+                format!("{count} sections exceed the limit of {MAX_INDEX_SECTIONS}"),
+            ));
+        }
+        // Bound the count by the bytes present before allocating.
+        if count as usize > rest.len() / MIN_SECTION_LEN {
             return Err(DecodeError::new(
                 WHAT,
                 format!("{count} packs cannot fit in {} bytes", rest.len()),
             ));
         }
         let mut packs = Vec::with_capacity(count as usize);
+        let mut seen = HashSet::with_capacity(count as usize);
         for _ in 0..count {
-            if rest.len() < 32 {
-                return Err(DecodeError::new(WHAT, "truncated pack id"));
+            if rest.len() < MIN_SECTION_LEN {
+                return Err(DecodeError::new(WHAT, "truncated section header"));
             }
             let id = PackId::from_slice(&rest[..32]).expect("32 bytes");
+            if !seen.insert(id) {
+                return Err(DecodeError::new(
+                    WHAT,
+                    format!("pack {id} has more than one section"),
+                ));
+            }
             let (n, after) = take_u32(WHAT, &rest[32..])?;
             let (entries, after) = pack::decode_entries(WHAT, after, n as usize)?;
             packs.push((id, entries));
@@ -123,7 +143,7 @@ pub(crate) mod tests {
             assert!(IndexObject::decode(&bytes[..cut]).is_err());
         }
         // A huge pack count in a small body is refused before allocation.
-        let mut body = u32::MAX.to_le_bytes().to_vec();
+        let mut body = MAX_INDEX_SECTIONS.to_le_bytes().to_vec();
         body.extend_from_slice(&[0; 40]);
         let forged = envelope::seal(Kind::Index, &body);
         assert!(

@@ -18,12 +18,16 @@ use serde::{Deserialize, Serialize};
 use crate::error::DecodeError;
 use crate::format::envelope::{self, Kind};
 use crate::format::metadata::{METADATA_FILE_NAME, TimelineMetadata};
+use crate::format::pack::MAX_RAW_LEN;
 use crate::id::{ChunkId, FileHash, Lsn, TenantId, TimelineId};
 
 /// Largest manifest body accepted: about 12 million chunk references.
 pub const MAX_MANIFEST_BODY: u64 = 512 << 20;
-/// Longest file name (a relative path) accepted.
-pub const MAX_NAME_LEN: usize = 4096;
+/// Longest file name (a relative path) accepted: well below PATH_MAX (4096 on Linux), so that a
+/// restore directory's own path and a temporary name still fit beside it.
+pub const MAX_NAME_LEN: usize = 1024;
+/// Largest file a manifest may record (1 TiB); a restorer never writes more for one file.
+pub const MAX_FILE_SIZE: u64 = 1 << 40;
 /// Longest component of a file name.
 pub const MAX_COMPONENT_LEN: usize = 255;
 /// Names whose components start with this are reserved for temporary files.
@@ -177,6 +181,18 @@ impl Manifest {
             if !seen.insert(f.name.as_str()) {
                 return Err(format!("file {:?} is listed twice", f.name));
             }
+            if f.size > MAX_FILE_SIZE {
+                return Err(format!(
+                    "file {:?}: size {} exceeds the limit of {MAX_FILE_SIZE}",
+                    f.name, f.size
+                ));
+            }
+            if let Some(c) = f.chunks.iter().find(|c| c.len > MAX_RAW_LEN) {
+                return Err(format!(
+                    "file {:?}: chunk {} of {} bytes exceeds {MAX_RAW_LEN}",
+                    f.name, c.id, c.len
+                ));
+            }
             let total: u64 = f.chunks.iter().map(|c| c.len as u64).sum();
             if total != f.size {
                 return Err(format!(
@@ -188,8 +204,12 @@ impl Manifest {
                 return Err(format!("file {:?} has an empty chunk", f.name));
             }
         }
+        let mut removed = HashSet::new();
         for name in &self.removed {
             validate_name(name).map_err(|e| format!("removed name {name:?}: {e}"))?;
+            if !removed.insert(name.as_str()) {
+                return Err(format!("removed name {name:?} is listed twice"));
+            }
         }
         Ok(())
     }
@@ -197,7 +217,8 @@ impl Manifest {
 
 /// Checks that `name` is a relative path that stays inside its directory: `/`-separated
 /// components, none empty, `.` or `..`, none starting with the reserved prefix, no NUL or
-/// backslash, within the length limits, and not the metadata file's name.
+/// backslash, within the length limits, and neither the metadata file's name nor under it (a
+/// first component `metadata` would need a directory where the metadata file is).
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty name".into());
@@ -208,7 +229,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if name.starts_with('/') {
         return Err("absolute path".into());
     }
-    if name == METADATA_FILE_NAME {
+    if name.split('/').next() == Some(METADATA_FILE_NAME) {
         return Err("'metadata' is reserved for the timeline metadata file".into());
     }
     for comp in name.split('/') {
@@ -262,7 +283,68 @@ impl TimelineState {
         }
     }
 
-    /// Folds manifests that are already in ascending LSN order.
+    /// Like [`TimelineState::apply`], but a delta may remove only names the state before it
+    /// holds (format-spec section 7.2): removing an absent name means a manifest is missing or
+    /// was written for another state.
+    pub fn apply_checked(
+        state: Option<TimelineState>,
+        m: Manifest,
+    ) -> Result<TimelineState, String> {
+        if !m.base {
+            let held = |n: &String| state.as_ref().is_some_and(|s| s.files.contains_key(n));
+            if let Some(name) = m.removed.iter().find(|n| !held(n)) {
+                return Err(format!(
+                    "the manifest at {} removes {name:?}, which the state before it does not hold",
+                    m.lsn
+                ));
+            }
+        }
+        Ok(TimelineState::apply(state, m))
+    }
+
+    /// Checks that the files can all exist on disk at once: no name is a directory of another
+    /// (`x` beside `x/y`). Per-name rules (section 7) are checked when a manifest is decoded.
+    pub fn check_paths(&self) -> Result<(), String> {
+        for name in self.files.keys() {
+            let dir = format!("{name}/");
+            let under = self.files.range(dir.clone()..).next();
+            if let Some((other, _)) = under.filter(|(k, _)| k.starts_with(&dir)) {
+                return Err(format!(
+                    "file {name:?} clashes with file {other:?}, which needs it as a directory"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The state after `m`, checked as a writer must before creating `m` (format-spec 7.2 rules
+    /// 5 and 6): it removes only names `prev` holds, and its files can all exist on disk.
+    pub fn next_checked(prev: Option<TimelineState>, m: Manifest) -> Result<TimelineState, String> {
+        let next = TimelineState::apply_checked(prev, m)?;
+        next.check_paths()?;
+        Ok(next)
+    }
+
+    /// Folds manifests in ascending LSN order as a reader must (format-spec section 7.2):
+    /// removals of absent names and names that clash on disk are errors.
+    pub fn fold_checked(
+        manifests: impl IntoIterator<Item = Manifest>,
+    ) -> Result<Option<TimelineState>, DecodeError> {
+        let mut state = None;
+        for m in manifests {
+            let next = TimelineState::apply_checked(state, m);
+            state = Some(next.map_err(|e| DecodeError::new("timeline", e))?);
+        }
+        if let Some(s) = &state {
+            s.check_paths()
+                .map_err(|e| DecodeError::new("timeline", format!("state at {}: {e}", s.lsn)))?;
+        }
+        Ok(state)
+    }
+
+    /// Folds manifests that are already in ascending LSN order, checking nothing across them
+    /// (writers and gc, which fold states they then check or rewrite; readers use
+    /// [`TimelineState::fold_checked`]).
     pub fn fold(manifests: impl IntoIterator<Item = Manifest>) -> Option<TimelineState> {
         manifests
             .into_iter()

@@ -14,3 +14,5 @@ pub mod layout;
 pub mod manifest;
 pub mod metadata;
 pub mod pack;
+#[cfg(all(test, feature = "testkit"))]
+mod rejects;

@@ -114,6 +114,16 @@ pub fn decode_entries<'a>(
                 format!("entry {i}: uncompressed blob with stored {stored_len} != raw {raw_len}"),
             ));
         }
+        if compression == Compression::Zstd && stored_len as u64 > max_zstd_len(raw_len) {
+            return Err(DecodeError::new(
+                what,
+                format!(
+                    "entry {i}: zstd blob of {stored_len} bytes exceeds the bound of {} for \
+                     {raw_len} raw bytes",
+                    max_zstd_len(raw_len)
+                ),
+            ));
+        }
         out.push(BlobEntry {
             chunk,
             compression,
@@ -122,6 +132,39 @@ pub fn decode_entries<'a>(
         });
     }
     Ok((out, rest))
+}
+
+/// Largest stored length of a zstd blob of `raw_len` raw bytes: zstd's compress bound
+/// (`ZSTD_COMPRESSBOUND`), the most its compressor ever produces for that input.
+pub fn max_zstd_len(raw_len: u32) -> u64 {
+    zstd::zstd_safe::compress_bound(raw_len as usize) as u64
+}
+
+/// The magic number at the start of every zstd frame (RFC 8878), little-endian 0xFD2FB528.
+const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Checks, from the frame header alone and before anything is decompressed, that `data` is
+/// exactly one zstd frame (not a skippable frame, nothing after it) whose content size, when the
+/// header records one, is `raw_len`.
+pub fn check_zstd_frame(data: &[u8], raw_len: u32) -> Result<(), String> {
+    if data.len() < 4 || data[..4] != ZSTD_FRAME_MAGIC {
+        return Err("does not start with the zstd frame magic".into());
+    }
+    let frame = zstd::zstd_safe::find_frame_compressed_size(data)
+        .map_err(|_| "is not a complete zstd frame".to_string())?;
+    if frame != data.len() {
+        return Err(format!(
+            "holds {} bytes after its first zstd frame of {frame}",
+            data.len() - frame.min(data.len())
+        ));
+    }
+    match zstd::zstd_safe::get_frame_content_size(data) {
+        Err(_) => Err("has an unreadable zstd frame header".into()),
+        Ok(Some(n)) if n != raw_len as u64 => Err(format!(
+            "zstd frame header says {n} content bytes, the entry says {raw_len}"
+        )),
+        Ok(_) => Ok(()),
+    }
 }
 
 /// A compressed chunk ready to go into a pack.
@@ -165,8 +208,11 @@ pub fn decode_blob(entry: &BlobEntry, data: &[u8]) -> Result<Vec<u8>, DecodeErro
     }
     let raw = match entry.compression {
         Compression::None => data.to_vec(),
-        Compression::Zstd => decompress(data, entry.raw_len as usize)
-            .map_err(|e| DecodeError::new(WHAT, format!("zstd: {e}")))?,
+        Compression::Zstd => {
+            check_zstd_frame(data, entry.raw_len).map_err(|e| DecodeError::new(WHAT, e))?;
+            decompress(data, entry.raw_len as usize)
+                .map_err(|e| DecodeError::new(WHAT, format!("zstd: {e}")))?
+        }
     };
     if raw.len() != entry.raw_len as usize {
         return Err(len_error("decompressed to", raw.len(), entry.raw_len));

@@ -200,7 +200,12 @@ impl Store {
                 .collect();
             match self.read_chain(&refs).await {
                 Err(e) if e.is_not_found() && attempt < GC_RACE_RETRIES => attempt += 1,
-                other => return other.map(TimelineState::fold),
+                other => {
+                    return other.and_then(|m| {
+                        TimelineState::fold_checked(m)
+                            .map_err(|e| Error::corrupt(format!("timeline {tenant}/{timeline}"), e))
+                    });
+                }
             }
         }
     }

@@ -7,5 +7,6 @@
 //! feature does not compile it.
 
 pub mod conformance;
+pub mod manifests;
 pub mod memory;
 pub mod sample;

@@ -147,9 +147,16 @@ impl Writer {
             base: false,
             dropped_from: None,
         };
+        // The folded state must be restorable (no clashing names, no absent removals).
+        let state = match TimelineState::next_checked(prev, manifest.clone()) {
+            Ok(state) => state,
+            Err(e) => {
+                guard.release(self.store.backend()).await;
+                return Err(Error::InvalidInput(format!("checkpoint {lsn}: {e}")));
+            }
+        };
         let key = self.create_manifest(&manifest, guard).await?;
         report.manifest = key.to_string();
-        let state = TimelineState::apply(prev, manifest);
         self.states
             .lock()
             .expect("states lock")
@@ -296,9 +303,7 @@ impl Writer {
             .expect("workers are done");
         // Finishing the context closes the pack channel, which ends the uploads.
         ctx.finish().report(report);
-        let packs = uploader
-            .await
-            .map_err(|e| Error::InvalidInput(format!("upload task failed: {e}")))?;
+        let packs = uploader.await?;
         let outcomes = outcomes?;
         let packs = packs?;
         let added = outcomes

@@ -16,7 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::backend::{BackendError, BackendExt, DynBackend, Key, Payload, PutMode};
 use crate::error::{Error, Result};
 use crate::format::chunker::Chunker;
-use crate::format::index::IndexObject;
+use crate::format::index::{IndexObject, MAX_INDEX_BODY, MAX_INDEX_SECTIONS};
 use crate::format::layout;
 use crate::format::manifest::ChunkRef;
 use crate::format::pack::{self, BlobEntry, PackBuilder, SealedPack};
@@ -68,7 +68,7 @@ pub(crate) struct IngestCtx {
     /// Chunks this checkpoint has put into a pack.
     session: Mutex<HashSet<ChunkId>>,
     builder: Mutex<PackBuilder>,
-    tx: mpsc::Sender<SealedPack>,
+    tx: PackSender,
     stats: Mutex<ChunkStats>,
     pub(crate) progress: DynProgress,
 }
@@ -78,7 +78,7 @@ impl IngestCtx {
     pub(crate) fn new(
         store: &Store,
         index: Arc<RwLock<ChunkIndex>>,
-        tx: mpsc::Sender<SealedPack>,
+        tx: PackSender,
         progress: DynProgress,
     ) -> IngestCtx {
         IngestCtx {
@@ -154,9 +154,7 @@ impl IngestCtx {
     }
 
     fn send(&self, pack: SealedPack) -> Result<()> {
-        self.tx
-            .blocking_send(pack)
-            .map_err(|_| Error::InvalidInput("pack upload stopped; see the upload error".into()))
+        self.tx.send(pack)
     }
 
     /// Seals and sends the last, partly filled pack.
@@ -183,21 +181,76 @@ pub(crate) fn seal_unique(mut b: PackBuilder, zstd_level: i32) -> SealedPack {
     b.seal()
 }
 
-/// Starts uploading the packs sent to the returned channel; the task ends when it closes.
-pub(crate) fn start_uploads(
-    backend: DynBackend,
-) -> (
-    mpsc::Sender<SealedPack>,
-    JoinHandle<Result<Vec<UploadedPack>>>,
-) {
-    let (tx, rx) = mpsc::channel(PACK_QUEUE);
-    (tx, tokio::spawn(upload_packs(backend, rx)))
+/// The first upload failure, as the upload task publishes it before it stops taking packs.
+type FailureSlot = Arc<Mutex<Option<Error>>>;
+
+/// Where workers send sealed packs. When the uploads stopped, a send fails with (a copy of) the
+/// upload failure that stopped them, so the cause reaches the caller whichever error wins.
+pub(crate) struct PackSender {
+    tx: mpsc::Sender<SealedPack>,
+    failure: FailureSlot,
 }
 
-/// Uploads sealed packs as they come, a few at a time; returns what was uploaded.
+impl PackSender {
+    fn send(&self, pack: SealedPack) -> Result<()> {
+        self.tx.blocking_send(pack).map_err(|_| {
+            match &*self.failure.lock().expect("failure lock") {
+                Some(e) => copy_error(e),
+                None => Error::Internal("the pack upload task ended without a result".into()),
+            }
+        })
+    }
+}
+
+/// The same error kind and message (backend errors keep their kind; their source becomes text).
+fn copy_error(e: &Error) -> Error {
+    use BackendError as B;
+    let Error::Backend(b) = e else {
+        return Error::Internal(format!("pack upload failed: {e}"));
+    };
+    let text = |s: &crate::backend::BoxError| -> crate::backend::BoxError { s.to_string().into() };
+    Error::Backend(match b {
+        B::NotFound { key } => B::NotFound { key: key.clone() },
+        B::AlreadyExists { key } => B::AlreadyExists { key: key.clone() },
+        B::PreconditionFailed { key } => B::PreconditionFailed { key: key.clone() },
+        B::InvalidKey { key, reason } => B::InvalidKey {
+            key: key.clone(),
+            reason,
+        },
+        B::InvalidRange {
+            key,
+            start,
+            end,
+            size,
+        } => B::InvalidRange {
+            key: key.clone(),
+            start: *start,
+            end: *end,
+            size: *size,
+        },
+        B::TooLarge { limit } => B::TooLarge { limit: *limit },
+        B::NotImplemented { what } => B::NotImplemented { what },
+        B::Transient { op, key, source } => B::transient(op, key, text(source)),
+        B::Other { op, key, source } => B::other(op, key, text(source)),
+    })
+}
+
+/// Starts uploading the packs sent to the returned sender; the task ends when it is dropped.
+pub(crate) fn start_uploads(
+    backend: DynBackend,
+) -> (PackSender, JoinHandle<Result<Vec<UploadedPack>>>) {
+    let (tx, rx) = mpsc::channel(PACK_QUEUE);
+    let failure = FailureSlot::default();
+    let task = tokio::spawn(upload_packs(backend, rx, failure.clone()));
+    (PackSender { tx, failure }, task)
+}
+
+/// Uploads sealed packs as they come, a few at a time; returns what was uploaded. The first
+/// failure is published in `slot` before the channel closes.
 async fn upload_packs(
     backend: DynBackend,
     mut rx: mpsc::Receiver<SealedPack>,
+    slot: FailureSlot,
 ) -> Result<Vec<UploadedPack>> {
     let mut tasks = JoinSet::new();
     let mut done = Vec::new();
@@ -206,7 +259,8 @@ async fn upload_packs(
         while tasks.len() >= UPLOAD_CONCURRENCY {
             collect_one(&mut tasks, &mut done, &mut failure).await;
         }
-        if failure.is_some() {
+        if let Some(e) = &failure {
+            *slot.lock().expect("failure lock") = Some(copy_error(e));
             break; // dropping rx makes the workers stop
         }
         let backend = backend.clone();
@@ -230,11 +284,7 @@ async fn collect_one(
     match tasks.join_next().await {
         Some(Ok(Ok(info))) => done.push(info),
         Some(Ok(Err(e))) => *failure = failure.take().or(Some(e)),
-        Some(Err(e)) => {
-            *failure = failure.take().or(Some(Error::InvalidInput(format!(
-                "upload task panicked: {e}"
-            ))))
-        }
+        Some(Err(e)) => *failure = failure.take().or(Some(Error::from(e))),
         None => {}
     }
 }
@@ -275,10 +325,56 @@ pub(crate) async fn create_index(
     let mut object = IndexObject { packs };
     object.packs.sort_by_key(|(id, _)| *id);
     let bytes = object.encode();
+    // Never write what a reader must reject (format-spec section 6): too many sections, or a
+    // body over the limit.
+    let body = (bytes.len() - crate::format::envelope::OVERHEAD) as u64;
+    if object.packs.len() > MAX_INDEX_SECTIONS as usize || body > MAX_INDEX_BODY {
+        return Err(Error::InvalidInput(format!(
+            "an index object of {} packs and {body} bytes exceeds the format's limits",
+            object.packs.len()
+        )));
+    }
     let len = bytes.len() as u64;
     let key = layout::index_key(&IndexId::of(&bytes));
     match backend.create_bytes(&key, Bytes::from(bytes)).await {
         Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(CreatedIndex { key, len, object }),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_upload_task_is_an_internal_error_not_invalid_input() {
+        let mut tasks: JoinSet<Result<UploadedPack>> = JoinSet::new();
+        tasks.spawn(async { panic!("upload bug") });
+        let (mut done, mut failure) = (Vec::new(), None);
+        collect_one(&mut tasks, &mut done, &mut failure).await;
+        let e = failure.expect("the panic is a failure");
+        assert!(
+            matches!(&e, Error::Internal(m) if m.contains("panicked")),
+            "{e:?}"
+        );
+        // A worker whose send finds the uploads stopped gets the same kind and message.
+        assert!(matches!(copy_error(&e), Error::Internal(m) if m.contains("panicked")));
+    }
+
+    #[cfg(feature = "testkit")]
+    #[tokio::test]
+    async fn an_index_object_readers_would_reject_is_never_written() {
+        let backend: DynBackend = Arc::new(crate::testkit::memory::MemoryBackend::new());
+        let too_many = (0..=MAX_INDEX_SECTIONS)
+            .map(|i| {
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&i.to_le_bytes());
+                (PackId(id), Vec::new())
+            })
+            .collect();
+        let e = create_index(&backend, too_many).await.unwrap_err();
+        assert!(e.to_string().contains("exceeds the format's limits"), "{e}");
+        let listed = backend.list_all(&layout::prefix(layout::INDEX)).await;
+        assert!(listed.unwrap().is_empty());
     }
 }

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
     let ctx = Ctx {
         store: cli.store,
         json,
+        create_store: cli.command.creates_store(),
     };
     let outcome = runtime.block_on(async {
         tokio::select! {

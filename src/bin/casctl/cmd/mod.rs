@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use layercas::backend::open::{Opened, StackConfig, open_location, standard_stack};
+use layercas::backend::open::{
+    Opened, StackConfig, open_existing_location, open_location, standard_stack,
+};
 
 use crate::output::{Exit, UsageError};
 
@@ -52,6 +54,9 @@ pub struct Ctx {
     pub store: StoreArgs,
     /// Print JSON instead of text (and draw no progress bars).
     pub json: bool,
+    /// Whether a missing local store directory may be created (commands that write a store);
+    /// for the others it is an error naming the path.
+    pub create_store: bool,
 }
 
 impl Ctx {
@@ -69,10 +74,19 @@ impl Ctx {
             .into());
         };
         let (endpoint, region) = (self.store.endpoint_url.clone(), self.store.region.clone());
-        let base = open_location(location, endpoint, region)
-            .await
-            .with_context(|| format!("opening store {location}"))?;
+        let base = if self.create_store {
+            open_location(location, endpoint, region).await
+        } else {
+            open_existing_location(location, endpoint, region).await
+        };
+        let base = base.with_context(|| format!("opening store {location}"))?;
         Ok(standard_stack(base, &StackConfig::default()))
+    }
+
+    /// The store's directory when it is a local store.
+    pub fn local_dir(&self) -> Option<PathBuf> {
+        let location = self.store.location.as_deref()?;
+        (!location.starts_with("s3://")).then(|| PathBuf::from(location))
     }
 }
 
@@ -80,6 +94,29 @@ impl Ctx {
 pub async fn open_local(dir: &Path) -> Result<Opened> {
     let base = open_location(&dir.to_string_lossy(), None, None).await?;
     Ok(standard_stack(base, &StackConfig::default()))
+}
+
+/// The staging files of the store when it is local (format-spec section 14.3).
+pub fn staging_report(ctx: &Ctx) -> Result<Option<layercas::backend::local::StagingReport>> {
+    let Some(dir) = ctx.local_dir() else {
+        return Ok(None);
+    };
+    let report = layercas::backend::local::LocalBackend::staging_report(&dir)
+        .with_context(|| format!("reading the staging directory of {}", dir.display()))?;
+    Ok(Some(report))
+}
+
+/// A text line (with its leading newline) about staging files, empty when there are none.
+pub fn staging_line(s: &layercas::backend::local::StagingReport) -> String {
+    if s.stale_files == 0 && s.live_files == 0 {
+        return String::new();
+    }
+    format!(
+        "\nstaging: {} leftover files of writers that are gone ({}; the next write removes them), {} files of live writers",
+        s.stale_files,
+        crate::output::size(s.stale_bytes),
+        s.live_files
+    )
 }
 
 #[derive(Subcommand)]
@@ -135,6 +172,14 @@ impl Command {
             Command::Generate(a) => generate::run(ctx, a),
             Command::Demo(a) => demo::run(ctx, a).await,
         }
+    }
+
+    /// Whether the command writes a store, and so may create a missing local store directory.
+    pub fn creates_store(&self) -> bool {
+        matches!(
+            self,
+            Command::Init(_) | Command::Checkpoint(_) | Command::Sync(_)
+        )
     }
 
     /// The local directory where an interrupted run may leave temporary files.

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use layercas::backend::layers::metrics::MetricsSnapshot;
+use layercas::backend::local::StagingReport;
 use layercas::inspect::StoreStats;
 use layercas::store::Store;
 use serde::Serialize;
@@ -15,6 +16,9 @@ struct StatsOutput {
     #[serde(flatten)]
     store: StoreStats,
     requests: MetricsSnapshot,
+    /// A local store's staging files (live writers' and leftovers of writers that are gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    staging: Option<StagingReport>,
 }
 
 pub async fn run(ctx: &Ctx) -> Result<Exit> {
@@ -23,17 +27,24 @@ pub async fn run(ctx: &Ctx) -> Result<Exit> {
     let out = StatsOutput {
         store: layercas::inspect::stats(&store).await?,
         requests: opened.metrics.snapshot(),
+        staging: super::staging_report(ctx)?,
     };
     emit(ctx.json, &out, to_text);
     Ok(Exit::Ok)
 }
 
-fn to_text(StatsOutput { store: s, requests }: &StatsOutput) -> String {
+fn to_text(out: &StatsOutput) -> String {
+    let (s, requests) = (&out.store, &out.requests);
+    let staging = out
+        .staging
+        .as_ref()
+        .map(super::staging_line)
+        .unwrap_or_default();
     format!(
         "{} tenants, {} timelines, {} checkpoints\n\
          logical {} (added {}), stored {}: {:.2}x\n\
          {} chunks in {} packs ({}), {} index objects ({}), manifests {}\n\
-         {} requests to the store in this run",
+         {} requests to the store in this run{staging}",
         s.tenants,
         s.timelines,
         s.manifests,

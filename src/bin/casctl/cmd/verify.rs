@@ -1,8 +1,10 @@
 //! `casctl verify`: check every checkpoint's data; exit 1 when errors are found.
 
 use anyhow::Result;
+use layercas::backend::local::StagingReport;
 use layercas::store::Store;
 use layercas::verify::{VerifyOptions, VerifyReport, verify};
+use serde::Serialize;
 
 use super::Ctx;
 use crate::output::{Exit, UsageError, emit, lowercase_first};
@@ -35,8 +37,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
     };
     let report = verify(&store, VerifyOptions { read_data, subset }, p).await;
     progress::finish(pb);
-    let report = report?;
-    emit(ctx.json, &report, to_text);
+    let out = VerifyOutput {
+        report: report?,
+        staging: super::staging_report(ctx)?,
+    };
+    emit(ctx.json, &out, to_text);
+    let report = out.report;
     Ok(if report.errors() > 0 {
         Exit::Findings
     } else {
@@ -44,7 +50,18 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
     })
 }
 
-fn to_text(r: &VerifyReport) -> String {
+/// The report, plus a local store's staging files (not errors: leftovers of killed writers,
+/// which the next write removes).
+#[derive(Serialize)]
+struct VerifyOutput {
+    #[serde(flatten)]
+    report: VerifyReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    staging: Option<StagingReport>,
+}
+
+fn to_text(out: &VerifyOutput) -> String {
+    let r = &out.report;
     let mut lines: Vec<String> = r
         .problems
         .iter()
@@ -60,6 +77,9 @@ fn to_text(r: &VerifyReport) -> String {
         r.errors(),
         r.problems.len() - r.errors()
     ));
+    if let Some(s) = &out.staging {
+        lines.push(super::staging_line(s).trim_start().to_string());
+    }
     lines.join("\n")
 }
 
