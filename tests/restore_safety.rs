@@ -6,7 +6,21 @@
 mod casctl_json;
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::symlink;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use layercas::backend::Prefix;
+use layercas::backend::layers::fault::{FaultBackend, FaultConfig};
+use layercas::format::metadata::TimelineMetadata;
+use layercas::gc::retention::{Policy, Retention};
+use layercas::gc::{self, GcOptions};
+use layercas::id::Lsn;
+use layercas::store::Store;
+use layercas::write::Writer;
+use layercas::{Error, RestoreOptions, progress};
 
 use casctl_json::*;
 use common::target::Target;
@@ -60,4 +74,308 @@ fn a_gap_in_the_manifest_chain_fails_restore_and_verify() {
         t.write(&key, &saved);
         assert!(verify(&t).0);
     }
+}
+
+/// Every entry under `dir` (files, directories, symlinks), relative, with a `/` after directories.
+fn all_entries(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().to_str().unwrap().to_string();
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                out.insert(format!("{rel}/"));
+                stack.push(p);
+            } else {
+                out.insert(rel);
+            }
+        }
+    }
+    out
+}
+
+/// What restoring the files `files` with a metadata file leaves: exactly these entries.
+fn expected_entries(files: &BTreeMap<String, Vec<u8>>) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = files.keys().cloned().collect();
+    for name in files.keys() {
+        let mut at = 0;
+        while let Some(i) = name[at..].find('/') {
+            out.insert(format!("{}/", &name[..at + i]));
+            at += i + 1;
+        }
+    }
+    out.insert("metadata".into());
+    out
+}
+
+/// A destination holding anything is refused (exit 4, nothing changed); with `--overwrite` it
+/// ends holding exactly the checkpoint: extra files, directories, stale temporary files and a
+/// file where a directory belongs are removed, a wrong file is replaced, the metadata is new.
+#[test]
+fn a_non_empty_destination_is_refused_and_overwrite_gives_exactly_the_checkpoint() {
+    let (_s, store) = tempdir();
+    let t = Target::local(&store);
+    let (_w, work) = tempdir();
+    let mut files = BTreeMap::new();
+    files.insert("layer_0".to_string(), noise(70_000, 1));
+    files.insert("dir/layer_1".to_string(), noise(90_000, 2));
+    files.insert("dir/deep/layer_2".to_string(), noise(50_000, 3));
+    write_files(&work, &files);
+    json(&checkpoint(&t, &work, "0/10"));
+    let (_c, clean) = tempdir();
+    json(&restore(&t, &clean, None));
+
+    let (_o, out) = tempdir();
+    let mut junk = BTreeMap::new();
+    junk.insert("extra".to_string(), b"x".to_vec());
+    junk.insert("dir/extra".to_string(), b"y".to_vec());
+    junk.insert("layer_0".to_string(), noise(70_000, 99)); // wrong content
+    junk.insert("dir/deep/layer_2/inside".to_string(), b"z".to_vec()); // a dir where a file goes
+    junk.insert("dir/layer_1_stale/a".to_string(), b"w".to_vec());
+    junk.insert(".layercas-0123456789abcdef.tmp".to_string(), b"t".to_vec());
+    junk.insert("metadata".to_string(), b"newer metadata".to_vec());
+    write_files(&out, &junk);
+    std::fs::create_dir(out.join("empty")).unwrap();
+    let before = all_entries(&out);
+
+    let refused = restore(&t, &out, None);
+    assert_eq!(
+        refused.status.code(),
+        Some(4),
+        "a non-empty destination is refused"
+    );
+    let err: serde_json::Value = serde_json::from_slice(&refused.stderr).unwrap();
+    assert_eq!(err["exit_code"], 4);
+    let msg = err["error"].as_str().unwrap();
+    assert!(
+        msg.contains("not empty") && msg.contains("--overwrite"),
+        "{msg}"
+    );
+    assert_eq!(
+        all_entries(&out),
+        before,
+        "a refused restore changes nothing"
+    );
+
+    let mut c = t.casctl();
+    c.args([
+        "--json",
+        "restore",
+        "--overwrite",
+        "--tenant",
+        T,
+        "--timeline",
+        TL,
+        "--to",
+    ]);
+    json(&run(c.arg(&out)));
+    assert_eq!(all_entries(&out), expected_entries(&files));
+    assert_eq!(read_tree(&out), files);
+    assert_eq!(
+        std::fs::read(out.join("metadata")).unwrap(),
+        std::fs::read(clean.join("metadata")).unwrap()
+    );
+}
+
+/// A local store holding `files` (written under `work`) as checkpoints, and its writer.
+async fn store_with(store_dir: &Path) -> (Store, Writer) {
+    let store = local_store(store_dir).await;
+    let writer = Writer::new(store.clone()).await.unwrap();
+    (store, writer)
+}
+
+async fn pack_keys(store: &Store) -> BTreeSet<String> {
+    let listed = store.list(&Prefix::new("packs/").unwrap()).await.unwrap();
+    listed.into_iter().map(|m| m.key.to_string()).collect()
+}
+
+const OVERWRITE: RestoreOptions = RestoreOptions { overwrite: true };
+
+/// Symlinks planted in the destination, at the old predictable temporary names, at a directory
+/// component, or swapped in for a temporary file after the plan created it, never make a
+/// restore write or create anything outside the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_symlinks_never_lead_a_restore_outside() {
+    let (_s, store_dir) = tempdir();
+    let (store, writer) = store_with(&store_dir).await;
+    let (_w, work) = tempdir();
+    let mut files = BTreeMap::new();
+    files.insert("a".to_string(), noise(300_000, 1));
+    files.insert("sub/deeper/b".to_string(), noise(200_000, 2));
+    write_files(&work, &files);
+    checkpoint_dir(&writer, &work, 0x10).await;
+    let (_x, outside) = tempdir();
+    let victim = outside.join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::create_dir(outside.join("outdir")).unwrap();
+    let untouched = |when: &str| {
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "{when}");
+        let created: Vec<_> = std::fs::read_dir(outside.join("outdir")).unwrap().collect();
+        assert!(created.is_empty(), "{when}: created outside: {created:?}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 2, "{when}");
+    };
+
+    let (_o, out) = tempdir();
+    let old_tmp = format!(".layercas-{}.tmp", &blake3::hash(b"a").to_hex()[..16]);
+    symlink(&victim, out.join(old_tmp)).unwrap();
+    symlink(&victim, out.join(".layercas-metadata.tmp")).unwrap();
+    symlink(outside.join("outdir"), out.join("sub")).unwrap();
+    let err = store
+        .restore_timeline(&TENANT, &TIMELINE, None, &out, progress::none())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+    untouched("refused");
+    store
+        .restore_timeline_with(&TENANT, &TIMELINE, None, &out, OVERWRITE, progress::none())
+        .await
+        .unwrap();
+    untouched("overwritten");
+    assert_eq!(all_entries(&out), expected_entries(&files));
+    assert_eq!(read_tree(&out), files);
+
+    let (_o2, out) = tempdir();
+    let index = store.load_index().await.unwrap();
+    let state = store
+        .checkpoint_state(&TENANT, &TIMELINE, None)
+        .await
+        .unwrap();
+    let opts = RestoreOptions::default();
+    let plan = store
+        .plan_restore(&index, &state, &out, opts, &progress::none())
+        .unwrap();
+    let temps: Vec<_> = all_entries(&out)
+        .into_iter()
+        .filter(|e| e.contains(".layercas-"))
+        .collect();
+    assert_eq!(temps.len(), files.len(), "{temps:?}");
+    for t in &temps {
+        std::fs::remove_file(out.join(t)).unwrap();
+        symlink(&victim, out.join(t)).unwrap();
+    }
+    let err = store
+        .execute_restore(plan, progress::none())
+        .await
+        .unwrap_err();
+    untouched("swapped");
+    assert!(err.to_string().contains(".layercas-"), "{err}");
+}
+
+/// A restore of an older checkpoint over a newer one, cut off by a pack that cannot be read,
+/// leaves no metadata beside the files (the newer one is removed first); run again, it leaves
+/// exactly the older checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_restore_then_a_rerun_gives_exactly_the_checkpoint() {
+    let (_s, store_dir) = tempdir();
+    let (store, writer) = store_with(&store_dir).await;
+    let (_w, work) = tempdir();
+    let mut v10 = BTreeMap::new();
+    v10.insert("x".to_string(), noise(250_000, 1));
+    write_files(&work, &v10);
+    checkpoint_dir(&writer, &work, 0x08).await;
+    let first = pack_keys(&store).await;
+    v10.insert("d/a1".to_string(), noise(250_000, 2));
+    write_files(&work, &v10);
+    checkpoint_dir(&writer, &work, 0x10).await;
+    let second: Vec<String> = pack_keys(&store)
+        .await
+        .difference(&first)
+        .cloned()
+        .collect();
+    assert_eq!(second.len(), 1);
+    std::fs::remove_dir_all(&work).unwrap();
+    let v20 = BTreeMap::from([("d/a2".to_string(), noise(250_000, 3))]);
+    write_files(&work, &v20);
+    checkpoint_dir(&writer, &work, 0x20).await;
+
+    let (_o, out) = tempdir();
+    store
+        .restore_timeline(&TENANT, &TIMELINE, None, &out, progress::none())
+        .await
+        .unwrap();
+    assert_eq!(read_tree(&out), v20);
+    let faults = FaultConfig {
+        broken_prefix: Some(second[0].clone()),
+        ..FaultConfig::none()
+    };
+    let broken = Store::open(Arc::new(FaultBackend::new(
+        local_backend(&store_dir),
+        faults,
+    )))
+    .await
+    .unwrap();
+    let at = Some(Lsn(0x10));
+    let err = broken
+        .restore_timeline_with(&TENANT, &TIMELINE, at, &out, OVERWRITE, progress::none())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    assert!(
+        !out.join("metadata").exists(),
+        "the newer metadata stayed beside older files"
+    );
+    for (name, data) in read_tree(&out) {
+        assert_eq!(
+            v10.get(&name),
+            Some(&data),
+            "{name} is not the older checkpoint's"
+        );
+    }
+
+    store
+        .restore_timeline_with(&TENANT, &TIMELINE, at, &out, OVERWRITE, progress::none())
+        .await
+        .unwrap();
+    assert_eq!(all_entries(&out), expected_entries(&v10));
+    assert_eq!(read_tree(&out), v10);
+    let metadata = TimelineMetadata::at(Lsn(0x10)).to_file_bytes();
+    assert_eq!(std::fs::read(out.join("metadata")).unwrap(), metadata);
+}
+
+/// gc repacks the pack a planned restore reads (between the plan and the reads): the restore
+/// finds it gone, reloads the index, and reads the chunks from their new pack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_repacked_after_the_plan_is_read_from_its_new_place() {
+    let (_s, store_dir) = tempdir();
+    let (store, writer) = store_with(&store_dir).await;
+    let (_w, work) = tempdir();
+    let keep = BTreeMap::from([("keep".to_string(), noise(200_000, 1))]);
+    write_files(&work, &keep);
+    write_files(
+        &work,
+        &BTreeMap::from([("drop".to_string(), noise(3 << 20, 2))]),
+    );
+    checkpoint_dir(&writer, &work, 0x10).await;
+    std::fs::remove_file(work.join("drop")).unwrap();
+    checkpoint_dir(&writer, &work, 0x20).await;
+    let before = pack_keys(&store).await;
+    assert_eq!(before.len(), 1);
+
+    let (_o, out) = tempdir();
+    let index = store.load_index().await.unwrap();
+    let state = store
+        .checkpoint_state(&TENANT, &TIMELINE, None)
+        .await
+        .unwrap();
+    let opts = RestoreOptions::default();
+    let plan = store
+        .plan_restore(&index, &state, &out, opts, &progress::none())
+        .unwrap();
+    let mut gc_opts = GcOptions::new(Retention::uniform(Policy::KeepLast(1)));
+    gc_opts.window = Duration::ZERO;
+    gc_opts.repack_threshold = 0.9;
+    gc::run(&store, &gc_opts, progress::none()).await.unwrap();
+    let after = pack_keys(&store).await;
+    assert!(
+        after.is_disjoint(&before),
+        "gc repacked the pack: {before:?} {after:?}"
+    );
+
+    let report = store.execute_restore(plan, progress::none()).await.unwrap();
+    assert_eq!(read_tree(&out), keep);
+    assert_eq!(
+        report.range_reads, 2,
+        "the planned read, then the retried one"
+    );
 }
