@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -192,50 +192,92 @@ async fn pack_keys(store: &Store) -> BTreeSet<String> {
 
 const OVERWRITE: RestoreOptions = RestoreOptions { overwrite: true };
 
-/// Symlinks planted in the destination, at the old predictable temporary names, at a directory
-/// component, or swapped in for a temporary file after the plan created it, never make a
-/// restore write or create anything outside the destination.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn planted_symlinks_never_lead_a_restore_outside() {
-    let (_s, store_dir) = tempdir();
-    let (store, writer) = store_with(&store_dir).await;
-    let (_w, work) = tempdir();
-    let mut files = BTreeMap::new();
-    files.insert("a".to_string(), noise(300_000, 1));
-    files.insert("sub/deeper/b".to_string(), noise(200_000, 2));
-    write_files(&work, &files);
-    checkpoint_dir(&writer, &work, 0x10).await;
-    let (_x, outside) = tempdir();
-    let victim = outside.join("victim");
-    std::fs::write(&victim, b"precious").unwrap();
-    std::fs::create_dir(outside.join("outdir")).unwrap();
-    let untouched = |when: &str| {
-        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "{when}");
-        let created: Vec<_> = std::fs::read_dir(outside.join("outdir")).unwrap().collect();
-        assert!(created.is_empty(), "{when}: created outside: {created:?}");
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 2, "{when}");
-    };
+/// A store holding two files (one in a subdirectory) at 0x10, and a directory outside any
+/// destination holding a `victim` file and an empty `outdir`.
+struct Planted {
+    _dirs: [tempfile::TempDir; 3],
+    store: Store,
+    files: BTreeMap<String, Vec<u8>>,
+    outside: PathBuf,
+    victim: PathBuf,
+}
 
+impl Planted {
+    async fn new() -> Planted {
+        let (s, store_dir) = tempdir();
+        let (store, writer) = store_with(&store_dir).await;
+        let (w, work) = tempdir();
+        let mut files = BTreeMap::new();
+        files.insert("a".to_string(), noise(300_000, 1));
+        files.insert("sub/deeper/b".to_string(), noise(200_000, 2));
+        write_files(&work, &files);
+        checkpoint_dir(&writer, &work, 0x10).await;
+        let (x, outside) = tempdir();
+        let victim = outside.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::fs::create_dir(outside.join("outdir")).unwrap();
+        Planted {
+            _dirs: [s, w, x],
+            store,
+            files,
+            outside,
+            victim,
+        }
+    }
+
+    /// Fails unless nothing outside was written or created.
+    fn untouched(&self, when: &str) {
+        let victim = std::fs::read(&self.victim).unwrap();
+        assert!(
+            victim == b"precious",
+            "{when}: the file outside was written"
+        );
+        let created: Vec<_> = std::fs::read_dir(self.outside.join("outdir"))
+            .unwrap()
+            .collect();
+        assert!(created.is_empty(), "{when}: created outside: {created:?}");
+        assert_eq!(
+            std::fs::read_dir(&self.outside).unwrap().count(),
+            2,
+            "{when}"
+        );
+    }
+}
+
+/// Symlinks planted in the destination at the old predictable temporary names and at a
+/// directory component never make a restore write or create anything outside it: without
+/// `overwrite` the destination is refused, with it they are removed, not followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_planted_before_a_restore_are_not_followed() {
+    let p = Planted::new().await;
+    let (store, files, victim, outside) = (&p.store, &p.files, &p.victim, &p.outside);
     let (_o, out) = tempdir();
     let old_tmp = format!(".layercas-{}.tmp", &blake3::hash(b"a").to_hex()[..16]);
-    symlink(&victim, out.join(old_tmp)).unwrap();
-    symlink(&victim, out.join(".layercas-metadata.tmp")).unwrap();
+    symlink(victim, out.join(old_tmp)).unwrap();
+    symlink(victim, out.join(".layercas-metadata.tmp")).unwrap();
     symlink(outside.join("outdir"), out.join("sub")).unwrap();
     let err = store
         .restore_timeline(&TENANT, &TIMELINE, None, &out, progress::none())
         .await
         .unwrap_err();
+    p.untouched("refused");
     assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
-    untouched("refused");
     store
         .restore_timeline_with(&TENANT, &TIMELINE, None, &out, OVERWRITE, progress::none())
         .await
         .unwrap();
-    untouched("overwritten");
-    assert_eq!(all_entries(&out), expected_entries(&files));
-    assert_eq!(read_tree(&out), files);
+    p.untouched("overwritten");
+    assert_eq!(all_entries(&out), expected_entries(files));
+    assert_eq!(&read_tree(&out), files);
+}
 
-    let (_o2, out) = tempdir();
+/// Temporary files swapped for symlinks to a file outside, after the plan created them: the
+/// restore fails, naming one, and writes nothing outside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_files_swapped_for_symlinks_are_not_followed() {
+    let p = Planted::new().await;
+    let (store, files, victim) = (&p.store, &p.files, &p.victim);
+    let (_o, out) = tempdir();
     let index = store.load_index().await.unwrap();
     let state = store
         .checkpoint_state(&TENANT, &TIMELINE, None)
@@ -252,13 +294,11 @@ async fn planted_symlinks_never_lead_a_restore_outside() {
     assert_eq!(temps.len(), files.len(), "{temps:?}");
     for t in &temps {
         std::fs::remove_file(out.join(t)).unwrap();
-        symlink(&victim, out.join(t)).unwrap();
+        symlink(victim, out.join(t)).unwrap();
     }
-    let err = store
-        .execute_restore(plan, progress::none())
-        .await
-        .unwrap_err();
-    untouched("swapped");
+    let outcome = store.execute_restore(plan, progress::none()).await;
+    p.untouched("swapped");
+    let err = outcome.unwrap_err();
     assert!(err.to_string().contains(".layercas-"), "{err}");
 }
 
