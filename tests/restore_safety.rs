@@ -20,7 +20,7 @@ use layercas::gc::{self, GcOptions};
 use layercas::id::Lsn;
 use layercas::store::Store;
 use layercas::write::Writer;
-use layercas::{Error, RestoreOptions, progress};
+use layercas::{Error, RestoreOptions, RestorePlan, progress};
 
 use casctl_json::*;
 use common::target::Target;
@@ -190,6 +190,16 @@ async fn pack_keys(store: &Store) -> BTreeSet<String> {
     listed.into_iter().map(|m| m.key.to_string()).collect()
 }
 
+/// The plan of restoring the newest checkpoint into the empty `out` (temporary files created).
+async fn plan_newest(store: &Store, out: &Path) -> RestorePlan {
+    let index = store.load_index().await.unwrap();
+    let state = store.checkpoint_state(&TENANT, &TIMELINE, None).await;
+    let opts = RestoreOptions::default();
+    store
+        .plan_restore(&index, &state.unwrap(), out, opts, &progress::none())
+        .unwrap()
+}
+
 const OVERWRITE: RestoreOptions = RestoreOptions { overwrite: true };
 
 /// A store holding two files (one in a subdirectory) at 0x10, and a directory outside any
@@ -278,15 +288,7 @@ async fn temporary_files_swapped_for_symlinks_are_not_followed() {
     let p = Planted::new().await;
     let (store, files, victim) = (&p.store, &p.files, &p.victim);
     let (_o, out) = tempdir();
-    let index = store.load_index().await.unwrap();
-    let state = store
-        .checkpoint_state(&TENANT, &TIMELINE, None)
-        .await
-        .unwrap();
-    let opts = RestoreOptions::default();
-    let plan = store
-        .plan_restore(&index, &state, &out, opts, &progress::none())
-        .unwrap();
+    let plan = plan_newest(store, &out).await;
     let temps: Vec<_> = all_entries(&out)
         .into_iter()
         .filter(|e| e.contains(".layercas-"))
@@ -393,15 +395,7 @@ async fn a_pack_repacked_after_the_plan_is_read_from_its_new_place() {
     assert_eq!(before.len(), 1);
 
     let (_o, out) = tempdir();
-    let index = store.load_index().await.unwrap();
-    let state = store
-        .checkpoint_state(&TENANT, &TIMELINE, None)
-        .await
-        .unwrap();
-    let opts = RestoreOptions::default();
-    let plan = store
-        .plan_restore(&index, &state, &out, opts, &progress::none())
-        .unwrap();
+    let plan = plan_newest(&store, &out).await;
     let mut gc_opts = GcOptions::new(Retention::uniform(Policy::KeepLast(1)));
     gc_opts.window = Duration::ZERO;
     gc_opts.repack_threshold = 0.9;

@@ -1,15 +1,16 @@
 //! The destination of a restore: the state's names checked before anything is created, the
 //! non-empty rule, clearing what `overwrite` replaces (the old metadata first, then every entry
-//! the state does not have), and a temporary file for every file to write.
+//! the state does not have), a temporary file for every file to write, and making them durable
+//! under their names together.
 //!
 //! Owns the layout of the destination tree. Must not read the store; reaches the tree only
 //! through [`DirHandle`]s.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 use crate::format::manifest::{FileEntry, TimelineState, validate_name};
@@ -18,6 +19,9 @@ use crate::id::FileHash;
 use crate::progress::DynProgress;
 use crate::restore::RestoreReport;
 use crate::restore::dirfd::{Created, DirHandle};
+
+/// fsyncs in flight at once when files are made durable (the device queues them together).
+const SYNC_WORKERS: usize = 8;
 
 /// A file being restored: where it goes and the temporary file it is written to.
 pub(crate) struct Target {
@@ -212,4 +216,43 @@ pub(crate) fn discard(targets: &[Target]) {
     for t in targets {
         let _ = t.dir.remove(&t.tmp, false);
     }
+}
+
+/// Makes every checked temporary file durable and gives it its name: all are fsynced (in
+/// parallel), then renamed, then each directory is synced once. The metadata file, written after
+/// this returns, is the only thing that says the timeline is complete.
+pub(crate) fn commit(targets: &[Target]) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let workers = SYNC_WORKERS.min(targets.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    while let Some(t) = targets.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let file = t.dir.reopen(&t.tmp, t.created)?;
+                        let path = || t.dir.path().join(&t.tmp);
+                        file.sync_all().map_err(|e| Error::io("fsync", path(), e))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(worker_panicked())))
+    })?;
+    let mut synced = HashSet::new();
+    for t in targets {
+        t.dir.rename(&t.tmp, &t.name)?;
+    }
+    for t in targets {
+        if synced.insert(Arc::as_ptr(&t.dir)) {
+            t.dir.sync()?;
+        }
+    }
+    Ok(())
+}
+
+fn worker_panicked() -> Error {
+    Error::Integrity("a restore fsync worker panicked".into())
 }

@@ -4,10 +4,11 @@
 //! it, the old `metadata` file is removed (durably) first and every entry the checkpoint does not
 //! have is removed, so the result is exactly the checkpoint's files, interrupted or not. Reads are
 //! planned per pack ([`reads`]): neighbouring blobs are coalesced into ranged reads fetched in
-//! parallel and decompressed on blocking threads. Every chunk is re-hashed, every file is
-//! re-hashed when complete, and only then renamed from its temporary name to its final name. The
-//! `metadata` file is written last, so an interrupted restore never leaves a timeline that looks
-//! complete, nor a half-written file under its final name.
+//! parallel and decompressed on blocking threads. Every chunk is re-hashed and every file is
+//! re-hashed when complete. Durability is batched: once every file is written and checked, all
+//! are fsynced in parallel, then renamed from their temporary names to their final names, then
+//! each directory is synced once. The `metadata` file is written last, so an interrupted restore
+//! never leaves a timeline that looks complete, nor a half-written file under its final name.
 //!
 //! Safety against a hostile destination: every directory below the destination is opened from
 //! its parent without following symlinks, after all names were checked and before any is created
@@ -144,9 +145,18 @@ impl Store {
         report.range_reads += retried.ranges;
         report.chunks_fetched += retried.chunks;
         report.bytes_downloaded += retried.bytes;
-        for t in targets.iter().filter(|t| t.entry.chunks.is_empty()) {
-            reads::finish_file(t).inspect_err(|_| dest::discard(&targets))?;
-        }
+        let committed = tokio::task::spawn_blocking({
+            let targets = targets.clone();
+            move || {
+                for t in targets.iter().filter(|t| t.entry.chunks.is_empty()) {
+                    reads::check_file(t)?;
+                }
+                dest::commit(&targets)
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::Integrity(format!("restore worker failed: {e}"))));
+        committed.inspect_err(|_| dest::discard(&targets))?;
         // The metadata file goes last: only now does the timeline look complete.
         write_metadata(&root, &metadata)?;
         Ok(report)

@@ -1,13 +1,12 @@
 //! The read side of a restore: every needed chunk grouped by pack and coalesced into ranged reads,
 //! the reads fetched in parallel, each blob decoded, re-hashed and written into the temporary
-//! files that need it, and each file checked against its hash, made durable and renamed into
-//! place once complete.
+//! files that need it, and each file checked against its hash once complete.
 //!
 //! A pack that is gone when it is read (gc repacked it after the plan was made) is not an error
 //! at once: those reads are planned again from a freshly loaded index and retried once.
 //!
-//! Owns reading packs for a restore. Must not create or remove anything but the temporary files
-//! of its targets (and their renames).
+//! Owns reading packs for a restore. Must not create, rename or remove anything but the
+//! temporary files of its targets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
@@ -248,15 +247,16 @@ fn write_range(
                 .map_err(|e| Error::io("write", t.dir.path().join(&t.tmp), e))?;
             progress.advance(raw.len() as u64);
             if t.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                finish_file(t)?;
+                check_file(t)?;
             }
         }
     }
     Ok(())
 }
 
-/// Checks a complete temporary file against its hash, makes it durable and gives it its name.
-pub(crate) fn finish_file(t: &Target) -> Result<()> {
+/// Checks a complete temporary file against its hash (it is made durable and renamed later,
+/// together with the others: [`crate::restore::dest::commit`]).
+pub(crate) fn check_file(t: &Target) -> Result<()> {
     let tmp_path = t.dir.path().join(&t.tmp);
     let file = t.dir.reopen(&t.tmp, t.created)?;
     let hash = hash_reader(&file).map_err(|e| Error::io("read back", &tmp_path, e))?;
@@ -267,8 +267,5 @@ pub(crate) fn finish_file(t: &Target) -> Result<()> {
             t.entry.name
         )));
     }
-    file.sync_all()
-        .map_err(|e| Error::io("fsync", &tmp_path, e))?;
-    t.dir.rename(&t.tmp, &t.name)?;
-    t.dir.sync()
+    Ok(())
 }
