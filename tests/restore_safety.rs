@@ -413,3 +413,53 @@ async fn a_pack_repacked_after_the_plan_is_read_from_its_new_place() {
         "the planned read, then the retried one"
     );
 }
+
+/// A manifest whose file hash its chunks do not reproduce (what a file changed between two reads
+/// used to record) fails the restore, naming the file, and leaves nothing under its name and no
+/// temporary file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_hash_its_chunks_do_not_reproduce_fails_the_restore() {
+    use layercas::backend::BackendExt;
+    use layercas::format::layout;
+    use layercas::format::manifest::Manifest;
+    let (_s, store_dir) = tempdir();
+    let (store, writer) = store_with(&store_dir).await;
+    let (_w, work) = tempdir();
+    let files = BTreeMap::from([("f".to_string(), noise(400_000, 5))]);
+    write_files(&work, &files);
+    checkpoint_dir(&writer, &work, 0x10).await;
+    let state = store.checkpoint_state(&TENANT, &TIMELINE, None).await;
+    let mut entry = state.unwrap().files["f"].clone();
+    entry.name = "g".into();
+    entry.hash.0[0] ^= 1;
+    let m = Manifest {
+        tenant: TENANT,
+        timeline: TIMELINE,
+        lsn: Lsn(0x20),
+        prev_lsn: Some(Lsn(0x10)),
+        metadata: TimelineMetadata::at(Lsn(0x20)),
+        added: vec![entry],
+        removed: vec![],
+        base: false,
+    };
+    let key = layout::manifest_key(&TENANT, &TIMELINE, Lsn(0x20));
+    let backend = store.backend();
+    backend.create_bytes(&key, m.encode().into()).await.unwrap();
+
+    let (_o, out) = tempdir();
+    let err = store
+        .restore_timeline(&TENANT, &TIMELINE, None, &out, progress::none())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("\"g\"") && msg.contains("recorded hash"),
+        "{msg}"
+    );
+    let left = all_entries(&out);
+    assert!(
+        !left.contains("g") && !left.contains("metadata"),
+        "{left:?}"
+    );
+    assert!(left.iter().all(|e| !e.contains(".layercas")), "{left:?}");
+}

@@ -19,6 +19,7 @@ use crate::id::FileHash;
 use crate::progress::DynProgress;
 use crate::restore::RestoreReport;
 use crate::restore::dirfd::{Created, DirHandle};
+use crate::restore::stream_hash::StreamHash;
 
 /// fsyncs in flight at once when files are made durable (the device queues them together).
 const SYNC_WORKERS: usize = 8;
@@ -35,6 +36,8 @@ pub(crate) struct Target {
     pub(crate) created: Created,
     /// Distinct chunk placements not yet written.
     pub(crate) remaining: AtomicUsize,
+    /// The file's hash, computed as it is written.
+    pub(crate) stream: StreamHash,
 }
 
 /// Checks every name of `state` and returns the directories they need (relative, `/`-joined).
@@ -188,6 +191,7 @@ fn prepare_target(dirs: &mut Dirs, entry: &FileEntry) -> Result<Option<Target>> 
         tmp,
         created,
         remaining: AtomicUsize::new(0),
+        stream: StreamHash::new(),
     };
     if let Err(e) = sized {
         discard(std::slice::from_ref(&target));

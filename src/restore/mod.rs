@@ -4,8 +4,8 @@
 //! it, the old `metadata` file is removed (durably) first and every entry the checkpoint does not
 //! have is removed, so the result is exactly the checkpoint's files, interrupted or not. Reads are
 //! planned per pack ([`reads`]): neighbouring blobs are coalesced into ranged reads fetched in
-//! parallel and decompressed on blocking threads. Every chunk is re-hashed and every file is
-//! re-hashed when complete. Durability is batched: once every file is written and checked, all
+//! parallel and decompressed on blocking threads. Every chunk is re-hashed and every file's hash
+//! is checked when complete (computed while it is written, [`stream_hash`], or read back). Durability is batched: once every file is written and checked, all
 //! are fsynced in parallel, then renamed from their temporary names to their final names, then
 //! each directory is synced once. The `metadata` file is written last, so an interrupted restore
 //! never leaves a timeline that looks complete, nor a half-written file under its final name.
@@ -18,6 +18,7 @@
 mod dest;
 mod dirfd;
 mod reads;
+mod stream_hash;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -245,6 +245,7 @@ fn write_range(
             let file = t.dir.reopen(&t.tmp, t.created)?;
             file.write_all_at(&raw, offset)
                 .map_err(|e| Error::io("write", t.dir.path().join(&t.tmp), e))?;
+            t.stream.feed(offset, &raw);
             progress.advance(raw.len() as u64);
             if t.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                 check_file(t)?;
@@ -254,12 +255,18 @@ fn write_range(
     Ok(())
 }
 
-/// Checks a complete temporary file against its hash (it is made durable and renamed later,
-/// together with the others: [`crate::restore::dest::commit`]).
+/// Checks a complete temporary file against its hash, computed while it was written or else by
+/// reading it back (it is made durable and renamed later, together with the others:
+/// [`crate::restore::dest::commit`]).
 pub(crate) fn check_file(t: &Target) -> Result<()> {
-    let tmp_path = t.dir.path().join(&t.tmp);
-    let file = t.dir.reopen(&t.tmp, t.created)?;
-    let hash = hash_reader(&file).map_err(|e| Error::io("read back", &tmp_path, e))?;
+    let hash = match t.stream.finish(t.entry.size) {
+        Some(hash) => hash,
+        None => {
+            let tmp_path = t.dir.path().join(&t.tmp);
+            let file = t.dir.reopen(&t.tmp, t.created)?;
+            hash_reader(&file).map_err(|e| Error::io("read back", &tmp_path, e))?
+        }
+    };
     if hash != t.entry.hash {
         let _ = t.dir.remove(&t.tmp, false);
         return Err(Error::Integrity(format!(
