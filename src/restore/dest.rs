@@ -8,9 +8,11 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
+use std::fs::File;
 use std::io::Read;
-use std::sync::Arc;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::format::manifest::{FileEntry, TimelineState, validate_name};
@@ -38,6 +40,60 @@ pub(crate) struct Target {
     pub(crate) remaining: AtomicUsize,
     /// The file's hash, computed as it is written.
     pub(crate) stream: StreamHash,
+    /// The temporary file, open while it is being written.
+    pub(crate) handle: Handle,
+}
+
+/// Temporary files kept open while written, over every restore in the process; beyond it a
+/// file is opened for each write instead.
+const MAX_OPEN: usize = 256;
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// A target's temporary file, opened on its first write and kept open (within [`MAX_OPEN`])
+/// until it is complete.
+#[derive(Default)]
+pub(crate) struct Handle(Mutex<Option<File>>);
+
+impl Handle {
+    /// Writes `data` at `offset` of `t`'s temporary file.
+    pub(crate) fn write_at(&self, t: &Target, data: &[u8], offset: u64) -> Result<()> {
+        let mut h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let opened;
+        let file = match &*h {
+            Some(f) => f,
+            None => {
+                let f = t.dir.reopen(&t.tmp, t.created)?;
+                if OPEN.fetch_add(1, Ordering::AcqRel) < MAX_OPEN {
+                    &*h.insert(f)
+                } else {
+                    OPEN.fetch_sub(1, Ordering::AcqRel);
+                    opened = f;
+                    &opened
+                }
+            }
+        };
+        file.write_all_at(data, offset)
+            .map_err(|e| Error::io("write", t.dir.path().join(&t.tmp), e))
+    }
+
+    /// Closes the file if it is open.
+    pub(crate) fn close(&self) {
+        if self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some()
+        {
+            OPEN.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// Checks every name of `state` and returns the directories they need (relative, `/`-joined).
@@ -192,6 +248,7 @@ fn prepare_target(dirs: &mut Dirs, entry: &FileEntry) -> Result<Option<Target>> 
         created,
         remaining: AtomicUsize::new(0),
         stream: StreamHash::new(),
+        handle: Handle::default(),
     };
     if let Err(e) = sized {
         discard(std::slice::from_ref(&target));

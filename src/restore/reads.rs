@@ -9,7 +9,6 @@
 //! temporary files of its targets.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -242,9 +241,7 @@ fn write_range(
         })?;
         for &(ti, offset) in &need.dests {
             let t = &targets[ti];
-            let file = t.dir.reopen(&t.tmp, t.created)?;
-            file.write_all_at(&raw, offset)
-                .map_err(|e| Error::io("write", t.dir.path().join(&t.tmp), e))?;
+            t.handle.write_at(t, &raw, offset)?;
             t.stream.feed(offset, &raw);
             progress.advance(raw.len() as u64);
             if t.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -259,6 +256,7 @@ fn write_range(
 /// reading it back (it is made durable and renamed later, together with the others:
 /// [`crate::restore::dest::commit`]).
 pub(crate) fn check_file(t: &Target) -> Result<()> {
+    t.handle.close();
     let hash = match t.stream.finish(t.entry.size) {
         Some(hash) => hash,
         None => {
