@@ -77,7 +77,7 @@ pub use gc::{GcOptions, GcReport};
 pub use id::{ChunkId, FileHash, Lsn, PackId, ParseIdError, TenantId, TimelineId};
 pub use inspect::{StoreStats, TimelineListing, list_timelines, stats};
 pub use progress::{DynProgress, Progress};
-pub use restore::{RestorePlan, RestoreReport};
+pub use restore::{RestoreOptions, RestorePlan, RestoreReport};
 pub use store::Store;
 pub use sync::once::{OnceOptions, SyncReport, sync_once};
 pub use sync::{

@@ -92,7 +92,10 @@ impl Writer {
         self.refresh_index().await?;
         let plan = {
             let index = self.index.read();
-            self.store.plan_restore(&index, &state, to, &progress)?
+            // The sync loop's download: `to` ends as exactly the checkpoint's state.
+            let opts = crate::restore::RestoreOptions { overwrite: true };
+            self.store
+                .plan_restore(&index, &state, to, opts, &progress)?
         };
         self.store.execute_restore(plan, progress).await
     }

@@ -2,12 +2,18 @@
 //! whole, and the rest is cut into chunks (in memory for small files, in batches read on a
 //! separate thread for large ones) and handed to the packer.
 //!
+//! Each file is read exactly once, through one open handle: its whole-file hash and its chunks
+//! come from the same bytes, so a manifest never records a hash its chunks do not reproduce. A
+//! file whose size, inode, mtime or ctime changes between its open and its end, or that reads
+//! shorter or longer than its size at open, fails the checkpoint with an error naming it.
+//!
 //! Owns file reading, hashing and batching, and the parallel run over a checkpoint's files. Must
 //! not build packs (`packer`) or touch manifests and index objects (`commit`).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -90,64 +96,128 @@ pub(crate) fn ingest_file(
     old: Option<&FileEntry>,
     known: &HashMap<FileHash, Vec<ChunkRef>>,
 ) -> Result<FileOutcome> {
-    let io = |op, e| Error::io(op, &src.path, e);
-    let size = std::fs::metadata(&src.path)
-        .map_err(|e| io("stat", e))?
-        .len();
-    let (hash, small) = hash_file(&src.path, size).map_err(|e| io("read", e))?;
-    if old.is_some_and(|o| o.hash == hash && o.size == size) {
-        ctx.progress.advance(size);
-        return Ok(FileOutcome::Unchanged);
-    }
+    let snap = read_once(ctx, &src.path)?;
+    let size = snap.size;
     let entry = |chunks| FileEntry {
         name: src.name.clone(),
         size,
-        hash,
+        hash: snap.hash,
         chunks,
     };
-    if let Some(chunks) = known.get(&hash) {
-        ctx.progress.advance(size);
-        return Ok(FileOutcome::Added {
-            entry: entry(chunks.clone()),
-            deduplicated: true,
-        });
-    }
-    let chunks = match small {
-        Some(data) => ctx.store_batch(&ctx.chunker.chunk_slice(&data).collect::<Vec<_>>())?,
-        None => chunk_large_file(ctx, &src.path)?,
+    let unchanged = old.is_some_and(|o| o.hash == snap.hash && o.size == size);
+    let reused = known.get(&snap.hash);
+    let chunks = match (snap.content, reused) {
+        // A large file's chunks were stored (and its progress counted) while it was read.
+        (Content::Chunked(_), _) if unchanged => return Ok(FileOutcome::Unchanged),
+        (Content::Chunked(chunks), _) => chunks,
+        (Content::Whole(_), _) if unchanged => {
+            ctx.progress.advance(size);
+            return Ok(FileOutcome::Unchanged);
+        }
+        (Content::Whole(_), Some(chunks)) => {
+            ctx.progress.advance(size);
+            chunks.clone()
+        }
+        (Content::Whole(data), None) => {
+            ctx.store_batch(&ctx.chunker.chunk_slice(&data).collect::<Vec<_>>())?
+        }
     };
-    let stored: u64 = chunks.iter().map(|c| c.len as u64).sum();
-    if stored != size {
-        return Err(Error::InvalidInput(format!(
-            "{} changed while it was being recorded",
-            src.path.display()
-        )));
-    }
     Ok(FileOutcome::Added {
         entry: entry(chunks),
-        deduplicated: false,
+        deduplicated: reused.is_some(),
     })
 }
 
-/// The file's blake3, plus its bytes when it is small enough to keep.
-fn hash_file(path: &Path, size: u64) -> std::io::Result<(FileHash, Option<Vec<u8>>)> {
-    if size <= SMALL_FILE {
-        let data = std::fs::read(path)?;
-        return Ok((FileHash(*blake3::hash(&data).as_bytes()), Some(data)));
-    }
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(BufReader::with_capacity(1 << 20, File::open(path)?))?;
-    Ok((FileHash(*hasher.finalize().as_bytes()), None))
+/// A file as read once: its hash and size, and its bytes (small) or its stored chunks (large).
+struct Snapshot {
+    hash: FileHash,
+    size: u64,
+    content: Content,
 }
 
-/// Streams a large file through the chunker on a reader thread, in batches.
-fn chunk_large_file(ctx: &IngestCtx, path: &Path) -> Result<Vec<ChunkRef>> {
+enum Content {
+    Whole(Vec<u8>),
+    Chunked(Vec<ChunkRef>),
+}
+
+/// What tells one version of a file from another: when none of it changes between the open and
+/// the end of the read, the bytes read are the file's content at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(file: &File) -> std::io::Result<Stamp> {
+        let m = file.metadata()?;
+        Ok(Stamp {
+            len: m.len(),
+            dev: m.dev(),
+            ino: m.ino(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// Reads `path` once: hashes it, and chunks and stores it when it is large.
+fn read_once(ctx: &IngestCtx, path: &Path) -> Result<Snapshot> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let before = Stamp::of(&file).map_err(|e| Error::io("stat", path, e))?;
+    hook::call(path, 0);
+    let stat = file.try_clone().map_err(|e| Error::io("open", path, e))?;
+    let (hash, read, content) = if before.len <= SMALL_FILE {
+        let mut data = Vec::with_capacity(before.len as usize);
+        file.take(before.len + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| Error::io("read", path, e))?;
+        let hash = FileHash(*blake3::hash(&data).as_bytes());
+        (hash, data.len() as u64, Content::Whole(data))
+    } else {
+        let (hash, read, chunks) = chunk_large_file(ctx, path, file, before.len)?;
+        (hash, read, Content::Chunked(chunks))
+    };
+    hook::call(path, read);
+    let after = Stamp::of(&stat).map_err(|e| Error::io("stat", path, e))?;
+    if after != before || read != before.len {
+        return Err(Error::io(
+            "checkpoint",
+            path,
+            std::io::Error::other(format!(
+                "the file changed while it was being read ({} bytes at open, {read} read, \
+                 {} bytes at the end{}); record it again once it is stable",
+                before.len,
+                after.len,
+                if after == before { "" } else { ", modified" }
+            )),
+        ));
+    }
+    Ok(Snapshot {
+        hash,
+        size: read,
+        content,
+    })
+}
+
+/// Streams a large file through the hasher and the chunker on a reader thread, in batches, and
+/// stores each batch. Returns the hash of the bytes read, their count and the chunks.
+fn chunk_large_file(
+    ctx: &IngestCtx,
+    path: &Path,
+    file: File,
+    len: u64,
+) -> Result<(FileHash, u64, Vec<ChunkRef>)> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<Vec<u8>>>>(1);
     let chunker = ctx.chunker.clone();
-    let reader = std::thread::spawn(move || read_batches(chunker, file, tx));
+    let owned = path.to_path_buf();
+    // At most one byte past the size at open is read: a growing file is caught, never chased.
+    let reader = std::thread::spawn(move || read_batches(chunker, file.take(len + 1), &owned, tx));
     let mut refs = Vec::new();
-    let result = (|| {
+    let result: Result<()> = (|| {
         for batch in rx.iter() {
             let batch = batch.map_err(|e| Error::io("read", path, e))?;
             let slices: Vec<&[u8]> = batch.iter().map(|c| &c[..]).collect();
@@ -156,36 +226,116 @@ fn chunk_large_file(ctx: &IngestCtx, path: &Path) -> Result<Vec<ChunkRef>> {
         Ok(())
     })();
     drop(rx);
-    let _ = reader.join();
-    result.map(|()| refs)
+    let hashed = reader.join();
+    result?;
+    let (hash, read) = hashed.map_err(|_| {
+        Error::io(
+            "read",
+            path,
+            std::io::Error::other("the reader thread panicked"),
+        )
+    })?;
+    let stored: u64 = refs.iter().map(|c| c.len as u64).sum();
+    debug_assert_eq!(stored, read, "chunks cover exactly the bytes hashed");
+    Ok((hash, read, refs))
 }
 
+/// A reader that hashes and counts every byte it passes on.
+struct Hashing<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    read: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Chunks `file` into batches sent to `tx`; returns the hash and length of what it read.
 fn read_batches(
     chunker: Chunker,
-    file: File,
+    file: impl Read,
+    path: &Path,
     tx: std::sync::mpsc::SyncSender<std::io::Result<Vec<Vec<u8>>>>,
-) {
+) -> (FileHash, u64) {
+    let mut hashing = Hashing {
+        inner: file,
+        hasher: blake3::Hasher::new(),
+        read: 0,
+    };
     let mut batch = Vec::new();
-    let mut bytes = 0;
-    for chunk in chunker.chunk_reader(BufReader::with_capacity(1 << 20, file.take(u64::MAX))) {
+    let (mut bytes, mut sent) = (0, 0u64);
+    for chunk in chunker.chunk_reader(BufReader::with_capacity(1 << 20, &mut hashing)) {
         match chunk {
             Ok(c) => {
                 bytes += c.len();
                 batch.push(c);
                 if bytes >= BATCH_BYTES {
                     if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
-                        return;
+                        break;
                     }
+                    sent += bytes as u64;
                     bytes = 0;
+                    hook::call(path, sent);
                 }
             }
             Err(e) => {
                 let _ = tx.send(Err(e));
-                return;
+                break;
             }
         }
     }
     if !batch.is_empty() {
         let _ = tx.send(Ok(batch));
     }
+    (
+        FileHash(*hashing.hasher.finalize().as_bytes()),
+        hashing.read,
+    )
 }
+
+/// Test hooks: a callback run at fixed points of a file's read (after the open, after each
+/// batch, after the end), so that tests can change the file at exactly that point.
+#[cfg(test)]
+pub(crate) mod hook {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    type Hook = Box<dyn FnMut(u64) + Send>;
+    static HOOKS: Mutex<Vec<(PathBuf, Hook)>> = Mutex::new(Vec::new());
+
+    /// Runs `f(bytes read so far)` at each hook point while `path` is read.
+    pub(crate) fn set(path: &Path, f: impl FnMut(u64) + Send + 'static) {
+        HOOKS
+            .lock()
+            .unwrap()
+            .push((path.to_path_buf(), Box::new(f)));
+    }
+
+    /// Removes the hooks of `path`.
+    pub(crate) fn clear(path: &Path) {
+        HOOKS.lock().unwrap().retain(|(p, _)| p != path);
+    }
+
+    pub(super) fn call(path: &Path, read: u64) {
+        for (p, f) in HOOKS.lock().unwrap().iter_mut() {
+            if p == path {
+                f(read);
+            }
+        }
+    }
+}
+
+#[cfg(not(test))]
+mod hook {
+    pub(super) fn call(_: &std::path::Path, _: u64) {}
+}
+
+#[cfg(test)]
+#[path = "source_tests.rs"]
+mod tests;

@@ -20,6 +20,8 @@ pub enum Exit {
     Usage = 2,
     /// The operation failed.
     Failed = 3,
+    /// `restore` refused a destination that is not empty (pass `--overwrite`).
+    NotEmpty = 4,
     /// Interrupted by Ctrl-C (SIGINT).
     Interrupted = 130,
 }
@@ -37,6 +39,7 @@ Exit codes:
   1    findings: verify found errors, sync left timelines evicted or skipped, the demo failed
   2    usage error (bad arguments)
   3    the operation failed
+  4    restore refused a non-empty destination (pass --overwrite to replace its content)
   130  interrupted (Ctrl-C); temporary files were removed
 
 With --json, results are JSON on stdout and errors are JSON on stderr:

@@ -1,0 +1,276 @@
+//! The read side of a restore: every needed chunk grouped by pack and coalesced into ranged reads,
+//! the reads fetched in parallel, each blob decoded, re-hashed and written into the temporary
+//! files that need it, and each file checked against its hash once complete.
+//!
+//! A pack that is gone when it is read (gc repacked it after the plan was made) is not an error
+//! at once: those reads are planned again from a freshly loaded index and retried once.
+//!
+//! Owns reading packs for a restore. Must not create, rename or remove anything but the
+//! temporary files of its targets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::error::{Error, Result};
+use crate::format::layout;
+use crate::format::pack;
+use crate::id::{ChunkId, PackId};
+use crate::progress::DynProgress;
+use crate::restore::dest::{Target, hash_reader};
+use crate::store::Store;
+use crate::store::chunk_index::{ChunkIndex, Location};
+
+/// Ranged reads in flight at once.
+pub(crate) const RESTORE_CONCURRENCY: usize = 4;
+/// Blobs closer than this are fetched in one read (the gap is downloaded and discarded).
+const COALESCE_GAP: u64 = 256 << 10;
+/// Longest single ranged read.
+const MAX_RANGE: u64 = 20 << 20;
+
+/// One chunk needed, and every place it goes.
+#[derive(Clone)]
+pub(crate) struct Need {
+    chunk: ChunkId,
+    loc: Location,
+    /// (target index, offset in that file)
+    dests: Vec<(usize, u64)>,
+}
+
+/// One ranged read of a pack and the blobs it covers.
+pub(crate) struct RangeRead {
+    pub(crate) pack: PackId,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) blobs: Vec<Need>,
+}
+
+/// Where `chunk` of `file` is according to `index`, checked against the manifest's length.
+fn locate(index: &ChunkIndex, chunk: &ChunkId, len: u32, file: &str) -> Result<Location> {
+    let loc = index.get(chunk).ok_or_else(|| {
+        Error::Integrity(format!(
+            "file {file:?}: chunk {chunk} is in no index object (missing data)"
+        ))
+    })?;
+    if loc.raw_len != len {
+        return Err(Error::Integrity(format!(
+            "file {file:?}: chunk {chunk} is {} bytes in pack {} but the manifest says {len}",
+            loc.raw_len, loc.pack
+        )));
+    }
+    Ok(loc)
+}
+
+/// Every chunk the targets need, each once with all its destinations, as ranged reads.
+pub(crate) fn plan_reads(index: &ChunkIndex, targets: &[Target]) -> Result<Vec<RangeRead>> {
+    let mut needs: HashMap<ChunkId, Need> = HashMap::new();
+    for (ti, t) in targets.iter().enumerate() {
+        let mut offset = 0u64;
+        for c in &t.entry.chunks {
+            let loc = locate(index, &c.id, c.len, &t.entry.name)?;
+            needs
+                .entry(c.id)
+                .or_insert_with(|| Need {
+                    chunk: c.id,
+                    loc,
+                    dests: Vec::new(),
+                })
+                .dests
+                .push((ti, offset));
+            t.remaining.fetch_add(1, Ordering::Relaxed);
+            offset += c.len as u64;
+        }
+    }
+    Ok(coalesce(needs.into_values()))
+}
+
+/// Groups needs by pack and merges neighbours into ranged reads.
+fn coalesce(needs: impl IntoIterator<Item = Need>) -> Vec<RangeRead> {
+    let mut by_pack: BTreeMap<PackId, Vec<Need>> = BTreeMap::new();
+    for need in needs {
+        by_pack.entry(need.loc.pack).or_default().push(need);
+    }
+    let mut ranges: Vec<RangeRead> = Vec::new();
+    for (pack, mut blobs) in by_pack {
+        blobs.sort_by_key(|n| n.loc.offset);
+        for need in blobs {
+            let (start, end) = (
+                need.loc.offset,
+                need.loc.offset + need.loc.stored_len as u64,
+            );
+            match ranges.last_mut() {
+                Some(r)
+                    if r.pack == pack
+                        && start <= r.end + COALESCE_GAP
+                        && end - r.start <= MAX_RANGE =>
+                {
+                    r.end = r.end.max(end);
+                    r.blobs.push(need);
+                }
+                _ => ranges.push(RangeRead {
+                    pack,
+                    start,
+                    end,
+                    blobs: vec![need],
+                }),
+            }
+        }
+    }
+    ranges
+}
+
+/// What the reads of a restore added up to.
+#[derive(Default)]
+pub(crate) struct ReadStats {
+    pub(crate) ranges: usize,
+    pub(crate) chunks: usize,
+    pub(crate) bytes: u64,
+}
+
+impl ReadStats {
+    pub(crate) fn of(ranges: &[RangeRead]) -> ReadStats {
+        ReadStats {
+            ranges: ranges.len(),
+            chunks: ranges.iter().map(|r| r.blobs.len()).sum(),
+            bytes: ranges.iter().map(|r| r.end - r.start).sum(),
+        }
+    }
+}
+
+/// Fetches and writes every range; the reads of packs found gone are planned again from a
+/// reloaded index and retried once. Returns what the retry read.
+pub(crate) async fn fetch_and_write(
+    store: &Store,
+    ranges: Vec<RangeRead>,
+    targets: &Arc<Vec<Target>>,
+    progress: &DynProgress,
+) -> Result<ReadStats> {
+    let gone = fetch_ranges(store, ranges, targets, progress).await?;
+    if gone.is_empty() {
+        return Ok(ReadStats::default());
+    }
+    tracing::info!(
+        packs = gone.len(),
+        "packs gone during the restore (repacked by gc?); reloading the index"
+    );
+    let index = store.load_index().await?;
+    let mut needs = Vec::new();
+    for r in gone {
+        for mut need in r.blobs {
+            let name = &targets[need.dests[0].0].entry.name;
+            need.loc = locate(&index, &need.chunk, need.loc.raw_len, name)?;
+            needs.push(need);
+        }
+    }
+    let ranges = coalesce(needs);
+    let stats = ReadStats::of(&ranges);
+    if let Some(r) = fetch_ranges(store, ranges, targets, progress)
+        .await?
+        .first()
+    {
+        let need = &r.blobs[0];
+        return Err(Error::Integrity(format!(
+            "pack {} for chunk {} of file {:?} is gone, also after reloading the index",
+            r.pack, need.chunk, targets[need.dests[0].0].entry.name
+        )));
+    }
+    Ok(stats)
+}
+
+/// Fetches `ranges` and writes their chunks; returns the ranges whose pack was not found.
+async fn fetch_ranges(
+    store: &Store,
+    ranges: Vec<RangeRead>,
+    targets: &Arc<Vec<Target>>,
+    progress: &DynProgress,
+) -> Result<Vec<RangeRead>> {
+    let results: Vec<Option<RangeRead>> = futures::stream::iter(ranges.into_iter().map(|r| {
+        let (targets, progress) = (targets.clone(), progress.clone());
+        async move {
+            let key = layout::pack_key(&r.pack);
+            let bytes = match store.backend().get_range(&key, r.start..r.end).await {
+                Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() => return Ok(Some(r)),
+                Err(e) => {
+                    let first = &r.blobs[0];
+                    return Err(Error::Integrity(format!(
+                        "reading pack {} for chunk {} of file {:?}: {e}",
+                        r.pack, first.chunk, targets[first.dests[0].0].entry.name
+                    )));
+                }
+            };
+            tokio::task::spawn_blocking(move || write_range(&r, &bytes, &targets, &progress))
+                .await
+                .map_err(|e| Error::InvalidInput(format!("restore worker failed: {e}")))??;
+            Ok(None)
+        }
+    }))
+    .buffer_unordered(RESTORE_CONCURRENCY)
+    .try_collect()
+    .await?;
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// Decodes every blob of a fetched range and writes it wherever it goes.
+fn write_range(
+    r: &RangeRead,
+    bytes: &Bytes,
+    targets: &[Target],
+    progress: &DynProgress,
+) -> Result<()> {
+    if bytes.len() as u64 != r.end - r.start {
+        return Err(Error::Integrity(format!(
+            "pack {} is shorter than its index says ({} of {} bytes at {})",
+            r.pack,
+            bytes.len(),
+            r.end - r.start,
+            r.start
+        )));
+    }
+    for need in &r.blobs {
+        let at = (need.loc.offset - r.start) as usize;
+        let data = &bytes[at..at + need.loc.stored_len as usize];
+        let raw = pack::decode_blob(&need.loc.entry(need.chunk), data).map_err(|e| {
+            Error::Integrity(format!(
+                "chunk {} of file {:?} in pack {} is corrupt: {}",
+                need.chunk, targets[need.dests[0].0].entry.name, r.pack, e.reason
+            ))
+        })?;
+        for &(ti, offset) in &need.dests {
+            let t = &targets[ti];
+            t.handle.write_at(t, &raw, offset)?;
+            t.stream.feed(offset, &raw);
+            progress.advance(raw.len() as u64);
+            if t.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                check_file(t)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a complete temporary file against its hash, computed while it was written or else by
+/// reading it back (it is made durable and renamed later, together with the others:
+/// [`crate::restore::dest::commit`]).
+pub(crate) fn check_file(t: &Target) -> Result<()> {
+    t.handle.close();
+    let hash = match t.stream.finish(t.entry.size) {
+        Some(hash) => hash,
+        None => {
+            let tmp_path = t.dir.path().join(&t.tmp);
+            let file = t.dir.reopen(&t.tmp, t.created)?;
+            hash_reader(&file).map_err(|e| Error::io("read back", &tmp_path, e))?
+        }
+    };
+    if hash != t.entry.hash {
+        let _ = t.dir.remove(&t.tmp, false);
+        return Err(Error::Integrity(format!(
+            "file {:?}: reassembled content does not match its recorded hash",
+            t.entry.name
+        )));
+    }
+    Ok(())
+}

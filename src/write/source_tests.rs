@@ -1,0 +1,199 @@
+//! A file rewritten at any point while it is checkpointed either fails the checkpoint, with an
+//! error naming it, or yields a checkpoint that restores and verifies. The hook in `source`
+//! changes the file at exact points of its one read: after the open, after the first batch, after
+//! the end.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::hook;
+use crate::backend::local::LocalBackend;
+use crate::format::config::StoreConfig;
+use crate::format::metadata::TimelineMetadata;
+use crate::id::{Lsn, TenantId, TimelineId};
+use crate::progress;
+use crate::store::Store;
+use crate::verify::{VerifyOptions, verify};
+use crate::write::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
+
+const TENANT: TenantId = TenantId([0xaa; 16]);
+const TIMELINE: TimelineId = TimelineId([0xbb; 16]);
+/// Three batches: two full ones and a short last one.
+const BIG: usize = 18 << 20;
+const SMALL: usize = 300 << 10;
+
+/// `len` seeded random bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0; len];
+    fastrand::Rng::with_seed(seed).fill(&mut out);
+    out
+}
+
+/// Ways a file changes under the reader; each returns the file's new content.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    /// Same size, new bytes, written in place.
+    Rewrite,
+    /// Cut to half its size.
+    Truncate,
+    /// A mebibyte appended.
+    Append,
+    /// A new file renamed over the name (the open handle keeps the old one).
+    Replace,
+}
+
+impl Change {
+    fn apply(self, path: &Path, len: usize, seed: u64) -> Vec<u8> {
+        let new = noise(len, seed);
+        match self {
+            Change::Rewrite => {
+                let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+                f.write_all_at(&new, 0).unwrap();
+                new
+            }
+            Change::Truncate => {
+                let mut old = std::fs::read(path).unwrap();
+                old.truncate(len / 2);
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .unwrap()
+                    .set_len((len / 2) as u64)
+                    .unwrap();
+                old
+            }
+            Change::Append => {
+                let mut old = std::fs::read(path).unwrap();
+                let f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+                let extra = noise(1 << 20, seed);
+                f.write_all_at(&extra, len as u64).unwrap();
+                old.extend_from_slice(&extra);
+                old
+            }
+            Change::Replace => {
+                let tmp = path.with_extension("new");
+                std::fs::write(&tmp, &new).unwrap();
+                std::fs::rename(&tmp, path).unwrap();
+                new
+            }
+        }
+    }
+
+    /// Whether the change must be caught (it changes what the open handle reads, in size).
+    fn changes_size(self) -> bool {
+        matches!(self, Change::Truncate | Change::Append)
+    }
+}
+
+/// Where the hook fires: the n-th hook call of the file's read.
+#[derive(Clone, Copy, Debug)]
+enum Point {
+    AfterOpen,
+    AfterFirstBatch,
+    AtEnd,
+}
+
+struct Case {
+    change: Change,
+    point: Point,
+    len: usize,
+}
+
+async fn run_case(store: &Store, work: &Path, lsn: u64, case: &Case) {
+    let name = format!("f{lsn}");
+    let path: PathBuf = work.join(&name);
+    let original = noise(case.len, lsn);
+    std::fs::write(&path, &original).unwrap();
+    let fire_at = match (case.point, case.len > SMALL) {
+        (Point::AfterOpen, _) => 0,
+        (Point::AfterFirstBatch, true) => 1,
+        (Point::AtEnd, true) => 3,
+        (_, false) => 1, // a small file has two points: open and end
+    };
+    let changed: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
+    let (c, p, change, len) = (changed.clone(), path.clone(), case.change, case.len);
+    let mut calls = 0;
+    hook::set(&path, move |_read| {
+        if calls == fire_at {
+            *c.lock().unwrap() = Some(change.apply(&p, len, lsn + 1000));
+        }
+        calls += 1;
+    });
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let req = CheckpointRequest {
+        tenant: TENANT,
+        timeline: TIMELINE,
+        metadata: TimelineMetadata::at(Lsn(lsn)),
+        files: vec![SourceFile {
+            name: name.clone(),
+            path: path.clone(),
+        }],
+        mode: CheckpointMode::Full,
+    };
+    let result = writer.checkpoint(req, progress::none()).await;
+    hook::clear(&path);
+    let what = format!(
+        "{:?} at {:?} of a {} byte file",
+        case.change, case.point, case.len
+    );
+    let new = changed.lock().unwrap().clone().expect("the hook fired");
+    match result {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&*path.to_string_lossy()), "{what}: {msg}");
+            assert!(msg.contains("changed while"), "{what}: {msg}");
+        }
+        Ok(_) => {
+            assert!(!case.change.changes_size(), "{what}: not caught");
+            let (_r, out) = tempdir();
+            let r = store
+                .restore_timeline(&TENANT, &TIMELINE, Some(Lsn(lsn)), &out, progress::none())
+                .await;
+            r.unwrap_or_else(|e| panic!("{what}: the checkpoint does not restore: {e}"));
+            let restored = std::fs::read(out.join(&name)).unwrap();
+            assert!(
+                restored == original || restored == new,
+                "{what}: restored neither version"
+            );
+        }
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
+fn tempdir() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().to_path_buf();
+    (d, p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_while_read_fails_or_restores() {
+    let (_s, store_dir) = tempdir();
+    let (_w, work) = tempdir();
+    let backend = Arc::new(LocalBackend::new(&store_dir).unwrap());
+    let store = Store::open_or_create(backend, StoreConfig::default_config())
+        .await
+        .unwrap();
+    let mut lsn = 0x10;
+    for change in [
+        Change::Rewrite,
+        Change::Truncate,
+        Change::Append,
+        Change::Replace,
+    ] {
+        for point in [Point::AfterOpen, Point::AfterFirstBatch, Point::AtEnd] {
+            for len in [SMALL, BIG] {
+                run_case(&store, &work, lsn, &Case { change, point, len }).await;
+                lsn += 0x10;
+            }
+        }
+    }
+    // Every checkpoint that was recorded reads back whole.
+    let opts = VerifyOptions {
+        read_data: true,
+        ..VerifyOptions::default()
+    };
+    let report = verify(&store, opts, progress::none()).await.unwrap();
+    assert_eq!(report.errors(), 0, "{:?}", report.problems);
+}
