@@ -339,12 +339,13 @@ async fn reclaim_condemned(
     let doomed: BTreeSet<PackId> = condemned.difference(&rescued).copied().collect();
     let held = update(store, &held, Phase::Deleting, doomed.clone(), Some(&doomed)).await?;
 
+    // Dropped manifests first: a run killed later leaves no manifest naming a chunk whose index
+    // section or pack is gone.
+    delete_manifests(store, plan, &intents, report).await?;
     let rewrite = reclaim::rewrite_indexes(store, &second.indexes, &second.packs, &doomed).await?;
     report.index_objects_deleted = rewrite.deleted;
     report.index_objects_written = rewrite.written;
     report.bytes_freed += rewrite.bytes_freed;
-    // Manifests before packs: a run killed in between leaves no manifest naming deleted chunks.
-    delete_manifests(store, plan, &intents, report).await?;
     progress.phase("delete");
     progress.set_total(doomed.iter().filter_map(|p| second.packs.get(p)).sum());
     let keys: Vec<Key> = doomed.iter().map(layout::pack_key).collect();
