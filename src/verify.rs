@@ -295,6 +295,8 @@ fn check_chunks(
 struct Chains {
     listed: HashSet<(TenantId, TimelineId, Lsn)>,
     newest_base: HashMap<(TenantId, TimelineId), Lsn>,
+    /// Per timeline, the bases recording checkpoints gc dropped (`dropped_from`, base LSN).
+    dropped: HashMap<(TenantId, TimelineId), Vec<(Lsn, Lsn)>>,
 }
 
 /// Where a manifest stands in its timeline's chain.
@@ -321,6 +323,7 @@ impl Chains {
                 .map(|(r, _)| (r.tenant, r.timeline, r.lsn))
                 .collect(),
             newest_base: HashMap::new(),
+            dropped: HashMap::new(),
         };
         for m in results
             .iter()
@@ -332,11 +335,26 @@ impl Chains {
                 .entry((m.tenant, m.timeline))
                 .or_insert(m.lsn);
             *b = (*b).max(m.lsn);
+            if let Some(from) = m.dropped_from {
+                let at = out.dropped.entry((m.tenant, m.timeline)).or_default();
+                at.push((from, m.lsn));
+            }
         }
         out
     }
 
     fn check(&self, m: &crate::format::manifest::Manifest, preceding: Option<Lsn>) -> ChainCheck {
+        let ranges = self.dropped.get(&(m.tenant, m.timeline));
+        if let Some((_, base)) = ranges
+            .into_iter()
+            .flatten()
+            .find(|(from, to)| *from <= m.lsn && m.lsn < *to)
+        {
+            return ChainCheck::Superseded(format!(
+                "superseded manifest: the base at {base} records this checkpoint as dropped by gc \
+                 (a create that landed late); the next gc removes it"
+            ));
+        }
         let Some(p) = m.prev_lsn else {
             return ChainCheck::Ok;
         };
