@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::backend::{Key, Payload, PutMode};
 use crate::error::{Error, Result};
+use crate::format::layout;
 use crate::format::manifest::{Manifest, TimelineState};
 use crate::id::{Lsn, TenantId, TimelineId};
 use crate::store::{ManifestRef, Store};
@@ -163,8 +164,26 @@ pub async fn write_bases(store: &Store, plan: &CompactPlan) -> Result<()> {
 }
 
 /// The dropped manifests of `plan` that may be deleted: all but those an intent's commit builds
-/// on (`kept`, from intents read after the scan; see format-spec 13.4, rule 3).
-pub fn deletable<'a>(plan: &'a CompactPlan, kept: &BTreeSet<Key>) -> Vec<&'a Scanned> {
+/// on (`building_on`, from intents read after the scan; format-spec 13.4, rule 8) and their
+/// predecessors, so that what an intent protects still restores.
+pub fn deletable<'a>(plan: &'a CompactPlan, building_on: &BTreeSet<Key>) -> Vec<&'a Scanned> {
+    let dropped: BTreeMap<&Key, &Scanned> = plan.delete.iter().map(|s| (&s.r.key, s)).collect();
+    let mut kept: BTreeSet<&Key> = BTreeSet::new();
+    for key in building_on {
+        let mut at = dropped.get(key).copied();
+        while let Some(s) = at {
+            if !kept.insert(&s.r.key) {
+                break;
+            }
+            let m = &s.manifest;
+            at = match m.prev_lsn.filter(|_| !m.base) {
+                Some(p) => dropped
+                    .get(&layout::manifest_key(&m.tenant, &m.timeline, p))
+                    .copied(),
+                None => None,
+            };
+        }
+    }
     plan.delete
         .iter()
         .filter(|s| !kept.contains(&s.r.key))
@@ -335,5 +354,26 @@ mod tests {
             vec!["a", "b", "e"],
             "5's state does not include 4's file"
         );
+    }
+
+    #[test]
+    fn a_manifest_an_intent_builds_on_keeps_its_predecessors() {
+        let key = (TenantId([1; 16]), TimelineId([2; 16]));
+        let list = vec![
+            delta(1, None, "a", &[]),
+            delta(2, Some(1), "b", &[]),
+            delta(3, Some(2), "c", &[]),
+            delta(4, Some(3), "d", &[]),
+        ];
+        let mut kept = BTreeMap::new();
+        kept.insert(key, [Lsn(4)].into_iter().collect());
+        let p = plan(&list, &kept, 100);
+        assert_eq!(p.delete.len(), 3);
+        let building_on: BTreeSet<Key> = [list[1].r.key.clone()].into_iter().collect();
+        let gone: Vec<u64> = deletable(&p, &building_on)
+            .iter()
+            .map(|s| s.r.lsn.0)
+            .collect();
+        assert_eq!(gone, vec![3], "2 and its predecessor 1 stay");
     }
 }
