@@ -124,6 +124,38 @@ impl ChunkIndex {
         }
     }
 
+    /// A new index holding only those of `chunks` this one knows, at the same locations: what a
+    /// restore needs, so that it can plan without holding a lock on the whole index.
+    pub fn subset<'a>(&self, chunks: impl IntoIterator<Item = &'a ChunkId>) -> ChunkIndex {
+        let mut out = ChunkIndex::new();
+        for c in chunks {
+            let Some(loc) = self.get(c) else { continue };
+            let Ok(offset) = u32::try_from(loc.offset) else {
+                continue;
+            };
+            let next = out.packs.len() as u32;
+            let pack = *out.pack_ordinals.entry(loc.pack).or_insert(next);
+            if pack == next {
+                out.packs.push(loc.pack);
+            }
+            let zstd = if loc.compression == Compression::Zstd {
+                ZSTD_BIT
+            } else {
+                0
+            };
+            let slot = Slot {
+                chunk: *c,
+                pack,
+                offset,
+                stored: loc.stored_len | zstd,
+                raw: loc.raw_len,
+            };
+            out.recent.insert(*c, slot);
+        }
+        out.compact();
+        out
+    }
+
     /// Records everything an index object describes.
     pub fn add_object(&mut self, object: &IndexObject) {
         for (pack, entries) in &object.packs {
@@ -227,6 +259,18 @@ mod tests {
         idx.compact();
         idx.add_pack(PackId::of(b"p3"), &[entry(b"b", 7)]);
         assert_eq!(idx.get(&ChunkId::of(b"b")).unwrap().pack, PackId::of(b"p3"));
+    }
+
+    #[test]
+    fn a_subset_keeps_the_locations_of_the_chunks_asked_for() {
+        let mut idx = ChunkIndex::new();
+        idx.add_object(&two_packs());
+        let (b, c, x) = (ChunkId::of(b"b"), ChunkId::of(b"c"), ChunkId::of(b"x"));
+        let sub = idx.subset([&b, &c, &x]);
+        assert_eq!(sub.len(), 2, "the unknown chunk is skipped");
+        assert_eq!(sub.get(&b), idx.get(&b));
+        assert_eq!(sub.get(&c), idx.get(&c));
+        assert!(sub.get(&ChunkId::of(b"a")).is_none());
     }
 
     #[test]

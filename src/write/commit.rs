@@ -90,13 +90,22 @@ impl Writer {
     ) -> Result<crate::restore::RestoreReport> {
         let state = self.store.checkpoint_state(tenant, timeline, at).await?;
         self.refresh_index().await?;
-        let plan = {
-            let index = self.index.read();
+        // Only the chunks this state needs, copied under the lock; planning (which hashes files
+        // already present) then runs on the blocking pool without holding it.
+        let needed = {
+            let all = state
+                .files
+                .values()
+                .flat_map(|f| f.chunks.iter().map(|c| &c.id));
+            self.index.read().subset(all)
+        };
+        let (store, to, p) = (self.store.clone(), to.to_path_buf(), progress.clone());
+        let plan = tokio::task::spawn_blocking(move || {
             // The sync loop's download: `to` ends as exactly the checkpoint's state.
             let opts = crate::restore::RestoreOptions { overwrite: true };
-            self.store
-                .plan_restore(&index, &state, to, opts, &progress)?
-        };
+            store.plan_restore(&needed, &state, &to, opts, &p)
+        })
+        .await??;
         self.store.execute_restore(plan, progress).await
     }
 
