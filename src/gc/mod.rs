@@ -184,8 +184,16 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     if opts.clear_intents && !opts.dry_run {
         report.intents_cleared = intents::clear_all(store).await?;
     }
+    // A run that was deleting when this one took over may still delete its doomed packs, at any
+    // time (it may be paused, not dead): they count as gone, are never rescued, and this run
+    // deletes them itself (format-spec 13.4, rule 1).
+    let doomed_before: BTreeSet<PackId> = match &held.state {
+        Some(s) if s.phase == Phase::Deleting => s.condemned.iter().copied().collect(),
+        _ => BTreeSet::new(),
+    };
     progress.phase("scan");
-    let first = scan(store).await?;
+    let mut first = scan(store).await?;
+    first.packs.retain(|p, _| !doomed_before.contains(p));
     let (plan, sections, reclaim) = plan_run(store, &first, opts, &mut report).await?;
     if opts.dry_run {
         report.packs_deleted = reclaim.dead.len() + reclaim.repack.len();
@@ -215,7 +223,8 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     } else {
         progress.phase("condemn");
         let held = update(store, &held, Phase::Condemned, condemned.clone(), None).await?;
-        reclaim_condemned(store, held, condemned, &plan, &mut report, &progress).await?
+        let sets = (condemned, doomed_before);
+        reclaim_condemned(store, held, sets, &plan, &mut report, &progress).await?
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -310,7 +319,7 @@ async fn delete_manifests(
 async fn reclaim_condemned(
     store: &Store,
     held: Versioned,
-    condemned: BTreeSet<PackId>,
+    (condemned, doomed_before): (BTreeSet<PackId>, BTreeSet<PackId>),
     plan: &compact::CompactPlan,
     report: &mut GcReport,
     progress: &DynProgress,
@@ -335,6 +344,7 @@ async fn reclaim_condemned(
     let mut rescued = reclaim::rescued(&sections, &second.packs, &live, &condemned);
     rescued.extend(condemned.intersection(&intents.protected()));
     rescued.extend(unreadable);
+    rescued.retain(|p| !doomed_before.contains(p));
     report.packs_rescued = rescued.len();
     let doomed: BTreeSet<PackId> = condemned.difference(&rescued).copied().collect();
     let held = update(store, &held, Phase::Deleting, doomed.clone(), Some(&doomed)).await?;
