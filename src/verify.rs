@@ -351,8 +351,8 @@ impl Chains {
             .find(|(from, to)| *from <= m.lsn && m.lsn < *to)
         {
             return ChainCheck::Superseded(format!(
-                "superseded manifest: the base at {base} records this checkpoint as dropped by gc \
-                 (a create that landed late); the next gc removes it"
+                "superseded manifest, a late create of a checkpoint gc dropped (the base at \
+                 {base} records it); the next gc removes it"
             ));
         }
         let Some(p) = m.prev_lsn else {
