@@ -32,6 +32,8 @@ pub struct CompactPlan {
     pub bases: Vec<(Scanned, Manifest)>,
     /// Dropped manifests, deleted after every base is written.
     pub delete: Vec<Scanned>,
+    /// Every manifest the plan was made from.
+    pub listed: BTreeSet<Key>,
 }
 
 /// Plans compaction of every timeline given the LSNs to keep.
@@ -40,7 +42,10 @@ pub fn plan(
     kept: &BTreeMap<(TenantId, TimelineId), BTreeSet<Lsn>>,
     max_chain: usize,
 ) -> CompactPlan {
-    let mut out = CompactPlan::default();
+    let mut out = CompactPlan {
+        listed: manifests.iter().map(|s| s.r.key.clone()).collect(),
+        ..Default::default()
+    };
     let mut by_tl: BTreeMap<(TenantId, TimelineId), Vec<&Scanned>> = BTreeMap::new();
     for s in manifests {
         by_tl.entry((s.r.tenant, s.r.timeline)).or_default().push(s);

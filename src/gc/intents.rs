@@ -32,10 +32,15 @@ impl Intents {
             .collect()
     }
 
-    /// The manifests some intent's commit builds on: gc must not delete them.
-    pub fn predecessors(&self) -> BTreeSet<Key> {
+    /// The manifests some intent's commit builds on: gc must not delete them. An intent whose
+    /// own manifest is in `planned` (the listing gc planned from) protects nothing here: that
+    /// manifest was planned for (made a base, or dropped) like any other.
+    pub fn predecessors(&self, planned: &BTreeSet<Key>) -> BTreeSet<Key> {
         self.read
             .iter()
+            .filter(|(_, i)| {
+                !planned.contains(&layout::manifest_key(&i.tenant, &i.timeline, i.lsn))
+            })
             .filter_map(|(_, i)| {
                 i.prev
                     .map(|p| layout::manifest_key(&i.tenant, &i.timeline, p))

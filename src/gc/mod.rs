@@ -307,7 +307,7 @@ async fn delete_manifests(
     intents: &intents::Intents,
     report: &mut GcReport,
 ) -> Result<()> {
-    let dropped = compact::deletable(plan, &intents.predecessors());
+    let dropped = compact::deletable(plan, &intents.predecessors(&plan.listed));
     let (n, bytes) = compact::delete_dropped(store, &dropped).await?;
     report.manifests_deleted = n;
     report.bytes_freed += bytes;
@@ -328,7 +328,7 @@ async fn reclaim_condemned(
     let intents = intents::read_all(store).await?;
     let second = scan(store).await?;
     // Manifests about to be deleted do not keep chunks live; those an intent builds on do.
-    let going: BTreeSet<&Key> = compact::deletable(plan, &intents.predecessors())
+    let going: BTreeSet<&Key> = compact::deletable(plan, &intents.predecessors(&plan.listed))
         .into_iter()
         .map(|s| &s.r.key)
         .collect();
