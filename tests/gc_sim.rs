@@ -8,9 +8,12 @@
 //! each timeline restores byte-identically (or a newer checkpoint exists).
 //!
 //! `GC_SIM_SCHEDULES=N` runs N seeds from `GC_SIM_FROM` (default 1; N defaults to 10,000, 0 is
-//! an error), `GC_SIM_SEED=S` replays one seed, `GC_SIM_THREADS=T` sets how many schedules run at once (default 2), `GC_SIM_TRACE=1`
-//! prints every request and event of each schedule in virtual time (use with `GC_SIM_SEED`), and
-//! `GC_SIM_ABLATE=late,pause,concurrent,gcs,kill` switches adversary features off.
+//! an error), `GC_SIM_SEED=S` replays one seed, `GC_SIM_THREADS=T` sets how many schedules run
+//! at once (default 2), `GC_SIM_TRACE=1` prints every request and event of each schedule in
+//! virtual time (use with `GC_SIM_SEED`), and `GC_SIM_ABLATE=late,pause,concurrent,gcs,kill`
+//! switches adversary features off. A failing schedule's trace is always saved (path printed;
+//! the first three are printed too): a replay repeats the schedule, but fresh pack and intent ids
+//! can sort differently and take it down another path.
 
 #[path = "common/adversary.rs"]
 mod adversary;
@@ -227,6 +230,9 @@ struct Verdict {
     gc_runs_ok: usize,
     /// Checkpoint errors by kind.
     errors: BTreeMap<String, usize>,
+    /// Every request and event in virtual time: kept when the schedule failed or
+    /// `GC_SIM_TRACE` is set.
+    trace: Vec<String>,
 }
 
 /// One timeline's checkpoints, one after another, all through the shared `writer`.
@@ -386,7 +392,7 @@ async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
     if let Some(w) = plan.init_window {
         gc::init_state(&store, w).await.unwrap();
     }
-    let stats = Arc::new(Stats::new(std::env::var_os("GC_SIM_TRACE").is_some()));
+    let stats = Arc::new(Stats::start());
     let w_backend = Adversary::wrap("writer", &base, rng.fork(), plan.writer.clone(), &stats);
     let w_store = Store::open(standard_stack(w_backend, &StackConfig::default()).backend)
         .await
@@ -423,6 +429,14 @@ async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
     for a in &attempts {
         if let Outcome::Err(e) = &a.outcome {
             *v.errors.entry(e.clone()).or_default() += 1;
+            // No LSN is tried twice, so the checkpoint there can only be the attempt's own
+            // (landed late, perhaps made a base by gc since): never a failure.
+            if e == "already exists" {
+                v.problems.push(format!(
+                    "timeline {} checkpoint {:#x} failed with \"already exists\"",
+                    a.timeline, a.lsn
+                ));
+            }
         }
     }
     check(
@@ -453,8 +467,8 @@ async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
         )
         .await;
     }
-    for line in stats.trace() {
-        eprintln!("{line}");
+    if !v.problems.is_empty() || std::env::var_os("GC_SIM_TRACE").is_some() {
+        v.trace = stats.trace();
     }
     v
 }

@@ -217,7 +217,8 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     let held = if condemned.is_empty() {
         let listed: BTreeSet<Key> = first.manifests.iter().map(|s| s.r.key.clone()).collect();
         let all = intents::read_all(store).await?;
-        delete_manifests(store, &plan, &all, &mut report).await?;
+        let dropped = compact::deletable(&plan, &all.predecessors(&plan.listed));
+        delete_manifests(store, &dropped, &mut report).await?;
         report.intents_cleared += intents::clear(store, all.settled(&listed)).await?;
         held
     } else {
@@ -299,16 +300,14 @@ fn remaining<'a>(
         .map(move |s| *replaced.get(&s.r.key).unwrap_or(&&s.manifest))
 }
 
-/// Deletes the manifests `plan` dropped, except those an intent in `intents` (read after the
-/// scan) builds on; counts them in `report`.
+/// Deletes `dropped` (from [`compact::deletable`], computed after intents were read); counts
+/// them in `report`.
 async fn delete_manifests(
     store: &Store,
-    plan: &compact::CompactPlan,
-    intents: &intents::Intents,
+    dropped: &[&compact::Scanned],
     report: &mut GcReport,
 ) -> Result<()> {
-    let dropped = compact::deletable(plan, &intents.predecessors(&plan.listed));
-    let (n, bytes) = compact::delete_dropped(store, &dropped).await?;
+    let (n, bytes) = compact::delete_dropped(store, dropped).await?;
     report.manifests_deleted = n;
     report.bytes_freed += bytes;
     Ok(())
@@ -328,10 +327,8 @@ async fn reclaim_condemned(
     let intents = intents::read_all(store).await?;
     let second = scan(store).await?;
     // Manifests about to be deleted do not keep chunks live; those an intent builds on do.
-    let going: BTreeSet<&Key> = compact::deletable(plan, &intents.predecessors(&plan.listed))
-        .into_iter()
-        .map(|s| &s.r.key)
-        .collect();
+    let dropped = compact::deletable(plan, &intents.predecessors(&plan.listed));
+    let going: BTreeSet<&Key> = dropped.iter().map(|s| &s.r.key).collect();
     let live = reclaim::live_chunks(
         second
             .manifests
@@ -351,7 +348,7 @@ async fn reclaim_condemned(
 
     // Dropped manifests first: a run killed later leaves no manifest naming a chunk whose index
     // section or pack is gone.
-    delete_manifests(store, plan, &intents, report).await?;
+    delete_manifests(store, &dropped, report).await?;
     let rewrite = reclaim::rewrite_indexes(store, &second.indexes, &second.packs, &doomed).await?;
     report.index_objects_deleted = rewrite.deleted;
     report.index_objects_written = rewrite.written;

@@ -167,7 +167,7 @@ impl Writer {
                 return Err(Error::InvalidInput(format!("checkpoint {lsn}: {e}")));
             }
         };
-        let key = self.create_manifest(&manifest, guard).await?;
+        let key = self.create_manifest(&manifest, &state, guard).await?;
         report.manifest = key.to_string();
         self.states
             .lock()
@@ -342,10 +342,17 @@ impl Writer {
         Ok(())
     }
 
-    /// Creates the manifest; a checkpoint is never overwritten. "Already exists" with our exact
-    /// bytes is a retried create that landed: success. The intent is released when the outcome
-    /// is known (the key exists, so no create of ours can land later) and kept otherwise.
-    async fn create_manifest(&self, manifest: &Manifest, guard: Guard) -> Result<Key> {
+    /// Creates the manifest; a checkpoint is never overwritten. "Already exists" is success when
+    /// the object there is this checkpoint: our exact bytes (a retried create that landed), or a
+    /// base gc made of them meanwhile, stating exactly `state` (the fold this manifest gives).
+    /// The intent is released when the outcome is known (the key exists, so no create of ours
+    /// can land later) and kept otherwise.
+    async fn create_manifest(
+        &self,
+        manifest: &Manifest,
+        state: &TimelineState,
+        guard: Guard,
+    ) -> Result<Key> {
         let backend = self.store.backend();
         let key = layout::manifest_key(&manifest.tenant, &manifest.timeline, manifest.lsn);
         if let Err(e) = manifest.validate() {
@@ -359,11 +366,14 @@ impl Writer {
                 Ok(key)
             }
             Err(BackendError::AlreadyExists { .. }) => {
-                let same = backend.get_bytes(&key, bytes.len() as u64 + 1).await;
+                let existing = backend
+                    .get_bytes(&key, manifest::MAX_MANIFEST_BODY + 64)
+                    .await;
                 guard.release(backend).await;
-                match same {
-                    Ok(existing) if existing == bytes => Ok(key),
-                    _ => Err(Error::AlreadyExists(format!("checkpoint {key}"))),
+                if is_this_checkpoint(&existing?, &bytes, state) {
+                    Ok(key)
+                } else {
+                    Err(Error::AlreadyExists(format!("checkpoint {key}")))
                 }
             }
             Err(e) => {
@@ -371,6 +381,18 @@ impl Writer {
                 Err(e.into())
             }
         }
+    }
+}
+
+/// Whether `existing` (found at our manifest's key) records our checkpoint: our `bytes`, or a
+/// base gc wrote over them (format-spec 13.4) whose state is exactly `state`.
+fn is_this_checkpoint(existing: &[u8], bytes: &[u8], state: &TimelineState) -> bool {
+    if existing == bytes {
+        return true;
+    }
+    match Manifest::decode(existing) {
+        Ok(m) if m.base => TimelineState::apply(None, m) == *state,
+        _ => false,
     }
 }
 

@@ -92,15 +92,16 @@ impl Profile {
     }
 }
 
-/// What the adversary did, over every party of one schedule, and (when tracing) a log of
-/// every request and event in virtual time.
+/// What the adversary did, over every party of one schedule, and a log of every request and
+/// event in virtual time (kept for every schedule, so that a failing one is printed whole even
+/// when its replay takes another path).
 #[derive(Debug)]
 pub struct Stats {
     pub longest_pause_ms: AtomicU64,
     pub pauses: AtomicU64,
     pub late_writes: AtomicU64,
     start: tokio::time::Instant,
-    trace: Option<Mutex<Vec<String>>>,
+    trace: Mutex<Vec<String>>,
     /// Keys some party deleted.
     deleted: Mutex<std::collections::HashSet<String>>,
     /// Keys a late write re-created after some party had deleted them (a manifest gc dropped by
@@ -109,33 +110,29 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Stats counted from now (virtual time); with `trace`, a log is kept.
-    pub fn new(trace: bool) -> Stats {
+    /// Stats counted from now (virtual time).
+    pub fn start() -> Stats {
         Stats {
             longest_pause_ms: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
             late_writes: AtomicU64::new(0),
             start: tokio::time::Instant::now(),
-            trace: trace.then(|| Mutex::new(Vec::new())),
+            trace: Mutex::default(),
             deleted: Mutex::default(),
             resurrected: Mutex::default(),
         }
     }
 
-    /// Logs `what` at the current virtual time when tracing.
+    /// Logs `what` at the current virtual time.
     pub fn log(&self, what: impl FnOnce() -> String) {
-        if let Some(t) = &self.trace {
-            let at = self.start.elapsed().as_secs_f64();
-            t.lock().unwrap().push(format!("{at:>10.3}s {}", what()));
-        }
+        let at = self.start.elapsed().as_secs_f64();
+        let line = format!("{at:>10.3}s {}", what());
+        self.trace.lock().unwrap().push(line);
     }
 
     /// The log so far.
     pub fn trace(&self) -> Vec<String> {
-        self.trace
-            .as_ref()
-            .map(|t| t.lock().unwrap().clone())
-            .unwrap_or_default()
+        self.trace.lock().unwrap().clone()
     }
 
     fn saw_pause(&self, d: Duration) {

@@ -44,6 +44,23 @@ pub fn run_seed(seed: u64, calm: bool) -> Verdict {
     })
 }
 
+/// How many failing schedules have their whole trace printed as well as saved.
+const PRINTED_TRACES: u64 = 3;
+
+/// Writes a failing schedule's trace to a file and returns its path: a replay re-runs the seed,
+/// but packs and intents get fresh ids and so may sort differently, so the trace of the run that
+/// failed is the record to read.
+fn save_trace(name: &str, seed: u64, trace: &[String]) -> String {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gc_sim");
+    let path = dir.join(format!("{}-seed-{seed}.trace", name.replace(' ', "-")));
+    let written =
+        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, trace.join("\n") + "\n"));
+    match written {
+        Ok(()) => path.display().to_string(),
+        Err(e) => format!("not saved ({e})"),
+    }
+}
+
 /// Seeds to run: `GC_SIM_SEED=S` alone, else `GC_SIM_SCHEDULES` seeds (default `default`)
 /// from `GC_SIM_FROM` (default 1).
 pub fn seeds(default: u64) -> Vec<u64> {
@@ -79,6 +96,7 @@ pub fn simulate(name: &str, seeds: Vec<u64>, calm: bool) -> Vec<(u64, Vec<String
         .unwrap_or(2);
     let started = std::time::Instant::now();
     let next = AtomicU64::new(0);
+    let printed = AtomicU64::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
@@ -86,11 +104,23 @@ pub fn simulate(name: &str, seeds: Vec<u64>, calm: bool) -> Vec<(u64, Vec<String
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(&seed) = seeds.get(i) else { break };
-                    let v = run_seed(seed, calm);
-                    if !v.problems.is_empty() {
-                        eprintln!("{name}: seed {seed} FAILED (replay: GC_SIM_SEED={seed}):");
-                        v.problems.iter().for_each(|p| eprintln!("    {p}"));
+                    let mut v = run_seed(seed, calm);
+                    if std::env::var_os("GC_SIM_TRACE").is_some() {
+                        v.trace.iter().for_each(|l| eprintln!("{l}"));
                     }
+                    if !v.problems.is_empty() {
+                        let trace = save_trace(name, seed, &v.trace);
+                        eprintln!(
+                            "{name}: seed {seed} FAILED (replay: GC_SIM_SEED={seed}; its \
+                             trace: {trace}):"
+                        );
+                        v.problems.iter().for_each(|p| eprintln!("    {p}"));
+                        // Where the file is out of reach (CI), the first few traces are printed.
+                        if printed.fetch_add(1, Ordering::Relaxed) < PRINTED_TRACES {
+                            v.trace.iter().for_each(|l| eprintln!("  | {l}"));
+                        }
+                    }
+                    v.trace = Vec::new();
                     results.lock().unwrap().push((seed, v));
                 }
             });
@@ -112,7 +142,7 @@ pub fn simulate(name: &str, seeds: Vec<u64>, calm: bool) -> Vec<(u64, Vec<String
         *errors.entry(k.clone()).or_default() += n;
     }
     eprintln!(
-        "{name}: {} schedules in {:.1?}: {} with losses; longest pause injected {:.1?}; checkpoints {ok} ok / {failed} refused, failed or killed; {gc_ok} gc runs completed",
+        "{name}: {} schedules in {:.1?}: {} with problems; longest pause injected {:.1?}; checkpoints {ok} ok / {failed} refused, failed or killed; {gc_ok} gc runs completed",
         seeds.len(),
         started.elapsed(),
         results
