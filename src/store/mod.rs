@@ -25,6 +25,8 @@ use crate::format::layout;
 use crate::format::manifest::{MAX_MANIFEST_BODY, Manifest, TimelineState};
 use crate::id::{Lsn, TenantId, TimelineId};
 
+#[cfg(test)]
+mod chain_tests;
 pub mod chunk_index;
 pub(crate) mod gc_state;
 pub(crate) mod index_cache;
@@ -183,7 +185,9 @@ impl Store {
     }
 
     /// A timeline's state at `at` (its newest checkpoint at or before that LSN), or at its newest
-    /// checkpoint. `None` when it has no checkpoint there.
+    /// checkpoint. `None` when it has no checkpoint there. Manifests a newer base says gc dropped
+    /// (format-spec 7.1) are ignored once a gap shows them: a gc run stopped while deleting them
+    /// leaves a superseded checkpoint whose predecessor is gone, which is no corruption.
     pub async fn timeline_state(
         &self,
         tenant: &TenantId,
@@ -191,23 +195,56 @@ impl Store {
         at: Option<Lsn>,
     ) -> Result<Option<TimelineState>> {
         let mut attempt = 0;
+        let mut superseded: Vec<std::ops::Range<Lsn>> = Vec::new();
         loop {
-            let refs: Vec<ManifestRef> = self
-                .timeline_manifests(tenant, timeline)
-                .await?
-                .into_iter()
+            let listed = self.timeline_manifests(tenant, timeline).await?;
+            let refs: Vec<ManifestRef> = listed
+                .iter()
                 .filter(|r| at.is_none_or(|at| r.lsn <= at))
+                .filter(|r| !superseded.iter().any(|d| d.contains(&r.lsn)))
+                .cloned()
                 .collect();
-            match self.read_chain(&refs).await {
-                Err(e) if e.is_not_found() && attempt < GC_RACE_RETRIES => attempt += 1,
+            let gap = match self.read_chain(&refs).await {
+                Err(e) if e.is_not_found() => e,
                 other => {
                     return other.and_then(|m| {
                         TimelineState::fold_checked(m)
                             .map_err(|e| Error::corrupt(format!("timeline {tenant}/{timeline}"), e))
                     });
                 }
+            };
+            let Some(newest) = refs.last().map(|r| r.lsn) else {
+                return Err(gap);
+            };
+            if let Some(dropped) = self.superseding(&listed, newest).await? {
+                superseded.push(dropped);
+            } else if attempt < GC_RACE_RETRIES {
+                attempt += 1;
+            } else {
+                return Err(gap);
             }
         }
+    }
+
+    /// The range `[dropped_from, lsn)` of the first base in `listed` (one timeline, ascending)
+    /// newer than `lsn` that says gc dropped the checkpoint at `lsn`, if any.
+    async fn superseding(
+        &self,
+        listed: &[ManifestRef],
+        lsn: Lsn,
+    ) -> Result<Option<std::ops::Range<Lsn>>> {
+        for r in listed.iter().filter(|r| r.lsn > lsn) {
+            match self.read_manifest(r).await {
+                Ok(m) if m.drops(lsn) => {
+                    return Ok(m.dropped_from.map(|from| from..m.lsn));
+                }
+                Ok(_) => {}
+                // Deleted since the listing: the caller lists again.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     /// The manifests of one timeline (`refs`, ascending) needed for the state at the last one:

@@ -118,14 +118,17 @@ pub async fn check(
             .iter()
             .filter(|a| a.timeline == t && matches!(a.outcome, Outcome::Ok))
             .last();
+        // Retention dropped it for a newer checkpoint: its create landed again later, or a
+        // newer base records the drop (a gc run stopped before deleting it all).
         let dropped_late = |lsn: u64| {
             let key = layout::manifest_key(&TENANT, &timeline_id(t), Lsn(lsn)).to_string();
-            resurrected.contains(&key) && here.iter().any(|l| *l > lsn)
+            let superseded = manifests
+                .iter()
+                .any(|m| m.timeline == timeline_id(t) && m.drops(Lsn(lsn)));
+            (resurrected.contains(&key) || superseded) && here.iter().any(|l| *l > lsn)
         };
-        if let Some(a) = last_ok {
-            if dropped_late(a.lsn) {
-                // Retention dropped it for a newer checkpoint; its create landed again later.
-            } else if here.contains(&a.lsn) {
+        if let Some(a) = last_ok.filter(|a| !dropped_late(a.lsn)) {
+            if here.contains(&a.lsn) {
                 restore_matches(store, a, root, when, "latest successful", out).await;
             } else if !here.iter().any(|l| *l > a.lsn) {
                 out.push(format!("{when}: VANISHED: timeline {t} latest successful checkpoint {:#x} is gone and nothing newer exists", a.lsn));
