@@ -430,10 +430,11 @@ async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
         if let Outcome::Err(e) = &a.outcome {
             *v.errors.entry(e.clone()).or_default() += 1;
             // No LSN is tried twice, so the checkpoint there can only be the attempt's own
-            // (landed late, perhaps made a base by gc since): never a failure.
-            if e == "already exists" {
+            // (landed late, perhaps made a base by gc since); and a manifest gc deleted while
+            // the writer read its timeline means listing again. Neither is a failure.
+            if e == "already exists" || e.ends_with("not found") {
                 v.problems.push(format!(
-                    "timeline {} checkpoint {:#x} failed with \"already exists\"",
+                    "timeline {} checkpoint {:#x} failed with {e:?}",
                     a.timeline, a.lsn
                 ));
             }
@@ -473,13 +474,12 @@ async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
     v
 }
 
-/// The simulation issue 10 asks for, with every adversary feature on. CI runs 2,000 schedules
-/// (about 45 s); `GC_SIM_SCHEDULES=10000` or `100000` for the long runs. On the final code of
-/// session 3, seeds 1-20,000 lost nothing (220 s per 10,000); CI runs the smaller count until a
-/// 100,000-schedule run is clean, since replays are not exact and a rare loss would be a flaky CI.
+/// The simulation issue 10 asks for, with every adversary feature on: 10,000 schedules (about
+/// 4 minutes on two cores); `GC_SIM_SCHEDULES=100000` for the long run. Seeds 20,001-120,000
+/// found one problem (seed 24329, a reader's false gap), fixed since.
 #[test]
 fn gc_and_writers_never_lose_data_under_any_timing() {
-    let losses = simulate("gc_sim", seeds(2_000), false);
+    let losses = simulate("gc_sim", seeds(10_000), false);
     assert!(losses.is_empty(), "{} schedules lost data", losses.len());
 }
 

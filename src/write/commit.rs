@@ -19,7 +19,7 @@ use crate::format::manifest::{self, ChunkRef, FileEntry, Manifest, TimelineState
 use crate::id::{ChunkId, FileHash, Lsn, PackId, TenantId, TimelineId};
 use crate::progress::DynProgress;
 use crate::store::index_cache::IndexCache;
-use crate::store::{ManifestRef, Store};
+use crate::store::{GC_RACE_RETRIES, ManifestRef, Store};
 use crate::write::fence::{Fence, Guard, IndexAction, References, Start};
 use crate::write::packer::{self, IngestCtx, UploadedPack};
 use crate::write::request::{CheckpointReport, CheckpointRequest, SourceFile, removed_names};
@@ -117,14 +117,7 @@ impl Writer {
         progress: DynProgress,
     ) -> Result<CheckpointReport> {
         let lsn = req.metadata.disk_consistent_lsn;
-        let refs = self
-            .store
-            .timeline_manifests(&req.tenant, &req.timeline)
-            .await?;
-        check_order(&refs, lsn)?;
-        let prev = self
-            .previous_state(&refs, (req.tenant, req.timeline))
-            .await?;
+        let prev = self.previous_state(&req).await?;
         for f in &req.files {
             manifest::validate_name(&f.name)
                 .map_err(|e| Error::InvalidInput(format!("file name {:?}: {e}", f.name)))?;
@@ -177,19 +170,26 @@ impl Writer {
         Ok(report)
     }
 
-    /// The timeline's state as of its newest manifest in `refs`, from the cache when it is current.
-    async fn previous_state(
-        &self,
-        refs: &[ManifestRef],
-        key: (TenantId, TimelineId),
-    ) -> Result<Option<TimelineState>> {
-        let newest = refs.last().map(|r| r.lsn);
-        if let Some(cached) = self.states.lock().expect("states lock").get(&key) {
-            if Some(cached.lsn) == newest {
-                return Ok(Some(cached.clone()));
+    /// The timeline's state as of its newest manifest (from the cache when it is current), after
+    /// checking that `req` comes after it. A manifest gone between the listing and its read was
+    /// folded into a base by gc (format-spec 7.1): the timeline is listed again.
+    async fn previous_state(&self, req: &CheckpointRequest) -> Result<Option<TimelineState>> {
+        let key = (req.tenant, req.timeline);
+        let mut attempt = 0;
+        loop {
+            let refs = self.store.timeline_manifests(&key.0, &key.1).await?;
+            check_order(&refs, req.metadata.disk_consistent_lsn)?;
+            let newest = refs.last().map(|r| r.lsn);
+            if let Some(cached) = self.states.lock().expect("states lock").get(&key) {
+                if Some(cached.lsn) == newest {
+                    return Ok(Some(cached.clone()));
+                }
+            }
+            match self.store.read_chain(&refs).await {
+                Err(e) if e.is_not_found() && attempt < GC_RACE_RETRIES => attempt += 1,
+                other => return Ok(TimelineState::fold(other?)),
             }
         }
-        Ok(TimelineState::fold(self.store.read_chain(refs).await?))
     }
 
     /// Checks, after the intent naming `prev` exists, that `prev` is still the timeline's newest
