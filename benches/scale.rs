@@ -10,19 +10,25 @@
 //! LAYERCAS_SCALE_TIMELINES (10000), _CHECKPOINTS (10 per timeline), _FILES (2 new layer files
 //! per checkpoint, median 60 KiB), _PER_TENANT (1 timeline per tenant), _CONCURRENCY (8
 //! checkpoints in flight between samples), _SAMPLE (20 checkpoints measured one by one at each
-//! point), _FOREIGN_CHUNKS (10000000), _LOCAL and _S3 (1 = run on that backend). `--small` is
-//! 100 timelines and 200,000 foreign chunks (about a minute).
+//! point), _FOREIGN_CHUNKS (10000000), _LOCAL and _S3 (1 = run on that backend),
+//! _DEDUP_TENANTS (4: tenants of the sample workdir whose cross-tenant dedup is counted, 0 to
+//! skip). `--small` is 100 timelines and 200,000 foreign chunks (about a minute).
 
 mod common;
+#[path = "scale/dedup.rs"]
+mod dedup;
+#[path = "common/s3.rs"]
+mod s3;
 #[path = "scale/synth.rs"]
 mod synth;
+#[path = "scale/under.rs"]
+mod under;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
-use layercas::backend::layers::metrics::Metrics;
 use layercas::backend::local::LocalBackend;
 use layercas::backend::open::{StackConfig, standard_stack};
 use layercas::backend::{BackendExt, DynBackend, Prefix};
@@ -36,6 +42,7 @@ use layercas::{
 use serde_json::{Value, json};
 
 use common::{env_or, mib, peak_rss, reset_peak_rss, status_bytes};
+use under::{Under, local_under, s3_under};
 
 /// Packs under this size count as small (the acceptance: at most one per timeline after gc).
 const SMALL_PACK: u64 = 4 << 20;
@@ -82,20 +89,6 @@ macro_rules! say {
     ($json:expr, $($arg:tt)*) => {
         if $json { eprintln!($($arg)*) } else { println!($($arg)*) }
     };
-}
-
-/// One backend under test, with the counters of every request it sends.
-struct Under {
-    name: &'static str,
-    backend: DynBackend,
-    metrics: Arc<Metrics>,
-    scratch: PathBuf,
-}
-
-impl Under {
-    fn requests(&self) -> u64 {
-        self.metrics.snapshot().total_requests()
-    }
 }
 
 /// Checkpoint number `i` of the run: timeline `i % timelines`, round `i / timelines`; writes its
@@ -414,61 +407,6 @@ async fn foreign_memory(root: &Path, chunks: u64, quiet: bool) -> Value {
     v
 }
 
-fn local_under(scratch: &Path) -> Under {
-    let base: DynBackend = Arc::new(LocalBackend::new(scratch.join("store")).unwrap());
-    let opened = standard_stack(base, &StackConfig::default());
-    Under {
-        name: "local",
-        backend: opened.backend,
-        metrics: opened.metrics,
-        scratch: scratch.to_path_buf(),
-    }
-}
-
-/// A fresh bucket on the S3 server (started here unless `LAYERCAS_S3_ENDPOINT` is set).
-fn s3_under(rt: &tokio::runtime::Runtime, scratch: &Path) -> Under {
-    use layercas::backend::s3::{S3Backend, S3Config, S3Credentials};
-    if std::env::var_os("LAYERCAS_S3_ENDPOINT").is_none() {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3-server.sh");
-        let out = std::process::Command::new(script)
-            .args(["start", "--watch", &std::process::id().to_string()])
-            .output()
-            .expect("scripts/s3-server.sh runs");
-        assert!(
-            out.status.success(),
-            "S3 server: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
-                // SAFETY: no other thread reads the environment while main sets it.
-                unsafe { std::env::set_var(k, v.trim_matches(['\'', '"'])) };
-            }
-        }
-    }
-    let var = |k: &str| std::env::var(k).unwrap_or_default();
-    let mut config = S3Config::new(format!("scale-{}", std::process::id()))
-        .with_endpoint(var("LAYERCAS_S3_ENDPOINT"));
-    config.region = Some("us-east-1".into());
-    config.credentials = Some(S3Credentials {
-        access_key_id: var("AWS_ACCESS_KEY_ID"),
-        secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
-        session_token: None,
-    });
-    let s3 = rt.block_on(async {
-        let b = S3Backend::new(config).await.unwrap();
-        b.create_bucket_if_missing().await.unwrap();
-        b
-    });
-    let opened = standard_stack(Arc::new(s3), &StackConfig::default());
-    Under {
-        name: "s3",
-        backend: opened.backend,
-        metrics: opened.metrics,
-        scratch: scratch.to_path_buf(),
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quiet = args.iter().any(|a| a == "--json");
@@ -489,6 +427,30 @@ fn main() {
         k.concurrency
     );
     let mut out = json!({"knobs": format!("{k:?}")});
+    let dedup_tenants = env_or("LAYERCAS_SCALE_DEDUP_TENANTS", 4) as usize;
+    if dedup_tenants > 0 {
+        let root = tmp.path().join("sample");
+        let backend: DynBackend = Arc::new(LocalBackend::new(root.join("store")).unwrap());
+        let config = StoreConfig::default_config();
+        let store = rt.block_on(Store::open_or_create(backend, config)).unwrap();
+        let chunker = store.chunker();
+        let chunks = |data: &[u8]| {
+            let cut = chunker.chunk_slice(data);
+            cut.map(|c| (layercas::ChunkId::of(c), c.len() as u64))
+                .collect()
+        };
+        let d = dedup::domains_cost(&root.join("work"), dedup_tenants, 3, chunks);
+        say!(
+            quiet,
+            "dedup domains on the sample workdir ({dedup_tenants} tenants, 4 checkpoints, {:.0} MiB): {:.0} MiB distinct store-wide, {:.0} MiB with one domain per tenant ({:.2}% more)",
+            mib(d["logical_bytes"].as_u64().unwrap()),
+            mib(d["distinct_bytes_one_domain"].as_u64().unwrap()),
+            mib(d["distinct_bytes_per_tenant"].as_u64().unwrap()),
+            d["lost_fraction"].as_f64().unwrap() * 100.0
+        );
+        out["dedup_domains"] = d;
+        std::fs::remove_dir_all(&root).unwrap();
+    }
     if k.foreign_chunks > 0 {
         let root = tmp.path().join("foreign");
         out["foreign"] = rt.block_on(foreign_memory(&root, k.foreign_chunks, quiet));
