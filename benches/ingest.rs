@@ -6,6 +6,8 @@
 //! LAYERCAS_BENCH_SWEEP=0 to skip the chunk-size sweep). Prints a table and one JSON line.
 
 mod common;
+#[path = "common/s3.rs"]
+mod s3;
 
 use common::{env_or, mib, peak_rss, reset_peak_rss};
 use std::path::{Path, PathBuf};
@@ -14,7 +16,6 @@ use std::time::Instant;
 
 use layercas::backend::layers::metrics::{Metrics, MetricsSnapshot};
 use layercas::backend::local::LocalBackend;
-use layercas::backend::open::{StackConfig, standard_stack};
 use layercas::backend::wrap::Op;
 use layercas::backend::{BackendExt, DynBackend, Prefix};
 use layercas::format::config::{ChunkerParams, StoreConfig};
@@ -230,43 +231,9 @@ fn get_class(s: &MetricsSnapshot) -> u64 {
     s.op(Op::Get).requests + s.op(Op::GetRange).requests + s.op(Op::Head).requests
 }
 
-/// A fresh bucket on an S3 server: `LAYERCAS_S3_ENDPOINT` (with `AWS_*` credentials) or a
-/// SeaweedFS started by scripts/s3-server.sh for this process; in the standard stack.
+/// A fresh bucket on an S3 server (`common/s3.rs`), in the standard stack.
 fn s3_backend(rt: &tokio::runtime::Runtime) -> (DynBackend, Arc<Metrics>) {
-    use layercas::backend::s3::{S3Backend, S3Config, S3Credentials};
-    if std::env::var_os("LAYERCAS_S3_ENDPOINT").is_none() {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3-server.sh");
-        let out = std::process::Command::new(script)
-            .args(["start", "--watch", &std::process::id().to_string()])
-            .output()
-            .expect("scripts/s3-server.sh runs");
-        assert!(
-            out.status.success(),
-            "S3 server: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
-                // SAFETY: single-threaded at this point of main, before any client reads the env.
-                unsafe { std::env::set_var(k, v.trim_matches(['\'', '"'])) };
-            }
-        }
-    }
-    let var = |k: &str| std::env::var(k).unwrap_or_default();
-    let mut config = S3Config::new(format!("bench-{}", std::process::id()))
-        .with_endpoint(var("LAYERCAS_S3_ENDPOINT"));
-    config.region = Some("us-east-1".into());
-    config.credentials = Some(S3Credentials {
-        access_key_id: var("AWS_ACCESS_KEY_ID"),
-        secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
-        session_token: None,
-    });
-    let s3 = rt.block_on(async {
-        let b = S3Backend::new(config).await.unwrap();
-        b.create_bucket_if_missing().await.unwrap();
-        b
-    });
-    let opened = standard_stack(Arc::new(s3), &StackConfig::default());
+    let opened = s3::bucket(rt, &format!("bench-{}", std::process::id()));
     (opened.backend, opened.metrics)
 }
 

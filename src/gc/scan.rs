@@ -5,12 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
+
 use crate::backend::{Key, ObjectMeta};
 use crate::error::Result;
 use crate::format::index::IndexObject;
 use crate::format::layout;
 use crate::id::PackId;
-use crate::store::Store;
+use crate::store::{READ_CONCURRENCY, Store};
 
 use super::compact::Scanned;
 
@@ -67,11 +69,15 @@ pub(crate) async fn scan(store: &Store) -> Result<Scan> {
         .filter(|m| layout::parse_index_key(&m.key).is_some())
         .map(|m| (m.key, m.size))
         .collect();
-    let mut indexes = BTreeMap::new();
-    for (k, size) in index_meta {
-        let obj = store.read_index(&k).await?;
-        indexes.insert(k, (size, obj));
-    }
+    // Concurrently, as the manifests: any failed read still fails the scan (rule 13.4.2).
+    let indexes: BTreeMap<Key, (u64, IndexObject)> =
+        futures::stream::iter(index_meta.into_iter().map(|(k, size)| async move {
+            let obj = store.read_index(&k).await?;
+            Ok::<_, crate::Error>((k, (size, obj)))
+        }))
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect()
+        .await?;
     let pack_meta = store.list(&layout::prefix(layout::PACKS)).await?;
     let ids = pack_meta
         .iter()
