@@ -18,7 +18,7 @@ use crate::id::{Lsn, TenantId, TimelineId};
 use crate::sync::io_gate::Held;
 use crate::sync::workdir::timeline_dir;
 use crate::sync::{
-    CancellationToken, RemoteStorageConfig, RemoteStorageKind, StateBoard, SyncOptions,
+    CancellationToken, RemoteStorageConfig, RemoteStorageKind, StateBoard, SyncHandle, SyncOptions,
     SyncStartupData, TimelineSyncState, start_with_backend_opts,
 };
 
@@ -163,26 +163,51 @@ fn the_scan_reads_metadata_off_the_runtime() {
     }
 }
 
+/// The loop's handle, started over `work` and the local store `store`.
+async fn handle(work: &Path, store: &Path) -> SyncHandle {
+    let started = start(work, store, CancellationToken::new()).await;
+    started.unwrap().handle.unwrap()
+}
+
+/// In the body: once the test sends timeline `n`'s metadata file through `went`, uploads its
+/// layer files, waits until they are durable and says so.
+async fn upload_another(handle: &SyncHandle, n: u8, went: Receiving, say: &Sender<String>) {
+    let md = went.await.unwrap();
+    let names = vec!["layer".into(), "sub/layer".into()];
+    let lsn = handle.schedule_upload(T, tl(n), names, &md).unwrap();
+    let none = CancellationToken::new();
+    handle.wait_uploaded(T, tl(n), lsn, &none).await.unwrap();
+    say.send(format!("{n} uploaded")).unwrap();
+}
+
+type Receiving = tokio::sync::oneshot::Receiver<Vec<u8>>;
+
+/// In the test: once `held` is reached, the runtime must run and timeline `n`'s upload (written
+/// now, its metadata sent through `go`) complete, with nothing else reported; then releases it.
+fn while_held(rt: &OneThread, held: Held, work: &Path, n: u8, go: Sending) {
+    held.wait_reached();
+    rt.assert_runtime_runs();
+    let md = std::fs::read(timeline(work, n, 0x10 * n as u64).join("metadata")).unwrap();
+    go.send(md).unwrap();
+    assert_eq!(rt.next(), format!("{n} uploaded"));
+    rt.quiet();
+    drop(held);
+}
+
+type Sending = tokio::sync::oneshot::Sender<Vec<u8>>;
+
 /// An upload lists and reads its files on the blocking pool: while timeline 1's upload is held,
 /// the runtime runs and timeline 2's upload, scheduled then, completes.
 #[test]
 fn an_upload_does_its_file_io_off_the_runtime() {
     let (work, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let held = Held::hold(&timeline(work.path(), 1, 0x10));
-    let (go, went) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    let (go, went) = tokio::sync::oneshot::channel();
     let (w, s) = (work.path().to_owned(), store.path().to_owned());
     let rt = OneThread::run(move |say| async move {
-        let handle = start(&w, &s, CancellationToken::new())
-            .await
-            .unwrap()
-            .handle
-            .unwrap();
+        let handle = handle(&w, &s).await;
+        upload_another(&handle, 2, went, &say).await;
         let none = CancellationToken::new();
-        let md = went.await.unwrap();
-        let names = vec!["layer".into(), "sub/layer".into()];
-        let lsn = handle.schedule_upload(T, tl(2), names, &md).unwrap();
-        handle.wait_uploaded(T, tl(2), lsn, &none).await.unwrap();
-        say.send("2 uploaded".into()).unwrap();
         handle
             .wait_uploaded(T, tl(1), Lsn(0x10), &none)
             .await
@@ -190,13 +215,7 @@ fn an_upload_does_its_file_io_off_the_runtime() {
         say.send("1 uploaded".into()).unwrap();
         handle.shutdown().await;
     });
-    held.wait_reached();
-    rt.assert_runtime_runs();
-    let md = std::fs::read(timeline(work.path(), 2, 0x20).join("metadata")).unwrap();
-    go.send(md).unwrap();
-    assert_eq!(rt.next(), "2 uploaded");
-    rt.quiet();
-    drop(held);
+    while_held(&rt, held, work.path(), 2, go);
     assert_eq!(rt.next(), "1 uploaded");
     rt.join();
 }
@@ -209,11 +228,7 @@ fn a_download_does_its_file_io_off_the_runtime() {
     let source = timeline(first.path(), 3, 0x30);
     let (w, s) = (first.path().to_owned(), store.path().to_owned());
     let rt = OneThread::run(move |say| async move {
-        let handle = start(&w, &s, CancellationToken::new())
-            .await
-            .unwrap()
-            .handle
-            .unwrap();
+        let handle = handle(&w, &s).await;
         handle.wait_idle().await.unwrap();
         handle.shutdown().await;
         say.send("stored".into()).unwrap();
@@ -224,35 +239,17 @@ fn a_download_does_its_file_io_off_the_runtime() {
     let work = tempfile::tempdir().unwrap();
     let target = timeline_dir(work.path(), &T, &tl(3));
     let held = Held::hold(&target);
-    let (go, went) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    let (go, went) = tokio::sync::oneshot::channel();
     let (w, s) = (work.path().to_owned(), store.path().to_owned());
     let rt = OneThread::run(move |say| async move {
-        let handle = start(&w, &s, CancellationToken::new())
-            .await
-            .unwrap()
-            .handle
-            .unwrap();
+        let handle = handle(&w, &s).await;
         handle.schedule_timeline_download(T, tl(3)).unwrap();
-        let md = went.await.unwrap();
-        let lsn = handle
-            .schedule_upload(T, tl(4), vec!["layer".into()], &md)
-            .unwrap();
-        handle
-            .wait_uploaded(T, tl(4), lsn, &CancellationToken::new())
-            .await
-            .unwrap();
-        say.send("4 uploaded".into()).unwrap();
+        upload_another(&handle, 4, went, &say).await;
         handle.wait_idle().await.unwrap();
         say.send("idle".into()).unwrap();
         handle.shutdown().await;
     });
-    held.wait_reached();
-    rt.assert_runtime_runs();
-    let md = std::fs::read(timeline(work.path(), 4, 0x40).join("metadata")).unwrap();
-    go.send(md).unwrap();
-    assert_eq!(rt.next(), "4 uploaded");
-    rt.quiet();
-    drop(held);
+    while_held(&rt, held, work.path(), 4, go);
     assert_eq!(rt.next(), "idle");
     rt.join();
     for name in ["layer", "sub/layer", "metadata"] {
