@@ -23,37 +23,23 @@ use layercas::testkit::sample::{SampleSpec, SampleWorkdir};
 use layercas::{Lsn, Store};
 use sync_harness::*;
 
-/// A directory name parsed as an id.
-fn id<T: std::str::FromStr>(dir: &Path) -> T
-where
-    T::Err: std::fmt::Debug,
-{
-    dir.file_name().unwrap().to_str().unwrap().parse().unwrap()
-}
-
-/// Each timeline's LSN as its pageserver-format metadata file states it.
-fn stated_lsns(files: &BTreeMap<std::path::PathBuf, Vec<u8>>) -> BTreeMap<TimelineKey, Lsn> {
-    files
-        .iter()
-        .map(|(path, bytes)| {
-            let tl_dir = path.parent().unwrap();
-            let tenant_dir = tl_dir.parent().unwrap().parent().unwrap();
-            let (md, _) = parse_pageserver(bytes).unwrap();
-            ((id(tenant_dir), id(tl_dir)), md.disk_consistent_lsn)
-        })
-        .collect()
-}
-
-/// A generated workdir in the pageserver's format, with at least one branch.
+/// A generated workdir, in the pageserver's format by default, with at least one branch; each
+/// timeline's LSN as its metadata file states it.
 fn pageserver_workdir(work: &Path) -> BTreeMap<TimelineKey, Lsn> {
-    SampleWorkdir::create(work, &SampleSpec::small()).unwrap();
-    let files = to_pageserver_format(work);
-    let branches = files
-        .values()
-        .filter(|b| parse_pageserver(b).unwrap().0.ancestor_timeline.is_some())
-        .count();
+    let (wd, _) = SampleWorkdir::create(work, &SampleSpec::small()).unwrap();
+    let mut branches = 0;
+    let stated = wd
+        .timelines()
+        .iter()
+        .map(|t| {
+            let file = std::fs::read(t.dir().join("metadata")).unwrap();
+            let (md, _) = parse_pageserver(&file).unwrap();
+            branches += md.ancestor_timeline.is_some() as usize;
+            ((t.tenant(), t.timeline()), md.disk_consistent_lsn)
+        })
+        .collect();
     assert!(branches > 0, "the sample has no branch");
-    stated_lsns(&files)
+    stated
 }
 
 /// The newest manifest LSN of every timeline in the store.

@@ -5,10 +5,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use layercas::format::metadata::TimelineMetadata;
+use layercas::format::metadata::{
+    MetadataFormat, PageserverVersion, TimelineMetadata, parse_pageserver,
+};
 use layercas::id::{TenantId, TimelineId};
 use layercas::testkit::sample::{
-    self, CheckpointDelta, LayerName, PAGE_SIZE, SampleSpec, SampleTimeline, SampleWorkdir,
+    self, CheckpointDelta, LayerName, PAGE_SIZE, SampleMetadata, SampleSpec, SampleTimeline,
+    SampleWorkdir,
 };
 
 fn keys(layer: &LayerName) -> std::ops::Range<[u8; sample::KEY_LEN]> {
@@ -104,7 +107,7 @@ fn layout_is_a_pageserver_workdir() {
         assert_eq!(parts[0], "tenants");
         assert_eq!(parts[1].parse::<TenantId>().unwrap(), t.tenant());
         assert_eq!(parts[3].parse::<TimelineId>().unwrap(), t.timeline());
-        let md = TimelineMetadata::from_file_bytes(&fs::read(t.dir().join("metadata")).unwrap());
+        let md = MetadataFormat::Pageserver.parse(&fs::read(t.dir().join("metadata")).unwrap());
         assert_eq!(&md.unwrap(), t.metadata());
         assert_eq!(&d.metadata, t.metadata());
         let mut on_disk: HashSet<String> = fs::read_dir(t.dir())
@@ -117,6 +120,44 @@ fn layout_is_a_pageserver_workdir() {
             let parsed = LayerName::parse(name).unwrap_or_else(|| panic!("{name}"));
             assert_eq!(&parsed.to_string(), name);
         }
+    }
+}
+
+/// `metadata` files are the pageserver's own by default (version 4 for a tenant's first timeline,
+/// version 1 for the others, 512 bytes each); asked for, they are layercas's envelope instead,
+/// with the same fields and the same layer files.
+#[test]
+fn metadata_is_in_the_pageserver_format_unless_layercas_is_asked_for() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut ps, _) = SampleWorkdir::create(dirs[0].path(), &SampleSpec::small()).unwrap();
+    let layercas = SampleMetadata::Layercas;
+    let (mut lc, _) =
+        SampleWorkdir::create_with(dirs[1].path(), &SampleSpec::small(), layercas).unwrap();
+    let (a, b) = (ps.step().unwrap(), lc.step().unwrap());
+    for (i, (p, l)) in ps.timelines().iter().zip(lc.timelines()).enumerate() {
+        let file = fs::read(p.dir().join("metadata")).unwrap();
+        assert_eq!(file.len(), 512);
+        let (fields, version) = parse_pageserver(&file).unwrap();
+        let want = match i % 2 {
+            0 => PageserverVersion::V4 { pg_version: 16 },
+            _ => PageserverVersion::V1,
+        };
+        assert_eq!(version, want, "timeline {i}");
+        assert_eq!(p.metadata().file.as_deref(), Some(&file[..]));
+        assert_eq!(a[i].metadata, *p.metadata());
+
+        let file = fs::read(l.dir().join("metadata")).unwrap();
+        let md = TimelineMetadata::from_file_bytes(&file).unwrap();
+        assert_eq!((&md, l.metadata().file.as_ref()), (l.metadata(), None));
+        assert_eq!(
+            md,
+            TimelineMetadata {
+                file: None,
+                ..fields
+            }
+        );
+        assert_eq!(b[i].metadata, md);
+        assert_eq!(l.layers(), p.layers());
     }
 }
 

@@ -1,7 +1,9 @@
 //! The sync loop's pageserver-facing behaviours, one test each: per-timeline completion (watch
 //! and wait), cancellation of startup, of a wait and of the loop; an evicted timeline's pending
 //! files kept for the next try; a panicking task reported and its timeline freed; timelines the
-//! scan cannot read (bad metadata, symbolic links, fifos) named, and `casctl sync` exits 1.
+//! scan cannot read (bad metadata, symbolic links, fifos) named, and `casctl sync` exits 1; named
+//! layer files that are not regular files refused. That no blocking file I/O runs on the async
+//! runtime is shown by the unit tests in `src/sync/runtime_tests.rs` (they hold each I/O point).
 mod common;
 #[allow(dead_code)]
 #[path = "common/sync_harness.rs"]
@@ -202,6 +204,75 @@ async fn a_panicking_task_reports_an_error_and_frees_its_timeline() {
     assert_eq!(stored_names(&store).await, ["base"]);
 }
 
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// The child's output once it exits; kills it and fails if it runs for a minute (a hang).
+fn wait_bounded(mut child: std::process::Child) -> std::process::Output {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("casctl sync hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Opens a fifo for writing without blocking when dropped, so a reader blocked in its open
+/// (old code) ends and the test fails instead of hanging in the runtime's drop.
+struct Unblock(std::path::PathBuf);
+
+impl Drop for Unblock {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut open = std::fs::OpenOptions::new();
+        let _ = open
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.0);
+    }
+}
+
+/// Layer files a caller names must be regular files: a fifo is refused without being opened
+/// (opening it would block the task until someone writes into it) and a symbolic link's target
+/// is never recorded. Regression: both were opened as the caller named them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_refuses_named_files_that_are_not_regular() {
+    let ((_s, store), (_w, work)) = (tempdir(), tempdir());
+    let dir = one_timeline(&work);
+    let (_, handle) = start(&work, local_backend(&store), 1, &CancellationToken::new()).await;
+    idle(&handle).await;
+    mkfifo(&dir.join("pipe"));
+    let _unblock = Unblock(dir.join("pipe"));
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("link")).unwrap();
+    let none = CancellationToken::new();
+    for (lsn, name, why) in [
+        (0x20, "pipe", "not a regular file"),
+        (0x30, "link", "symbolic link"),
+    ] {
+        let lsn = handle.schedule_upload(T, TL, vec![name.into()], &metadata_file(lsn));
+        let wait = handle.wait_uploaded(T, TL, lsn.unwrap(), &none);
+        let e = tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .unwrap_or_else(|_| panic!("the upload of {name} hung"))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains(why) && e.to_string().contains(name),
+            "{e}"
+        );
+        idle(&handle).await;
+        // The evicted work is kept (with "pipe" in it): make that file regular for the next try.
+        std::fs::remove_file(dir.join("pipe")).unwrap();
+        std::fs::write(dir.join("pipe"), b"regular now").unwrap();
+    }
+    handle.shutdown().await;
+    assert_eq!(stored_names(&store).await, ["base"]);
+}
+
 /// Timelines the scan cannot take are named in the startup data and in `casctl sync`'s report,
 /// which exits 1; the readable timeline still syncs. Regression: a pageserver-format file was
 /// skipped with only a log line and exit 0, and symbolic links and fifos were left out silently.
@@ -222,17 +293,28 @@ fn unreadable_timelines_are_named_and_casctl_sync_exits_1() {
     let creating = timeline_dir(&work, &T, &bad(6));
     std::fs::create_dir_all(&creating).unwrap();
     std::fs::write(creating.join("layer"), b"half a download").unwrap();
-    let fifo = mk(bad(5)).join("pipe");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&mk(bad(5)).join("pipe"));
+    // The metadata file itself a fifo (opening it must not block the scan) or a symbolic link
+    // (to a valid file: still not the timeline's own file).
+    let fifo_metadata = timeline_dir(&work, &T, &bad(7));
+    std::fs::create_dir_all(&fifo_metadata).unwrap();
+    mkfifo(&fifo_metadata.join("metadata"));
+    let elsewhere = work.join("valid-metadata");
+    std::fs::write(&elsewhere, metadata_file(0x10)).unwrap();
+    let linked = timeline_dir(&work, &T, &bad(8));
+    std::fs::create_dir_all(&linked).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, linked.join("metadata")).unwrap();
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_casctl"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_casctl"))
         .arg("--store")
         .arg(&store)
         .args(["--json", "sync", "--workdir"])
         .arg(&work)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let out = wait_bounded(child);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -249,7 +331,9 @@ fn unreadable_timelines_are_named_and_casctl_sync_exits_1() {
     assert!(reason(3).contains("metadata file"), "{}", reason(3));
     assert!(reason(4).contains("symbolic link") && reason(4).contains("layer"));
     assert!(reason(5).contains("not a regular file") && reason(5).contains("pipe"));
-    assert_eq!(skipped.len(), 3);
+    assert!(reason(7).contains("not a regular file"), "{}", reason(7));
+    assert!(reason(8).contains("symbolic link"), "{}", reason(8));
+    assert_eq!(skipped.len(), 5);
     assert_eq!(report["ready"], 1);
 }
 

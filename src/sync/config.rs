@@ -36,13 +36,16 @@
 //! Owns parsing and validation. Must not open connections: see `RemoteStorageConfig::open`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::backend::layers::retry::RetryConfig;
 use crate::backend::layers::timeout::TimeoutConfig;
+use crate::backend::local::LocalBackend;
 use crate::backend::open::{Opened, StackConfig, open_location, standard_stack};
+use crate::backend::{BackendError, DynBackend};
 use crate::error::{Error, Result};
 use crate::format::config::{ChunkerParams, StoreConfig};
 use crate::format::metadata::MetadataFormat;
@@ -249,11 +252,20 @@ impl RemoteStorageConfig {
     }
 
     /// Opens the backend this configuration names, in the standard wrapper stack built with the
-    /// `backend` settings.
+    /// `backend` settings. A local store's directory is created and resolved on the blocking
+    /// pool.
     pub async fn open(&self) -> Result<Opened> {
         let base = match &self.kind {
             RemoteStorageKind::Local { path } => {
-                open_location(&path.to_string_lossy(), None, None).await?
+                let path = path.clone();
+                let opened = tokio::task::spawn_blocking(move || {
+                    LocalBackend::new(&path)
+                        .map_err(|e| BackendError::other("open local store", path.display(), e))
+                });
+                let local = opened
+                    .await
+                    .map_err(|e| Error::TaskFailed(format!("opening the local store: {e}")))??;
+                Arc::new(local) as DynBackend
             }
             RemoteStorageKind::S3 {
                 bucket,

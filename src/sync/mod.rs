@@ -48,11 +48,14 @@
 //!
 //! # Blocking I/O
 //! Workdir scans, file listings and whole transfers (which read and write local files) run on
-//! tokio's blocking pool, never on the async workers.
+//! tokio's blocking pool, never on the async workers; so does opening a local store. A fifo in
+//! the workdir is refused, never opened in a way that blocks (`runtime_tests` holds each of these
+//! points and checks the runtime goes on).
 
 pub(crate) mod config;
 mod driver;
 pub mod durable;
+mod io_gate;
 pub mod metrics;
 pub mod once;
 pub(crate) mod queue;
@@ -365,3 +368,7 @@ fn public_futures_are_send(w: &'static Writer, s: &'static Store) {
         progress::none(),
     ));
 }
+
+#[cfg(test)]
+#[path = "runtime_tests.rs"]
+mod runtime_tests;

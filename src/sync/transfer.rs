@@ -1,5 +1,7 @@
 //! One timeline's sync task: download the store's newer checkpoint into the workdir, upload
-//! the local checkpoint the store lacks.
+//! the local checkpoint the store lacks. Layer files named by the caller must be regular files
+//! (checked before the writer opens them: a symbolic link's target is never recorded, a fifo
+//! never blocks the task).
 //!
 //! Owns the transfers themselves (through `Writer::checkpoint` and `Writer::restore`, which keep
 //! the store's write order and the workdir's temporary-name-then-rename rule). Both read and
@@ -13,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::id::Lsn;
 use crate::progress;
 use crate::sync::queue::{Upload, UploadFiles};
-use crate::sync::{Shared, TimelineKey, workdir};
+use crate::sync::{Shared, TimelineKey, io_gate, workdir};
 use crate::write::{CheckpointMode, CheckpointRequest, SourceFile};
 
 /// Runs a task's parts in order: the download first (if asked), then the upload; returns the
@@ -81,6 +83,7 @@ async fn download(shared: &Shared, key: TimelineKey) -> Result<Lsn> {
     if let Some(local) = local.filter(|l| *l >= remote) {
         return Ok(local);
     }
+    io_gate::reached(&dir);
     let report = shared
         .writer
         .restore(&tenant, &timeline, Some(remote), &dir, progress::none())
@@ -97,12 +100,17 @@ async fn download(shared: &Shared, key: TimelineKey) -> Result<Lsn> {
 async fn upload_checkpoint(shared: &Shared, key: TimelineKey, upload: &Upload) -> Result<Lsn> {
     let (tenant, timeline) = key;
     let dir = workdir::timeline_dir(&shared.workdir, &tenant, &timeline);
+    io_gate::reached(&dir);
     let (names, mode) = match &upload.files {
         UploadFiles::All => {
             let names = workdir::layer_files(&dir).map_err(|e| Error::io("list", &dir, e))?;
             (names, CheckpointMode::Full)
         }
-        UploadFiles::New(names) => (names.iter().cloned().collect(), CheckpointMode::Incremental),
+        UploadFiles::New(names) => {
+            workdir::check_regular_files(&dir, names)
+                .map_err(|e| Error::io("checking the new layer files in", &dir, e))?;
+            (names.iter().cloned().collect(), CheckpointMode::Incremental)
+        }
     };
     let files = names
         .into_iter()

@@ -4,9 +4,11 @@
 //! Owns scanning, path construction and the crate's one directory walker ([`walk_files`]).
 //! Directories whose names are not ids are logged and ignored, and so is a timeline directory
 //! without a metadata file (written last: a timeline being created or downloaded is not local
-//! yet). A timeline whose metadata file cannot be read or parsed (in the caller's [`MetadataFormat`]), or whose directory holds a
-//! symbolic link or special file, is reported in [`Scan::skipped`] with the reason: it never
-//! stops the scan, and is never silently left out. Must not write anything.
+//! yet). A timeline whose metadata file cannot be read or parsed (in the caller's
+//! [`MetadataFormat`]), is not a regular file, or whose directory holds a symbolic link or
+//! special file, is reported in [`Scan::skipped`] with the reason: it never stops the scan, and
+//! is never silently left out. Nothing here blocks on a fifo. Must not write anything; blocking
+//! functions, so async callers run them on the blocking pool.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -116,29 +118,94 @@ fn parse_dir_name<T: std::str::FromStr>(path: &Path, what: &str) -> Option<T> {
     parsed
 }
 
-/// Reads and parses a timeline's metadata file in `format`; the error names the file.
+/// Reads and parses a timeline's metadata file in `format`; the error names the file. The file
+/// must be a regular file: a symbolic link is refused, and so is a fifo, socket or device (opened
+/// without blocking, so a fifo cannot hang the scan).
 pub fn read_metadata(dir: &Path, format: MetadataFormat) -> Result<TimelineMetadata, String> {
     let path = dir.join(METADATA_FILE_NAME);
-    let bytes =
-        read_bounded(&path).map_err(|e| format!("metadata file {}: {e}", path.display()))?;
+    super::io_gate::reached(&path);
+    let bytes = open_regular(&path)
+        .and_then(|f| read_limited(f))
+        .map_err(|e| format!("metadata file {}: {e}", path.display()))?;
     format
         .parse(&bytes)
         .map_err(|e| format!("metadata file {}: {e}", path.display()))
 }
 
-/// Reads a metadata file, refusing one larger than any format allows.
+/// Opens `path` for reading if it is a regular file, neither following a symbolic link nor
+/// blocking on a fifo.
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => invalid("a symbolic link; layercas reads only regular files"),
+            _ => e,
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(invalid(
+            "not a regular file (fifo, socket or device); layercas reads only regular files",
+        ));
+    }
+    Ok(file)
+}
+
+/// Reads a metadata file the user named (it may be a pipe), refusing one larger than any format
+/// allows.
 pub(crate) fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    read_limited(std::fs::File::open(path)?)
+}
+
+fn read_limited(file: std::fs::File) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let limit = crate::format::metadata::MAX_FILE_BYTES as u64;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(limit + 1)
-        .read_to_end(&mut bytes)?;
+    file.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         let msg = format!("larger than {limit} bytes");
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
     }
     Ok(bytes)
+}
+
+/// Checks that each of `names` (relative to `dir`) is a regular file reached through real
+/// directories only, by the [`walk_files`] rule: an upload given a name never records a symbolic
+/// link's target, nor opens a fifo (which would block until someone writes into it).
+pub(crate) fn check_regular_files<'a>(
+    dir: &Path,
+    names: impl IntoIterator<Item = &'a String>,
+) -> std::io::Result<()> {
+    for name in names {
+        let mut path = dir.to_path_buf();
+        let parts: Vec<_> = Path::new(name).components().collect();
+        for (i, part) in parts.iter().enumerate() {
+            let std::path::Component::Normal(part) = part else {
+                let msg = format!("{name:?} is not a plain relative file name");
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg));
+            };
+            path.push(part);
+            let kind = std::fs::symlink_metadata(&path)?.file_type();
+            let last = i + 1 == parts.len();
+            let what = if kind.is_symlink() {
+                "a symbolic link"
+            } else if last && !kind.is_file() {
+                "not a regular file (fifo, socket, device or directory)"
+            } else if !last && !kind.is_dir() {
+                "not a directory"
+            } else {
+                continue;
+            };
+            let msg = format!(
+                "{} is {what}; layercas records only regular files",
+                path.display()
+            );
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg));
+        }
+    }
+    Ok(())
 }
 
 /// A timeline directory's contents; `None` without a metadata file (the file is written last, so

@@ -12,6 +12,9 @@
 //!   layer files are never modified, only added and removed. The `metadata` file is replaced at
 //!   every checkpoint.
 //! - After an error the workdir is in an unknown state: discard it.
+//! - The `metadata` files are in the pageserver's own format by default ([`SampleMetadata`]), so
+//!   the demo, tests and benchmarks read them as a pageserver's; [`SampleWorkdir::create_with`]
+//!   writes layercas's format instead.
 //!
 //! # Shape (modelled on Neon's staging fleet, scaled to `bytes_per_timeline`)
 //! - Pages are Postgres 8 KiB heap pages that zstd compresses about 3x ([`postgres_page`]).
@@ -45,7 +48,7 @@ pub use page::{PAGE_SIZE, PageContext, postgres_page, update_rows};
 pub use rng::SampleRng;
 pub use timeline::SampleTimeline;
 
-use crate::format::metadata::TimelineMetadata;
+use crate::format::metadata::{PageserverVersion, TimelineMetadata};
 use crate::id::{Lsn, TenantId, TimelineId};
 use timeline::Plan;
 
@@ -105,6 +108,30 @@ impl SampleSpec {
     }
 }
 
+/// The format of the `metadata` files a sample writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SampleMetadata {
+    /// The pageserver's own 512-byte file ([`crate::format::metadata::encode_pageserver`]):
+    /// format version 4 (pg_version 16) for the first timeline of each tenant and version 1 for
+    /// the others (branches among them), so both layouts are exercised.
+    #[default]
+    Pageserver,
+    /// layercas's own envelope, for stores that do not come from a pageserver.
+    Layercas,
+}
+
+impl SampleMetadata {
+    /// The pageserver version timeline `index` (within its tenant) is written in; `None` for
+    /// layercas's format.
+    fn version(self, index: usize) -> Option<PageserverVersion> {
+        match (self, index) {
+            (SampleMetadata::Layercas, _) => None,
+            (SampleMetadata::Pageserver, 0) => Some(PageserverVersion::V4 { pg_version: 16 }),
+            (SampleMetadata::Pageserver, _) => Some(PageserverVersion::V1),
+        }
+    }
+}
+
 /// What one checkpoint did to one timeline. Names are file names in the timeline directory;
 /// the `metadata` file is rewritten at every checkpoint and is not listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,7 +146,8 @@ pub struct CheckpointDelta {
     pub added: Vec<String>,
     /// Layer files deleted (superseded versions, compacted deltas).
     pub removed: Vec<String>,
-    /// The new content of the `metadata` file.
+    /// The new content of the `metadata` file (as [`crate::format::metadata::MetadataFormat`]
+    /// parses it: `file` holds the bytes of a pageserver-format file).
     pub metadata: TimelineMetadata,
 }
 
@@ -142,15 +170,25 @@ type Created = (SampleTimeline, CheckpointDelta);
 
 impl SampleWorkdir {
     /// Writes checkpoint 0 of every timeline under `root` (which may exist but must not hold a
-    /// non-empty `tenants` directory). Returns the workdir and checkpoint 0's deltas, one per
-    /// timeline with every layer in `added`.
+    /// non-empty `tenants` directory), `metadata` files in the pageserver's format. Returns the
+    /// workdir and checkpoint 0's deltas, one per timeline with every layer in `added`.
     pub fn create(
         root: &Path,
         spec: &SampleSpec,
     ) -> io::Result<(SampleWorkdir, Vec<CheckpointDelta>)> {
+        SampleWorkdir::create_with(root, spec, SampleMetadata::default())
+    }
+
+    /// [`SampleWorkdir::create`] with `metadata` files in the given format (the layer files are
+    /// the same whatever it is).
+    pub fn create_with(
+        root: &Path,
+        spec: &SampleSpec,
+        metadata: SampleMetadata,
+    ) -> io::Result<(SampleWorkdir, Vec<CheckpointDelta>)> {
         spec.validate()?;
         refuse_existing(&root.join("tenants"))?;
-        let planned = plan_timelines(root, spec);
+        let planned = plan_timelines(root, spec, metadata);
         let mut slots: Vec<Option<Created>> = planned.iter().map(|_| None).collect();
         let (branches, roots): (Vec<_>, Vec<_>) = planned
             .into_iter()
@@ -197,7 +235,7 @@ impl SampleWorkdir {
 }
 
 /// Ids, directories, seeds and budgets of every timeline, drawn from the spec's seed.
-fn plan_timelines(root: &Path, spec: &SampleSpec) -> Vec<Planned> {
+fn plan_timelines(root: &Path, spec: &SampleSpec, metadata: SampleMetadata) -> Vec<Planned> {
     let mut rng = SampleRng::new(spec.seed);
     let mut planned = Vec::with_capacity(spec.tenants * spec.timelines_per_tenant);
     for _ in 0..spec.tenants {
@@ -213,6 +251,7 @@ fn plan_timelines(root: &Path, spec: &SampleSpec) -> Vec<Planned> {
                 dir,
                 seed: rng.next_u64(),
                 budget: budget.max(MIN_BYTES_PER_TIMELINE),
+                metadata_version: metadata.version(j),
             };
             let parent = (j == 1).then_some(first);
             planned.push(Planned { plan, parent });

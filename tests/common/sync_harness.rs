@@ -96,32 +96,6 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Rewrites every timeline's `metadata` file under `work` in the pageserver's own format: version
-/// 4 (pg_version 15) for every other timeline, version 1 for the rest (the fields are the
-/// generated ones, branch points included). Returns each rewritten file's path and bytes.
-pub fn to_pageserver_format(work: &Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
-    use layercas::format::metadata::{PageserverVersion, TimelineMetadata, encode_pageserver};
-    let mut out = BTreeMap::new();
-    for tenant in std::fs::read_dir(work.join("tenants")).unwrap() {
-        let timelines = tenant.unwrap().path().join("timelines");
-        let mut dirs: Vec<_> = std::fs::read_dir(timelines).unwrap().collect();
-        dirs.sort_by_key(|d| d.as_ref().unwrap().file_name());
-        for (i, tl) in dirs.into_iter().enumerate() {
-            let path = tl.unwrap().path().join("metadata");
-            let md = TimelineMetadata::from_file_bytes(&std::fs::read(&path).unwrap()).unwrap();
-            let version = if i % 2 == 0 {
-                PageserverVersion::V4 { pg_version: 15 }
-            } else {
-                PageserverVersion::V1
-            };
-            let bytes = encode_pageserver(&md, version);
-            std::fs::write(&path, &bytes).unwrap();
-            out.insert(path, bytes);
-        }
-    }
-    out
-}
-
 /// A `[remote_storage]` section for a local store, metadata in the pageserver's format, short
 /// backoffs.
 pub fn pageserver_toml(store: &Path) -> String {

@@ -21,7 +21,9 @@ use super::CheckpointDelta;
 use super::layer::{self, LayerName, Owner, Relation};
 use super::page::PAGE_SIZE;
 use super::rng::SampleRng;
-use crate::format::metadata::{METADATA_FILE_NAME, TimelineMetadata};
+use crate::format::metadata::{
+    METADATA_FILE_NAME, PageserverVersion, TimelineMetadata, encode_pageserver,
+};
 use crate::id::{Lsn, TenantId, TimelineId};
 
 mod deltas;
@@ -52,6 +54,8 @@ pub(crate) struct Plan {
     pub dir: PathBuf,
     pub seed: u64,
     pub budget: u64,
+    /// The pageserver format version of the `metadata` file; `None` for layercas's format.
+    pub metadata_version: Option<PageserverVersion>,
 }
 
 /// A timeline of the sample workdir and the state that drives its next checkpoint.
@@ -61,6 +65,7 @@ pub struct SampleTimeline {
     timeline: TimelineId,
     dir: PathBuf,
     metadata: TimelineMetadata,
+    metadata_version: Option<PageserverVersion>,
     layers: BTreeSet<String>,
     rng: SampleRng,
     /// Approximate bytes of the checkpoint-0 layers; scales layer sizes and LSN steps.
@@ -127,7 +132,8 @@ impl SampleTimeline {
         &self.dir
     }
 
-    /// The metadata as of the last checkpoint (also in the `metadata` file).
+    /// The metadata as of the last checkpoint, as the `metadata` file parses (`file` holds the
+    /// file's bytes when it is in the pageserver's format).
     pub fn metadata(&self) -> &TimelineMetadata {
         &self.metadata
     }
@@ -156,6 +162,7 @@ impl SampleTimeline {
             timeline: plan.timeline,
             dir: plan.dir,
             metadata,
+            metadata_version: plan.metadata_version,
             layers: BTreeSet::new(),
             budget: plan.budget,
             checkpoint: 0,
@@ -363,11 +370,12 @@ impl SampleTimeline {
         self.metadata.disk_consistent_lsn = lsn;
         let last_record = align8(self.rng.range(24..200));
         self.metadata.prev_record_lsn = Some(Lsn(lsn.0 - last_record));
-        write_atomic(
-            &self.dir,
-            METADATA_FILE_NAME,
-            &self.metadata.to_file_bytes(),
-        )?;
+        let bytes = match self.metadata_version {
+            Some(version) => encode_pageserver(&self.metadata, version),
+            None => self.metadata.layercas_file_bytes(),
+        };
+        write_atomic(&self.dir, METADATA_FILE_NAME, &bytes)?;
+        self.metadata.file = self.metadata_version.map(|_| bytes);
         Ok(CheckpointDelta {
             tenant: self.tenant,
             timeline: self.timeline,
