@@ -36,7 +36,9 @@ pub(crate) type Job = (SourceFile, Option<FileEntry>);
 
 /// What happened to one file.
 pub(crate) enum FileOutcome {
-    Unchanged,
+    /// The same content as in the previous checkpoint; `read` is false when it was carried over
+    /// by name and size without reading it.
+    Unchanged { read: bool },
     Added {
         entry: FileEntry,
         deduplicated: bool,
@@ -47,8 +49,9 @@ impl FileOutcome {
     /// Counts the outcome into `report`; returns the entry of an added file.
     pub(crate) fn tally(self, report: &mut CheckpointReport) -> Option<FileEntry> {
         match self {
-            FileOutcome::Unchanged => {
+            FileOutcome::Unchanged { read } => {
                 report.files_unchanged += 1;
+                report.files_not_read += !read as usize;
                 None
             }
             FileOutcome::Added {
@@ -65,11 +68,14 @@ impl FileOutcome {
     }
 }
 
-/// Records every job on the blocking pool, files in parallel, then flushes the last pack.
+/// Records every job on the blocking pool, files in parallel, then flushes the last pack. With
+/// `immutable_names`, a file whose previous entry has its size is not read (see
+/// [`crate::write::CheckpointOptions`]).
 pub(crate) async fn ingest_all(
     ctx: Arc<IngestCtx>,
     jobs: Vec<Job>,
     known: HashMap<FileHash, Vec<ChunkRef>>,
+    immutable_names: bool,
 ) -> Result<Vec<FileOutcome>> {
     let total: u64 = jobs
         .iter()
@@ -80,13 +86,25 @@ pub(crate) async fn ingest_all(
     let work = tokio::task::spawn_blocking(move || {
         let results: Result<Vec<FileOutcome>> = jobs
             .par_iter()
-            .map(|(src, old)| ingest_file(&ctx, src, old.as_ref(), &known))
+            .map(|(src, old)| match old {
+                Some(old) if immutable_names && same_size(&src.path, old) => {
+                    ctx.progress.advance(old.size);
+                    Ok(FileOutcome::Unchanged { read: false })
+                }
+                _ => ingest_file(&ctx, src, old.as_ref(), &known),
+            })
             .collect();
         let flushed = ctx.flush();
         results.and_then(|r| flushed.map(|()| r))
     });
     work.await
         .map_err(|e| Error::InvalidInput(format!("ingest worker failed: {e}")))?
+}
+
+/// Whether `path` is a regular file of the size `old` records (a file that cannot be stat'ed is
+/// read, and its error reported, like any other).
+fn same_size(path: &Path, old: &FileEntry) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == old.size)
 }
 
 /// Records one file: unchanged, reused whole, or chunked.
@@ -108,11 +126,11 @@ pub(crate) fn ingest_file(
     let reused = known.get(&snap.hash);
     let chunks = match (snap.content, reused) {
         // A large file's chunks were stored (and its progress counted) while it was read.
-        (Content::Chunked(_), _) if unchanged => return Ok(FileOutcome::Unchanged),
+        (Content::Chunked(_), _) if unchanged => return Ok(FileOutcome::Unchanged { read: true }),
         (Content::Chunked(chunks), _) => chunks,
         (Content::Whole(_), _) if unchanged => {
             ctx.progress.advance(size);
-            return Ok(FileOutcome::Unchanged);
+            return Ok(FileOutcome::Unchanged { read: true });
         }
         (Content::Whole(_), Some(chunks)) => {
             ctx.progress.advance(size);
