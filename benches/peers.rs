@@ -145,10 +145,11 @@ fn ingest_all(
 }
 
 /// Restores the last checkpoint with every tool, `runs` times, interleaved, each into an empty
-/// directory; checks each restore holds the workdir's bytes.
+/// directory; checks each restore holds the workdir's files with their bytes.
 fn restore_all(tools: &[Tool], workdir: &Path, scratch: &Path, runs: usize) -> Vec<Vec<Cost>> {
     let tls = timelines(workdir);
     let want = proc::tree_bytes(workdir, Some("metadata"));
+    let want_digest = proc::tree_digest(workdir, Some("metadata"));
     let mut costs = vec![Vec::new(); tools.len()];
     for run in 0..runs {
         for i in order(tools.len(), run) {
@@ -161,6 +162,12 @@ fn restore_all(tools: &[Tool], workdir: &Path, scratch: &Path, runs: usize) -> V
                 got,
                 want,
                 "{} restored (bytes, files)",
+                tools[i].kind.name()
+            );
+            let digest = proc::tree_digest(&to, Some("metadata"));
+            assert!(
+                digest == want_digest,
+                "{} restored other bytes than the workdir holds",
                 tools[i].kind.name()
             );
             costs[i].push(c);
