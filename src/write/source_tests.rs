@@ -167,14 +167,19 @@ fn tempdir() -> (tempfile::TempDir, PathBuf) {
     (d, p)
 }
 
+/// A store with the default configuration in `dir`.
+async fn local_store(dir: &Path) -> Store {
+    let backend = Arc::new(LocalBackend::new(dir).unwrap());
+    Store::open_or_create(backend, StoreConfig::default_config())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_changed_while_read_fails_or_restores() {
     let (_s, store_dir) = tempdir();
     let (_w, work) = tempdir();
-    let backend = Arc::new(LocalBackend::new(&store_dir).unwrap());
-    let store = Store::open_or_create(backend, StoreConfig::default_config())
-        .await
-        .unwrap();
+    let store = local_store(&store_dir).await;
     let mut lsn = 0x10;
     for change in [
         Change::Rewrite,
@@ -232,10 +237,7 @@ async fn record(
 async fn immutable_names_carry_known_files_over_without_reading_them() {
     let (_s, store_dir) = tempdir();
     let (_w, work) = tempdir();
-    let backend = Arc::new(LocalBackend::new(&store_dir).unwrap());
-    let store = Store::open_or_create(backend, StoreConfig::default_config())
-        .await
-        .unwrap();
+    let store = local_store(&store_dir).await;
     let writer = Writer::new(store.clone()).await.unwrap();
     let (a, big, c, d) = (noise(SMALL, 1), noise(BIG, 2), noise(SMALL, 3), noise(7, 4));
     let all = CheckpointOptions::default();
