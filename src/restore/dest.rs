@@ -362,3 +362,64 @@ fn fsync_all(targets: &[Target]) -> Result<()> {
 fn worker_panicked() -> Error {
     Error::Integrity("a restore fsync worker panicked".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::backend::local::LocalBackend;
+    use crate::format::config::StoreConfig;
+    use crate::format::metadata::TimelineMetadata;
+    use crate::id::{Lsn, TenantId, TimelineId};
+    use crate::progress;
+    use crate::store::Store;
+    use crate::write::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
+
+    /// Many files take the `syncfs` path (on this kernel) and land whole under their names.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_files_are_made_durable_together_and_renamed() {
+        assert!(super::syncfs_reports_errors(), "this kernel predates 5.8?");
+        let (store_dir, work, out) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let backend = Arc::new(LocalBackend::new(store_dir.path()).unwrap());
+        let store = Store::open_or_create(backend, StoreConfig::default_config())
+            .await
+            .unwrap();
+        let n = super::SYNCFS_FROM + 8;
+        let files = (0..n)
+            .map(|i| {
+                let name = format!("d{}/f{i}", i % 3);
+                let path = work.path().join(format!("f{i}"));
+                std::fs::write(&path, format!("file {i} ").repeat(i + 1)).unwrap();
+                SourceFile { name, path }
+            })
+            .collect();
+        let (tenant, timeline) = (TenantId([1; 16]), TimelineId([2; 16]));
+        let req = CheckpointRequest {
+            tenant,
+            timeline,
+            metadata: TimelineMetadata::at(Lsn(0x10)),
+            files,
+            mode: CheckpointMode::Full,
+        };
+        let writer = Writer::new(store.clone()).await.unwrap();
+        writer.checkpoint(req, progress::none()).await.unwrap();
+        let r = store
+            .restore_timeline(&tenant, &timeline, None, out.path(), progress::none())
+            .await
+            .unwrap();
+        assert_eq!(r.files, n);
+        for i in 0..n {
+            let got = std::fs::read(out.path().join(format!("d{}/f{i}", i % 3))).unwrap();
+            assert_eq!(got, format!("file {i} ").repeat(i + 1).into_bytes(), "f{i}");
+        }
+        let leftovers = walkdir::WalkDir::new(out.path()).into_iter().flatten();
+        let temps = leftovers
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".layercas"))
+            .count();
+        assert_eq!(temps, 0, "temporary files left");
+    }
+}
