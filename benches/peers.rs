@@ -10,7 +10,8 @@
 //! LAYERCAS_PEERS_SAMPLE_MIB (sample MiB per timeline, default 8), LAYERCAS_PEERS_RESTORES
 //! (restore runs per tool, default 3), LAYERCAS_PEERS_DATASETS (default `pgbench,sample`),
 //! LAYERCAS_PEERS_JSON or `--json PATH` (write the results there as JSON), LAYERCAS_PEERS_KEEP=1
-//! (keep the workdirs and repositories, for profiling), LAYERCAS_CASCTL (the
+//! (keep the workdirs and repositories, for profiling), LAYERCAS_PEERS_IMMUTABLE=0 (casctl
+//! without `--immutable-names`: it reads every file), LAYERCAS_CASCTL (the
 //! casctl binary; default the one cargo built with this bench). Missing borg/restic are
 //! installed by scripts/install-peers.sh; when that fails the peers are skipped with a message,
 //! or, under CI=true, the bench fails.
@@ -144,10 +145,11 @@ fn ingest_all(
 }
 
 /// Restores the last checkpoint with every tool, `runs` times, interleaved, each into an empty
-/// directory; checks each restore holds the workdir's bytes.
+/// directory; checks each restore holds the workdir's files with their bytes.
 fn restore_all(tools: &[Tool], workdir: &Path, scratch: &Path, runs: usize) -> Vec<Vec<Cost>> {
     let tls = timelines(workdir);
     let want = proc::tree_bytes(workdir, Some("metadata"));
+    let want_digest = proc::tree_digest(workdir, Some("metadata"));
     let mut costs = vec![Vec::new(); tools.len()];
     for run in 0..runs {
         for i in order(tools.len(), run) {
@@ -160,6 +162,12 @@ fn restore_all(tools: &[Tool], workdir: &Path, scratch: &Path, runs: usize) -> V
                 got,
                 want,
                 "{} restored (bytes, files)",
+                tools[i].kind.name()
+            );
+            let digest = proc::tree_digest(&to, Some("metadata"));
+            assert!(
+                digest == want_digest,
+                "{} restored other bytes than the workdir holds",
                 tools[i].kind.name()
             );
             costs[i].push(c);

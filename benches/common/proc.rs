@@ -140,6 +140,24 @@ pub fn tree_bytes(dir: &Path, skip: Option<&str>) -> (u64, u64) {
     (bytes, files)
 }
 
+/// The blake3 of every regular file under `dir` but those named `skip`, by relative path: two
+/// trees with equal digests hold the same names with the same bytes.
+pub fn tree_digest(dir: &Path, skip: Option<&str>) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    let walk = walkdir::WalkDir::new(dir).sort_by_file_name();
+    for e in walk.into_iter().flatten() {
+        if !e.file_type().is_file() || skip.is_some_and(|s| e.file_name() == s) {
+            continue;
+        }
+        let rel = e.path().strip_prefix(dir).unwrap();
+        let content = blake3::hash(&std::fs::read(e.path()).unwrap());
+        hasher.update(rel.as_os_str().as_encoded_bytes());
+        hasher.update(&[0]);
+        hasher.update(content.as_bytes());
+    }
+    *hasher.finalize().as_bytes()
+}
+
 /// The median of `xs` (0 when empty).
 pub fn median(xs: &[f64]) -> f64 {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();

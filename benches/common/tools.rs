@@ -1,6 +1,7 @@
 //! The three tools compared, driven as a user would drive them from a shell: `casctl checkpoint`
 //! and `casctl restore` per timeline, `borg create --compression zstd,3` / `borg extract`, and
-//! `restic backup` / `restic restore` (repository version 2, compression auto). Each tool gets
+//! `restic backup` / `restic restore` (repository version 2, compression auto); casctl with
+//! `--immutable-names` unless `LAYERCAS_PEERS_IMMUTABLE=0`. Each tool gets
 //! its own repository, cache and config under one scratch directory.
 //!
 //! Owns the command lines and where each tool keeps its state; timing is `proc`'s business.
@@ -75,6 +76,10 @@ pub struct Tool {
     /// Caches, config and keys of borg and restic.
     home: PathBuf,
     archives: usize,
+    /// casctl only: `checkpoint --immutable-names` (a layer file keeps its bytes under its name,
+    /// as the pgbench and sample datasets' layers do), from `LAYERCAS_PEERS_IMMUTABLE` (default
+    /// 1; 0 reads every file, as borg and restic would without their files caches).
+    immutable: bool,
 }
 
 impl Tool {
@@ -87,6 +92,7 @@ impl Tool {
             repo: dir.join("repo"),
             home: dir.join("home"),
             archives: 0,
+            immutable: std::env::var("LAYERCAS_PEERS_IMMUTABLE").map_or(true, |v| v != "0"),
         };
         std::fs::create_dir_all(&tool.home).unwrap();
         match kind {
@@ -139,6 +145,9 @@ impl Tool {
         match self.kind {
             Kind::Casctl => tls.iter().fold(Cost::default(), |acc, t| {
                 let mut c = self.cmd("checkpoint");
+                if self.immutable {
+                    c.arg("--immutable-names");
+                }
                 c.args(["--tenant", &t.tenant.to_hex(), "--timeline"])
                     .arg(t.timeline.to_hex())
                     .arg(workdir.join(&t.rel));

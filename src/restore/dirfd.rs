@@ -170,6 +170,12 @@ impl DirHandle {
         rustix::fs::fsync(&self.fd).map_err(|e| io("fsync directory", &self.path, e))
     }
 
+    /// Makes everything written to the directory's filesystem durable (`syncfs`); fails when any
+    /// writeback on it failed since this handle was opened (Linux 5.8 and later report that).
+    pub(crate) fn sync_filesystem(&self) -> Result<()> {
+        rustix::fs::syncfs(&self.fd).map_err(|e| io("syncfs", &self.path, e))
+    }
+
     /// The entries of the directory (without `.` and `..`), each with whether it is a directory
     /// itself (a symlink to one is not).
     pub(crate) fn entries(&self) -> Result<Vec<(OsString, bool)>> {

@@ -6,7 +6,8 @@
 //! planned per pack ([`reads`]): neighbouring blobs are coalesced into ranged reads fetched in
 //! parallel and decompressed on blocking threads. Every chunk is re-hashed and every file's hash
 //! is checked when complete (computed while it is written, [`stream_hash`], or read back). Durability is batched: once every file is written and checked, all
-//! are fsynced in parallel, then renamed from their temporary names to their final names, then
+//! are made durable together (one `syncfs` per filesystem for many files, else parallel
+//! fsyncs), then renamed from their temporary names to their final names, then
 //! each directory is synced once. The `metadata` file is written last, so an interrupted restore
 //! never leaves a timeline that looks complete, nor a half-written file under its final name.
 //!
@@ -97,7 +98,7 @@ impl Store {
     ) -> Result<RestorePlan> {
         let dirs = dest::check_names(state)?;
         let root = Arc::new(DirHandle::open_root(to)?);
-        dest::clear(&root, state, &dirs, opts.overwrite)?;
+        let reuse = dest::clear(&root, state, &dirs, opts.overwrite)?;
         let mut report = RestoreReport {
             lsn: state.lsn.to_string(),
             files: state.files.len(),
@@ -106,7 +107,7 @@ impl Store {
         };
         progress.set_total(report.bytes);
         let mut dirs = Dirs::new(root.clone());
-        let targets = dest::prepare_targets(&mut dirs, state, &mut report, progress)?;
+        let targets = dest::prepare_targets(&mut dirs, state, reuse, &mut report, progress)?;
         let ranges = reads::plan_reads(index, &targets).inspect_err(|_| dest::discard(&targets))?;
         let stats = ReadStats::of(&ranges);
         report.range_reads = stats.ranges;

@@ -16,7 +16,7 @@ use crate::id::Lsn;
 use crate::progress;
 use crate::sync::queue::{Upload, UploadFiles};
 use crate::sync::{Shared, TimelineKey, io_gate, workdir};
-use crate::write::{CheckpointMode, CheckpointRequest, SourceFile};
+use crate::write::{CheckpointMode, CheckpointOptions, CheckpointRequest, SourceFile};
 
 /// Runs a task's parts in order: the download first (if asked), then the upload; returns the
 /// LSN the timeline is ready at.
@@ -127,7 +127,16 @@ async fn upload_checkpoint(shared: &Shared, key: TimelineKey, upload: &Upload) -
         files,
         mode,
     };
-    match shared.writer.checkpoint(req, progress::none()).await {
+    // Layer files are immutable: a full rescan reads only names (and sizes) the store lacks;
+    // the files the loop was told are new are read whatever the store has.
+    let opts = CheckpointOptions {
+        immutable_names: mode == CheckpointMode::Full,
+    };
+    match shared
+        .writer
+        .checkpoint_with(req, opts, progress::none())
+        .await
+    {
         Ok(r) => {
             shared.metrics.uploaded(&r);
             tracing::info!(

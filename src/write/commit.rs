@@ -22,7 +22,9 @@ use crate::store::index_cache::IndexCache;
 use crate::store::{GC_RACE_RETRIES, ManifestRef, Store};
 use crate::write::fence::{Fence, Guard, IndexAction, References, Start};
 use crate::write::packer::{self, IngestCtx, UploadedPack};
-use crate::write::request::{CheckpointReport, CheckpointRequest, SourceFile, removed_names};
+use crate::write::request::{
+    CheckpointOptions, CheckpointReport, CheckpointRequest, SourceFile, removed_names,
+};
 use crate::write::source::{self, Job};
 
 /// Times a checkpoint stores chunks again because gc condemned packs it meant to reference.
@@ -109,11 +111,23 @@ impl Writer {
         self.store.execute_restore(plan, progress).await
     }
 
-    /// Records one checkpoint. Fails with `AlreadyExists` if the timeline has a checkpoint at
-    /// this LSN and with `InvalidInput` if it has a newer one.
+    /// Records one checkpoint, reading every file. Fails with `AlreadyExists` if the timeline has
+    /// a checkpoint at this LSN and with `InvalidInput` if it has a newer one.
     pub async fn checkpoint(
         &self,
         req: CheckpointRequest,
+        progress: DynProgress,
+    ) -> Result<CheckpointReport> {
+        self.checkpoint_with(req, CheckpointOptions::default(), progress)
+            .await
+    }
+
+    /// Like [`Writer::checkpoint`], with options (e.g. not reading files the previous checkpoint
+    /// recorded under the same name and size: [`CheckpointOptions::immutable_names`]).
+    pub async fn checkpoint_with(
+        &self,
+        req: CheckpointRequest,
+        opts: CheckpointOptions,
         progress: DynProgress,
     ) -> Result<CheckpointReport> {
         let lsn = req.metadata.disk_consistent_lsn;
@@ -128,7 +142,7 @@ impl Writer {
             ..Default::default()
         };
         let (added, packs, guard) = self
-            .store_fenced(&req, prev.as_ref(), &mut report, progress)
+            .store_fenced(&req, opts, prev.as_ref(), &mut report, progress)
             .await?;
         let removed = removed_names(&req, prev.as_ref());
         report.files_removed = removed.len();
@@ -241,6 +255,7 @@ impl Writer {
     async fn store_fenced(
         &self,
         req: &CheckpointRequest,
+        opts: CheckpointOptions,
         prev: Option<&TimelineState>,
         report: &mut CheckpointReport,
         progress: DynProgress,
@@ -249,7 +264,7 @@ impl Writer {
             let start = self.apply_gc_state().await?;
             let retry = attempt > 0;
             let (added, packs) = self
-                .store_files(&req.files, prev, retry, report, progress.clone())
+                .store_files(&req.files, opts, prev, retry, report, progress.clone())
                 .await?;
             let own: HashMap<ChunkId, PackId> = packs
                 .iter()
@@ -290,6 +305,7 @@ impl Writer {
     async fn store_files(
         &self,
         files: &[SourceFile],
+        opts: CheckpointOptions,
         prev: Option<&TimelineState>,
         retry: bool,
         report: &mut CheckpointReport,
@@ -309,7 +325,7 @@ impl Writer {
         let (tx, uploader) = packer::start_uploads(self.store.backend().clone());
         let ctx = IngestCtx::new(&self.store, self.index.shared().clone(), tx, progress);
         let ctx = Arc::new(ctx);
-        let outcomes = source::ingest_all(ctx.clone(), jobs, known).await;
+        let outcomes = source::ingest_all(ctx.clone(), jobs, known, opts.immutable_names).await;
         let ctx = Arc::try_unwrap(ctx)
             .map_err(|_| ())
             .expect("workers are done");

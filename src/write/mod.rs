@@ -29,4 +29,6 @@ mod source;
 
 pub use commit::Writer;
 pub use packer::UPLOAD_CONCURRENCY;
-pub use request::{CheckpointMode, CheckpointReport, CheckpointRequest, SourceFile};
+pub use request::{
+    CheckpointMode, CheckpointOptions, CheckpointReport, CheckpointRequest, SourceFile,
+};

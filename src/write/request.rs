@@ -44,6 +44,17 @@ pub struct CheckpointRequest {
     pub mode: CheckpointMode,
 }
 
+/// How a checkpoint may treat the request's files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointOptions {
+    /// The caller vouches that a file recorded in the timeline's previous checkpoint under the
+    /// same name and with the same size still holds the recorded content: such a file is carried
+    /// over without being read (a pageserver's layer files are immutable, so only the files the
+    /// caller was told are new need reading). A file that is not in the previous checkpoint, or
+    /// has another size, is read as always. Off by default: every file is read and hashed.
+    pub immutable_names: bool,
+}
+
 /// What a checkpoint did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CheckpointReport {
@@ -57,6 +68,9 @@ pub struct CheckpointReport {
     pub files_added: usize,
     /// Files unchanged since the previous checkpoint.
     pub files_unchanged: usize,
+    /// Of the unchanged files, those carried over by name and size without being read
+    /// ([`CheckpointOptions::immutable_names`]).
+    pub files_not_read: usize,
     /// Added files whose whole content was already stored (not chunked again).
     pub files_deduplicated: usize,
     /// How many names of the previous checkpoint the request left out (full mode only).

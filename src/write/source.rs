@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,7 +36,9 @@ pub(crate) type Job = (SourceFile, Option<FileEntry>);
 
 /// What happened to one file.
 pub(crate) enum FileOutcome {
-    Unchanged,
+    /// The same content as in the previous checkpoint; `read` is false when it was carried over
+    /// by name and size without reading it.
+    Unchanged { read: bool },
     Added {
         entry: FileEntry,
         deduplicated: bool,
@@ -47,8 +49,9 @@ impl FileOutcome {
     /// Counts the outcome into `report`; returns the entry of an added file.
     pub(crate) fn tally(self, report: &mut CheckpointReport) -> Option<FileEntry> {
         match self {
-            FileOutcome::Unchanged => {
+            FileOutcome::Unchanged { read } => {
                 report.files_unchanged += 1;
+                report.files_not_read += !read as usize;
                 None
             }
             FileOutcome::Added {
@@ -65,11 +68,14 @@ impl FileOutcome {
     }
 }
 
-/// Records every job on the blocking pool, files in parallel, then flushes the last pack.
+/// Records every job on the blocking pool, files in parallel, then flushes the last pack. With
+/// `immutable_names`, a file whose previous entry has its size is not read (see
+/// [`crate::write::CheckpointOptions`]).
 pub(crate) async fn ingest_all(
     ctx: Arc<IngestCtx>,
     jobs: Vec<Job>,
     known: HashMap<FileHash, Vec<ChunkRef>>,
+    immutable_names: bool,
 ) -> Result<Vec<FileOutcome>> {
     let total: u64 = jobs
         .iter()
@@ -80,13 +86,25 @@ pub(crate) async fn ingest_all(
     let work = tokio::task::spawn_blocking(move || {
         let results: Result<Vec<FileOutcome>> = jobs
             .par_iter()
-            .map(|(src, old)| ingest_file(&ctx, src, old.as_ref(), &known))
+            .map(|(src, old)| match old {
+                Some(old) if immutable_names && same_size(&src.path, old) => {
+                    ctx.progress.advance(old.size);
+                    Ok(FileOutcome::Unchanged { read: false })
+                }
+                _ => ingest_file(&ctx, src, old.as_ref(), &known),
+            })
             .collect();
         let flushed = ctx.flush();
         results.and_then(|r| flushed.map(|()| r))
     });
     work.await
         .map_err(|e| Error::InvalidInput(format!("ingest worker failed: {e}")))?
+}
+
+/// Whether `path` is a regular file of the size `old` records (a file that cannot be stat'ed is
+/// read, and its error reported, like any other).
+fn same_size(path: &Path, old: &FileEntry) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == old.size)
 }
 
 /// Records one file: unchanged, reused whole, or chunked.
@@ -108,11 +126,11 @@ pub(crate) fn ingest_file(
     let reused = known.get(&snap.hash);
     let chunks = match (snap.content, reused) {
         // A large file's chunks were stored (and its progress counted) while it was read.
-        (Content::Chunked(_), _) if unchanged => return Ok(FileOutcome::Unchanged),
+        (Content::Chunked(_), _) if unchanged => return Ok(FileOutcome::Unchanged { read: true }),
         (Content::Chunked(chunks), _) => chunks,
         (Content::Whole(_), _) if unchanged => {
             ctx.progress.advance(size);
-            return Ok(FileOutcome::Unchanged);
+            return Ok(FileOutcome::Unchanged { read: true });
         }
         (Content::Whole(_), Some(chunks)) => {
             ctx.progress.advance(size);
@@ -203,29 +221,44 @@ fn read_once(ctx: &IngestCtx, path: &Path) -> Result<Snapshot> {
     })
 }
 
-/// Streams a large file through the hasher and the chunker on a reader thread, in batches, and
-/// stores each batch. Returns the hash of the bytes read, their count and the chunks.
+/// Streams a large file in blocks read (and hashed whole) on a reader thread, while this thread
+/// cuts the blocks into chunks in place and stores them. Returns the hash of the bytes read,
+/// their count and the chunks.
 fn chunk_large_file(
     ctx: &IngestCtx,
     path: &Path,
     file: File,
     len: u64,
 ) -> Result<(FileHash, u64, Vec<ChunkRef>)> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<Vec<u8>>>>(1);
-    let chunker = ctx.chunker.clone();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(1);
+    // Emptied blocks go back to the reader, so their memory is reused, not faulted in again.
+    let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
     let owned = path.to_path_buf();
     // At most one byte past the size at open is read: a growing file is caught, never chased.
-    let reader = std::thread::spawn(move || read_batches(chunker, file.take(len + 1), &owned, tx));
+    let reader = std::thread::spawn(move || read_blocks(file.take(len + 1), &owned, tx, spare));
     let mut refs = Vec::new();
     let result: Result<()> = (|| {
-        for batch in rx.iter() {
-            let batch = batch.map_err(|e| Error::io("read", path, e))?;
-            let slices: Vec<&[u8]> = batch.iter().map(|c| &c[..]).collect();
-            refs.extend(ctx.store_batch(&slices)?);
+        let mut window: Vec<u8> = Vec::with_capacity(BATCH_BYTES + ctx.chunker.max_size());
+        let mut blocks = rx.iter();
+        loop {
+            let block = blocks.next().transpose();
+            let block = block.map_err(|e| Error::io("read", path, e))?;
+            let end = block.is_none();
+            if let Some(block) = block {
+                window.extend_from_slice(&block);
+                let _ = back.try_send(block);
+            }
+            let chunks = final_chunks(&ctx.chunker, &window, end);
+            let cut: usize = chunks.iter().map(|c| c.len()).sum();
+            refs.extend(ctx.store_batch(&chunks)?);
+            window.drain(..cut);
+            if end {
+                return Ok(());
+            }
         }
-        Ok(())
     })();
     drop(rx);
+    drop(back);
     let hashed = reader.join();
     result?;
     let (hash, read) = hashed.map_err(|_| {
@@ -240,63 +273,57 @@ fn chunk_large_file(
     Ok((hash, read, refs))
 }
 
-/// A reader that hashes and counts every byte it passes on.
-struct Hashing<R> {
-    inner: R,
-    hasher: blake3::Hasher,
-    read: u64,
+/// The chunks of `window` whose boundaries are final: each whose whole reach (the chunker's
+/// maximum size) lies inside the window, or every chunk at the end of the file. The rest waits for
+/// more bytes, so the cuts are exactly those of the whole file in one piece.
+fn final_chunks<'a>(chunker: &Chunker, window: &'a [u8], end: bool) -> Vec<&'a [u8]> {
+    let reach = chunker.max_size();
+    let mut at = 0;
+    chunker
+        .chunk_slice(window)
+        .take_while(|c| {
+            let keep = end || at + reach <= window.len();
+            at += c.len();
+            keep
+        })
+        .collect()
 }
 
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.read += n as u64;
-        Ok(n)
-    }
-}
-
-/// Chunks `file` into batches sent to `tx`; returns the hash and length of what it read.
-fn read_batches(
-    chunker: Chunker,
-    file: impl Read,
+/// Reads `file` in blocks of [`BATCH_BYTES`] (reusing the blocks sent back on `spare`), hashing
+/// every byte, and sends them to `tx`; returns the hash and length of what it read.
+fn read_blocks(
+    mut file: impl Read,
     path: &Path,
-    tx: std::sync::mpsc::SyncSender<std::io::Result<Vec<Vec<u8>>>>,
+    tx: std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> (FileHash, u64) {
-    let mut hashing = Hashing {
-        inner: file,
-        hasher: blake3::Hasher::new(),
-        read: 0,
-    };
-    let mut batch = Vec::new();
-    let (mut bytes, mut sent) = (0, 0u64);
-    for chunk in chunker.chunk_reader(BufReader::with_capacity(1 << 20, &mut hashing)) {
-        match chunk {
-            Ok(c) => {
-                bytes += c.len();
-                batch.push(c);
-                if bytes >= BATCH_BYTES {
-                    if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
-                        break;
-                    }
-                    sent += bytes as u64;
-                    bytes = 0;
-                    hook::call(path, sent);
-                }
-            }
+    let mut hasher = blake3::Hasher::new();
+    let mut read = 0u64;
+    loop {
+        let mut block = spare.try_recv().unwrap_or_default();
+        block.clear();
+        let filled = (&mut file).take(BATCH_BYTES as u64).read_to_end(&mut block);
+        let n = match filled {
+            Ok(n) => n,
             Err(e) => {
                 let _ = tx.send(Err(e));
                 break;
             }
+        };
+        if n == 0 {
+            break;
         }
+        hasher.update(&block);
+        read += n as u64;
+        if tx.send(Ok(block)).is_err() {
+            break;
+        }
+        if n < BATCH_BYTES {
+            break;
+        }
+        hook::call(path, read);
     }
-    if !batch.is_empty() {
-        let _ = tx.send(Ok(batch));
-    }
-    (
-        FileHash(*hashing.hasher.finalize().as_bytes()),
-        hashing.read,
-    )
+    (FileHash(*hasher.finalize().as_bytes()), read)
 }
 
 /// Test hooks: a callback run at fixed points of a file's read (after the open, after each

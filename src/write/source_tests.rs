@@ -15,7 +15,7 @@ use crate::id::{Lsn, TenantId, TimelineId};
 use crate::progress;
 use crate::store::Store;
 use crate::verify::{VerifyOptions, verify};
-use crate::write::{CheckpointMode, CheckpointRequest, SourceFile, Writer};
+use crate::write::{CheckpointMode, CheckpointOptions, CheckpointRequest, SourceFile, Writer};
 
 const TENANT: TenantId = TenantId([0xaa; 16]);
 const TIMELINE: TimelineId = TimelineId([0xbb; 16]);
@@ -167,14 +167,19 @@ fn tempdir() -> (tempfile::TempDir, PathBuf) {
     (d, p)
 }
 
+/// A store with the default configuration in `dir`.
+async fn local_store(dir: &Path) -> Store {
+    let backend = Arc::new(LocalBackend::new(dir).unwrap());
+    Store::open_or_create(backend, StoreConfig::default_config())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_changed_while_read_fails_or_restores() {
     let (_s, store_dir) = tempdir();
     let (_w, work) = tempdir();
-    let backend = Arc::new(LocalBackend::new(&store_dir).unwrap());
-    let store = Store::open_or_create(backend, StoreConfig::default_config())
-        .await
-        .unwrap();
+    let store = local_store(&store_dir).await;
     let mut lsn = 0x10;
     for change in [
         Change::Rewrite,
@@ -196,4 +201,127 @@ async fn a_file_changed_while_read_fails_or_restores() {
     };
     let report = verify(&store, opts, progress::none()).await.unwrap();
     assert_eq!(report.errors(), 0, "{:?}", report.problems);
+}
+
+/// Records `files` (name, content) of `work` at `lsn`, with `opts`.
+async fn record(
+    writer: &Writer,
+    work: &Path,
+    lsn: u64,
+    files: &[(&str, &[u8])],
+    opts: CheckpointOptions,
+) -> crate::write::CheckpointReport {
+    for (name, data) in files {
+        std::fs::write(work.join(name), data).unwrap();
+    }
+    let req = CheckpointRequest {
+        tenant: TENANT,
+        timeline: TIMELINE,
+        metadata: TimelineMetadata::at(Lsn(lsn)),
+        files: files
+            .iter()
+            .map(|(name, _)| SourceFile {
+                name: name.to_string(),
+                path: work.join(name),
+            })
+            .collect(),
+        mode: CheckpointMode::Full,
+    };
+    writer
+        .checkpoint_with(req, opts, progress::none())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_names_carry_known_files_over_without_reading_them() {
+    let (_s, store_dir) = tempdir();
+    let (_w, work) = tempdir();
+    let store = local_store(&store_dir).await;
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let (a, big, c, d) = (noise(SMALL, 1), noise(BIG, 2), noise(SMALL, 3), noise(7, 4));
+    let all = CheckpointOptions::default();
+    let first: &[(&str, &[u8])] = &[("a", &a), ("big", &big), ("c", &c)];
+    record(&writer, &work, 0x10, first, all).await;
+    // `a` and `big` keep their names and sizes but not their bytes (breaking the promise, so
+    // that a read would show); `c` changes size, `d` is new, and nothing else is given.
+    let (a2, big2) = (noise(SMALL, 5), noise(BIG, 6));
+    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for name in ["a", "big"] {
+        let o = opened.clone();
+        hook::set(&work.join(name), move |_| {
+            o.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let trust = CheckpointOptions {
+        immutable_names: true,
+    };
+    let second: &[(&str, &[u8])] = &[("a", &a2), ("big", &big2), ("c", &c[1..]), ("d", &d)];
+    let r = record(&writer, &work, 0x20, second, trust).await;
+    let read = opened.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(read, 0, "a file known by name and size was read");
+    assert_eq!((r.files_unchanged, r.files_not_read), (2, 2));
+    assert_eq!((r.files_added, r.files_removed), (2, 0));
+    assert_eq!(r.bytes_added, (SMALL - 1 + 7) as u64);
+    // Without the option the same request reads (and records) the changed bytes.
+    let r = record(&writer, &work, 0x30, second, all).await;
+    for name in ["a", "big"] {
+        hook::clear(&work.join(name));
+    }
+    assert_eq!((r.files_added, r.files_not_read), (2, 0));
+    let restored = |lsn: u64| {
+        let store = store.clone();
+        async move {
+            let (dir, out) = tempdir();
+            store
+                .restore_timeline(&TENANT, &TIMELINE, Some(Lsn(lsn)), &out, progress::none())
+                .await
+                .unwrap();
+            let read = |n: &str| std::fs::read(out.join(n)).ok();
+            let got = [read("a"), read("big"), read("c"), read("d")];
+            drop(dir);
+            got
+        }
+    };
+    let carried = restored(0x20).await;
+    assert_eq!(carried[0].as_deref(), Some(&a[..]), "a carried over");
+    assert_eq!(carried[1].as_deref(), Some(&big[..]), "big carried over");
+    assert_eq!(carried[2].as_deref(), Some(&c[1..]));
+    assert_eq!(carried[3].as_deref(), Some(&d[..]));
+    let reread = restored(0x30).await;
+    assert_eq!(reread[0].as_deref(), Some(&a2[..]));
+    assert_eq!(reread[1].as_deref(), Some(&big2[..]));
+    // A name the request leaves out is still removed.
+    let r = record(&writer, &work, 0x40, &[("d", &d)], trust).await;
+    assert_eq!((r.files_removed, r.files_not_read), (3, 1));
+    assert_eq!(restored(0x40).await[..3], [None, None, None]);
+}
+
+#[test]
+fn chunks_cut_window_by_window_are_those_of_the_whole_file() {
+    use crate::format::chunker::Chunker;
+    use crate::format::config::ChunkerParams;
+    let chunker = Chunker::new(&ChunkerParams::fastcdc(4096, 16384, 65536)).unwrap();
+    // Runs of zeros make maximum-size chunks, which end exactly at the reach of a window.
+    let mut data = noise(3 << 20, 9);
+    data[1 << 20..(1 << 20) + 300_000].fill(0);
+    let whole: Vec<&[u8]> = chunker.chunk_slice(&data).collect();
+    for block in [65_536, 100_003, 1 << 20] {
+        let (mut window, mut cuts) = (Vec::new(), Vec::new());
+        for piece in data.chunks(block).map(Some).chain([None]) {
+            if let Some(p) = piece {
+                window.extend_from_slice(p);
+            }
+            let chunks = super::final_chunks(&chunker, &window, piece.is_none());
+            let cut: usize = chunks.iter().map(|c| c.len()).sum();
+            cuts.extend(chunks.iter().map(|c| c.to_vec()));
+            window.drain(..cut);
+        }
+        assert!(window.is_empty(), "block {block}: bytes left over");
+        assert_eq!(cuts.len(), whole.len(), "block {block}");
+        assert!(
+            cuts.iter().zip(&whole).all(|(a, b)| a == b),
+            "block {block}"
+        );
+    }
 }

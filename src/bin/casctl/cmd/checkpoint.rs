@@ -9,7 +9,7 @@ use layercas::format::config::StoreConfig;
 use layercas::id::Lsn;
 use layercas::store::Store;
 use layercas::sync::sources::{collect_sources, resolve_metadata};
-use layercas::write::{CheckpointMode, CheckpointRequest, Writer};
+use layercas::write::{CheckpointMode, CheckpointOptions, CheckpointRequest, Writer};
 
 use super::{Ctx, TimelineArgs};
 use crate::output::{Exit, emit, size};
@@ -29,6 +29,10 @@ pub struct Args {
     /// Add the files to the previous checkpoint instead of replacing its file set.
     #[arg(long)]
     incremental: bool,
+    /// Take a file the previous checkpoint recorded under the same name and size as unchanged,
+    /// without reading it (layer files are immutable); only new names and sizes are read.
+    #[arg(long)]
+    immutable_names: bool,
     #[arg(required = true)]
     paths: Vec<PathBuf>,
 }
@@ -52,17 +56,21 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
     };
     let writer = Writer::new(store).await?;
     let (p, pb) = progress::bar("checkpoint", !ctx.json);
-    let report = writer.checkpoint(req, p).await;
+    let opts = CheckpointOptions {
+        immutable_names: a.immutable_names,
+    };
+    let report = writer.checkpoint_with(req, opts, p).await;
     progress::finish(pb);
     emit(ctx.json, &report?, |r| {
         format!(
-            "recorded {} at {}: {} files added ({} already stored whole), {} unchanged, {} removed; \
+            "recorded {} at {}: {} files added ({} already stored whole), {} unchanged ({} not read), {} removed; \
              {} new chunks of {}, {} stored in {} packs",
             r.manifest,
             r.lsn,
             r.files_added,
             r.files_deduplicated,
             r.files_unchanged,
+            r.files_not_read,
             r.files_removed,
             r.new_chunks,
             r.chunks,
