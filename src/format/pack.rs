@@ -5,6 +5,7 @@
 //! pack    = blob_0 || ... || blob_{n-1} || table || table_len (u32 LE) || "LCPK"
 //! table   = envelope(kind PackTable, body = count (u32 LE) || entry_0 || ... || entry_{n-1})
 //! entry   = chunk id (32) || compression (u8) || stored_len (u32 LE) || raw_len (u32 LE)
+//! blob    = raw chunk (compression 0) | zstd frame (1) | dictionary id (32) || zstd frame (2)
 //! ```
 //! Blob `i` starts at the sum of the stored lengths of the blobs before it. A pack's key is the
 //! blake3 of all its bytes.
@@ -15,6 +16,7 @@
 use bytes::Bytes;
 
 use crate::error::DecodeError;
+use crate::format::dict::{self, DictId, Encoder};
 use crate::format::envelope::{self, Kind};
 use crate::id::{ChunkId, PackId};
 
@@ -37,6 +39,9 @@ pub enum Compression {
     None = 0,
     /// One zstd frame that decompresses to the raw chunk.
     Zstd = 1,
+    /// The id of a dictionary object (32 bytes), then one zstd frame that decompresses to the
+    /// raw chunk with that dictionary (format-spec section 5.1).
+    ZstdDict = 2,
 }
 
 impl Compression {
@@ -44,6 +49,7 @@ impl Compression {
         match b {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
+            2 => Some(Compression::ZstdDict),
             _ => None,
         }
     }
@@ -114,13 +120,13 @@ pub fn decode_entries<'a>(
                 format!("entry {i}: uncompressed blob with stored {stored_len} != raw {raw_len}"),
             ));
         }
-        if compression == Compression::Zstd && stored_len as u64 > max_zstd_len(raw_len) {
+        let bound = max_stored_len(compression, raw_len);
+        if stored_len as u64 > bound {
             return Err(DecodeError::new(
                 what,
                 format!(
-                    "entry {i}: zstd blob of {stored_len} bytes exceeds the bound of {} for \
-                     {raw_len} raw bytes",
-                    max_zstd_len(raw_len)
+                    "entry {i}: zstd blob of {stored_len} bytes exceeds the bound of {bound} for \
+                     {raw_len} raw bytes"
                 ),
             ));
         }
@@ -139,6 +145,19 @@ pub fn decode_entries<'a>(
 pub fn max_zstd_len(raw_len: u32) -> u64 {
     zstd::zstd_safe::compress_bound(raw_len as usize) as u64
 }
+
+/// Largest stored length of a blob of `raw_len` raw bytes with `compression`: the raw length,
+/// zstd's compress bound, or the bound plus the dictionary id in front of the frame.
+pub fn max_stored_len(compression: Compression, raw_len: u32) -> u64 {
+    match compression {
+        Compression::None => raw_len as u64,
+        Compression::Zstd => max_zstd_len(raw_len),
+        Compression::ZstdDict => DICT_ID_LEN as u64 + max_zstd_len(raw_len),
+    }
+}
+
+/// Bytes of the dictionary id in front of a [`Compression::ZstdDict`] blob's frame.
+pub const DICT_ID_LEN: usize = 32;
 
 /// The magic number at the start of every zstd frame (RFC 8878), little-endian 0xFD2FB528.
 const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -196,6 +215,26 @@ pub fn encode_blob(id: ChunkId, chunk: &[u8], level: i32) -> Blob {
     }
 }
 
+/// Compresses `chunk` with the dictionary `dict` (at the level it was prepared for), keeping the
+/// raw bytes when that does not make it smaller.
+pub fn encode_blob_with(id: ChunkId, chunk: &[u8], dict: &Encoder) -> Blob {
+    let raw_len = chunk.len() as u32;
+    let compressed = compress_with(chunk, dict).filter(|c| c.len() < chunk.len());
+    let (compression, data) = match compressed {
+        Some(c) => (Compression::ZstdDict, Bytes::from(c)),
+        None => (Compression::None, Bytes::copy_from_slice(chunk)),
+    };
+    Blob {
+        entry: BlobEntry {
+            chunk: id,
+            compression,
+            stored_len: data.len() as u32,
+            raw_len,
+        },
+        data,
+    }
+}
+
 /// The raw chunk of a stored blob, checked: it decompresses to exactly `raw_len` bytes (never
 /// more is allocated) and hashes to the entry's chunk id.
 pub fn decode_blob(entry: &BlobEntry, data: &[u8]) -> Result<Vec<u8>, DecodeError> {
@@ -213,6 +252,7 @@ pub fn decode_blob(entry: &BlobEntry, data: &[u8]) -> Result<Vec<u8>, DecodeErro
             decompress(data, entry.raw_len as usize)
                 .map_err(|e| DecodeError::new(WHAT, format!("zstd: {e}")))?
         }
+        Compression::ZstdDict => decode_dict_blob(data, entry.raw_len)?,
     };
     if raw.len() != entry.raw_len as usize {
         return Err(len_error("decompressed to", raw.len(), entry.raw_len));
@@ -226,7 +266,54 @@ pub fn decode_blob(entry: &BlobEntry, data: &[u8]) -> Result<Vec<u8>, DecodeErro
     Ok(raw)
 }
 
+/// Decompresses a [`Compression::ZstdDict`] blob with the loaded dictionary it names, into at
+/// most `raw_len` bytes.
+fn decode_dict_blob(data: &[u8], raw_len: u32) -> Result<Vec<u8>, DecodeError> {
+    const WHAT: &str = "blob";
+    if data.len() < DICT_ID_LEN {
+        return Err(DecodeError::new(WHAT, "shorter than its dictionary id"));
+    }
+    let (id, frame) = data.split_at(DICT_ID_LEN);
+    let id = DictId(id.try_into().expect("32 bytes"));
+    check_zstd_frame(frame, raw_len).map_err(|e| DecodeError::new(WHAT, e))?;
+    let d = dict::get(&id).ok_or_else(|| {
+        DecodeError::new(WHAT, format!("names dictionary {id}, which is not loaded"))
+    })?;
+    let mut out = Vec::with_capacity(raw_len as usize);
+    DICT_DCTX
+        .with(|cell| {
+            let mut dctx = cell.borrow_mut();
+            let dctx = dctx.get_or_insert_with(zstd::zstd_safe::DCtx::create);
+            dctx.decompress_using_ddict(&mut out, frame, d.ddict())
+        })
+        .map_err(|code| {
+            let name = zstd::zstd_safe::get_error_name(code);
+            DecodeError::new(WHAT, format!("zstd with dictionary {id}: {name}"))
+        })?;
+    Ok(out)
+}
+
+/// zstd-compresses `data` with `dict` and this thread's context, the dictionary id in front;
+/// `None` if zstd fails.
+fn compress_with(data: &[u8], dict: &Encoder) -> Option<Vec<u8>> {
+    let mut out = vec![0; DICT_ID_LEN + zstd::zstd_safe::compress_bound(data.len())];
+    out[..DICT_ID_LEN].copy_from_slice(&dict.id.0);
+    let n = DICT_CCTX.with(|cell| {
+        let mut cctx = cell.borrow_mut();
+        let cctx = cctx.get_or_insert_with(zstd::zstd_safe::CCtx::create);
+        cctx.compress_using_cdict(&mut out[DICT_ID_LEN..], data, dict.cdict())
+            .ok()
+    })?;
+    out.truncate(DICT_ID_LEN + n);
+    Some(out)
+}
+
 thread_local! {
+    /// Contexts for dictionary blobs (the dictionary is passed per call).
+    static DICT_CCTX: std::cell::RefCell<Option<zstd::zstd_safe::CCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DICT_DCTX: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
     /// One zstd context per thread (and level): setting one up per chunk costs about as much as
     /// compressing a small chunk.
     static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =

@@ -26,6 +26,7 @@ use crate::format::manifest::{MAX_MANIFEST_BODY, Manifest, TimelineState};
 use crate::id::{Lsn, TenantId, TimelineId};
 
 pub mod chunk_index;
+mod dicts;
 pub(crate) mod gc_state;
 pub(crate) mod index_cache;
 mod indexes;
