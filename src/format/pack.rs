@@ -570,4 +570,37 @@ mod tests {
         };
         assert!(decode_blob(&lie, &big).is_err());
     }
+
+    #[test]
+    fn dictionary_blobs_round_trip_and_name_a_loaded_dictionary() {
+        let samples: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| format!("{i:05} account {} balance {}\n", i * 7 % 91, i * 13).repeat(40))
+            .map(String::into_bytes)
+            .collect();
+        let trained = dict::train(samples.iter().map(Vec::as_slice), 4096).expect("trained");
+        let object = dict::encode(&trained);
+        let d = dict::Dictionary::new(DictId::of(&object), trained).unwrap();
+        let enc = Encoder::new(&d, 3).unwrap();
+        let chunk = &samples[7];
+        let blob = encode_blob_with(ChunkId::of(chunk), chunk, &enc);
+        assert_eq!(blob.entry.compression, Compression::ZstdDict);
+        assert_eq!(&blob.data[..DICT_ID_LEN], &d.id.0);
+        // Not loaded in this process yet: a clear error, not a panic or a wrong chunk.
+        let e = decode_blob(&blob.entry, &blob.data).unwrap_err();
+        assert!(e.reason.contains("not loaded"), "{e}");
+        assert!(dict::register(std::sync::Arc::new(d)));
+        assert_eq!(&decode_blob(&blob.entry, &blob.data).unwrap(), chunk);
+        // The frame is checked like a plain zstd blob's, and bounded by raw_len.
+        let mut short = blob.entry;
+        short.raw_len -= 1;
+        assert!(decode_blob(&short, &blob.data).is_err());
+        let e = decode_blob(&blob.entry, &blob.data[..20]).unwrap_err();
+        assert!(e.reason.contains("stored as"), "{e}");
+        let mut cut = blob.entry;
+        cut.stored_len = 20;
+        let e = decode_blob(&cut, &blob.data[..20]).unwrap_err();
+        assert!(e.reason.contains("dictionary id"), "{e}");
+        let bound = max_stored_len(Compression::ZstdDict, 100);
+        assert_eq!(bound, 32 + max_zstd_len(100));
+    }
 }
