@@ -22,11 +22,12 @@ mod tools;
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use common::{env_or, mib};
 use layercas::format::config::ChunkerParams;
-use layercas::format::dict;
+use layercas::format::{dict, pack};
 use layercas::id::ChunkId;
 use layercas::testkit::sample::{SampleSpec, SampleWorkdir};
 use tools::{Kind, Tool};
@@ -96,6 +97,9 @@ struct Outcome {
 }
 
 fn per_chunk(chunks: &[Vec<u8>], level: i32, d: Option<&[u8]>, name: String) -> Outcome {
+    if let Some(d) = d {
+        return with_store_dictionary(chunks, level, d, name);
+    }
     let t = Instant::now();
     let mut c = match d {
         Some(d) => zstd::bulk::Compressor::with_dictionary(level, d).unwrap(),
@@ -124,6 +128,32 @@ fn per_chunk(chunks: &[Vec<u8>], level: i32, d: Option<&[u8]>, name: String) -> 
     Outcome {
         name,
         stored,
+        compress_s,
+        decompress_s: t.elapsed().as_secs_f64(),
+        extra: String::new(),
+    }
+}
+
+/// Per-chunk with dictionary `d`, exactly as a store writes and reads blobs (the 32-byte
+/// dictionary id in front of each frame included).
+fn with_store_dictionary(chunks: &[Vec<u8>], level: i32, d: &[u8], name: String) -> Outcome {
+    let object = dict::encode(d);
+    let d = Arc::new(dict::Dictionary::new(dict::DictId::of(&object), d.to_vec()).unwrap());
+    dict::register(d.clone());
+    let enc = dict::Encoder::new(&d, level).unwrap();
+    let t = Instant::now();
+    let blobs: Vec<pack::Blob> = chunks
+        .iter()
+        .map(|c| pack::encode_blob_with(ChunkId::of(c), c, &enc))
+        .collect();
+    let compress_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for b in &blobs {
+        pack::decode_blob(&b.entry, &b.data).unwrap();
+    }
+    Outcome {
+        name,
+        stored: blobs.iter().map(|b| b.data.len() as u64).sum(),
         compress_s,
         decompress_s: t.elapsed().as_secs_f64(),
         extra: String::new(),
@@ -287,11 +317,20 @@ fn report(name: &str, chunks: &Chunks, peers: &[(Kind, u64)]) {
         );
     }
     let c = &chunks.new;
-    let mut outcomes: Vec<Outcome> = [3, 6, 9, 19]
-        .into_iter()
+    // LAYERCAS_COMP_QUICK=1: only level 3, the default dictionary and grouping.
+    let quick = env_or("LAYERCAS_COMP_QUICK", 0) != 0;
+    let levels: &[i32] = if quick { &[3] } else { &[3, 6, 9, 19] };
+    let sizes: &[usize] = if quick {
+        &[dict::DEFAULT_DICT_LEN]
+    } else {
+        &[16 << 10, 64 << 10, dict::MAX_DICT_LEN]
+    };
+    let mut outcomes: Vec<Outcome> = levels
+        .iter()
+        .copied()
         .map(|l| per_chunk(c, l, None, format!("per-chunk level {l}")))
         .collect();
-    for size in [16 << 10, 64 << 10, dict::MAX_DICT_LEN] {
+    for &size in sizes {
         outcomes.push(with_dictionary(c, size, 3));
     }
     outcomes.push(with_dictionary(c, dict::DEFAULT_DICT_LEN, 6));
@@ -303,7 +342,7 @@ fn report(name: &str, chunks: &Chunks, peers: &[(Kind, u64)]) {
             acc >= dict::TRAIN_BYTES
         })
         .map_or(c.len(), |i| i + 1);
-    for size in [16 << 10, dict::DEFAULT_DICT_LEN] {
+    for &size in &sizes[..1] {
         outcomes.push(trained_after(c, at_train_bytes, size, "at 8 MiB"));
         let end_of_first = chunks.starts.get(1).copied().unwrap_or(c.len());
         outcomes.push(trained_after(c, end_of_first, size, "after ckpt 0"));

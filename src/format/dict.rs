@@ -124,11 +124,13 @@ impl Dictionary {
     }
 }
 
-/// A dictionary prepared for compressing at one level: what a writer holds.
+/// A dictionary and the level to compress with it: what a writer holds.
 pub struct Encoder {
     /// The dictionary object's id, written in front of every blob compressed with it.
     pub id: DictId,
-    cdict: zstd::zstd_safe::CDict<'static>,
+    /// The zstd level.
+    pub level: i32,
+    dict: Arc<Dictionary>,
 }
 
 impl fmt::Debug for Encoder {
@@ -138,15 +140,18 @@ impl fmt::Debug for Encoder {
 }
 
 impl Encoder {
-    /// Prepares `d` for compressing at `level`.
-    pub fn new(d: &Dictionary, level: i32) -> Option<Encoder> {
-        let cdict = zstd::zstd_safe::CDict::try_create(&d.bytes, level)?;
-        Some(Encoder { id: d.id, cdict })
+    /// Compresses with `d` at `level`.
+    pub fn new(d: &Arc<Dictionary>, level: i32) -> Option<Encoder> {
+        Some(Encoder {
+            id: d.id,
+            level,
+            dict: d.clone(),
+        })
     }
 
-    /// The prepared compression tables.
-    pub fn cdict(&self) -> &zstd::zstd_safe::CDict<'static> {
-        &self.cdict
+    /// The dictionary's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.dict.bytes
     }
 }
 
