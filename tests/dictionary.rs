@@ -112,3 +112,67 @@ async fn round_trip_on(store: Store) {
     assert!(report.problems.is_empty(), "{report:?}");
     assert!(report.blobs_checked as u64 > used as u64, "{report:?}");
 }
+
+/// A store written by the code before dictionaries existed (tests/data/store-v1: `casctl init`
+/// and one checkpoint of three files, made with the main branch's release casctl) restores as
+/// it did, and a writer can add dictionary-compressed checkpoints to it; both restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_written_before_dictionaries_restores_and_takes_new_checkpoints() {
+    let (_s, store_dir) = tempdir();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/store-v1");
+    for e in walkdir::WalkDir::new(&fixture).into_iter().flatten() {
+        let to = store_dir.join(e.path().strip_prefix(&fixture).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    let store = Store::open(local_backend(&store_dir)).await.unwrap();
+    let (tenant, timeline) = (
+        "0102030405060708090a0b0c0d0e0f10".parse().unwrap(),
+        "1112131415161718191a1b1c1d1e1f20".parse().unwrap(),
+    );
+    let (_o, old) = tempdir();
+    store
+        .restore_timeline(&tenant, &timeline, None, &old, progress::none())
+        .await
+        .unwrap();
+    let files = read_tree(&old);
+    let sizes: Vec<(&str, usize)> = files.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
+    assert_eq!(
+        sizes,
+        [("empty", 0), ("layer_a", 144_979), ("layer_b", 4000)]
+    );
+    assert!(files["layer_a"].starts_with(b"000000 | account "));
+    assert_eq!(
+        files["layer_a"].iter().filter(|b| **b == b'\n').count(),
+        3000
+    );
+
+    // New checkpoints on the old store train a dictionary and use it; the old one still reads.
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let (_w, work) = tempdir();
+    let mut v2 = BTreeMap::new();
+    v2.insert("big".to_string(), rows(dict::TRAIN_BYTES + (2 << 20), 9));
+    write_files(&work, &v2);
+    let req = layercas::write::CheckpointRequest {
+        tenant,
+        timeline,
+        metadata: layercas::format::metadata::TimelineMetadata::at(layercas::id::Lsn(0x200)),
+        files: sources(&work),
+        mode: layercas::write::CheckpointMode::Full,
+    };
+    writer.checkpoint(req, progress::none()).await.unwrap();
+    let dicts = Prefix::new(layout::DICTS).unwrap();
+    assert_eq!(store.backend().list_all(&dicts).await.unwrap().len(), 1);
+    for (lsn, name, len) in [(0x100, "layer_a", 144_979), (0x200, "big", v2["big"].len())] {
+        let (_o, out) = tempdir();
+        let lsn = Some(layercas::id::Lsn(lsn));
+        store
+            .restore_timeline(&tenant, &timeline, lsn, &out, progress::none())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(out.join(name)).unwrap().len(), len);
+    }
+}
