@@ -126,6 +126,10 @@ pub async fn verify(
         report.warning(&m.key, "object is not part of the layercas layout");
     }
 
+    // Listed after the packs, so every dictionary a listed pack's blobs name is found.
+    if let Err(e) = store.load_dictionaries().await {
+        report.error(layout::prefix(layout::DICTS).as_str(), e.to_string());
+    }
     let (index, by_pack) = check_indexes(store, &all, &packs, &mut report).await;
     let referenced = check_manifests(store, &all, &index, &mut report).await;
     report.chunks_referenced = referenced.len();
@@ -161,6 +165,7 @@ fn is_foreign(key: &Key) -> bool {
         || layout::is_intent_key(key)
         || layout::parse_pack_key(key).is_some()
         || layout::parse_index_key(key).is_some()
+        || layout::parse_dict_key(key).is_some()
         || layout::parse_manifest_key(key).is_some();
     !known && !s.starts_with(layout::MANIFESTS)
 }

@@ -12,6 +12,7 @@ mod reject_vectors;
 use std::path::{Path, PathBuf};
 
 use layercas::format::config::{ChunkerParams, StoreConfig};
+use layercas::format::dict;
 use layercas::format::gc_state::{GcState, Phase};
 use layercas::format::index::IndexObject;
 use layercas::format::intent::Intent;
@@ -266,6 +267,62 @@ fn base_manifest_vector() {
     let back = Manifest::decode(&bytes).unwrap();
     assert!(back.base);
     assert_eq!(back, base);
+}
+
+/// The dictionary of `dict.hex`: trained (only when writing vectors) on fixed text rows.
+fn dict_vector() -> Vec<u8> {
+    if !writing_vectors() {
+        return read_hex("dict");
+    }
+    let rows: Vec<Vec<u8>> = (0..300u32)
+        .map(|i| format!("{i:05} account {} balance {}\n", i * 7 % 91, i * 13).repeat(40))
+        .map(String::into_bytes)
+        .collect();
+    dict::encode(&dict::train(rows.iter().map(Vec::as_slice), 1024).expect("trained"))
+}
+
+#[test]
+fn dictionary_and_dictionary_pack_vectors() {
+    let object = dict_vector();
+    let stored = check(
+        "dict",
+        "dictionary object (kind 8): a 1 KiB zstd dictionary trained on text rows",
+        &object,
+    );
+    // Spec-derived: envelope kind 8 version 1, body starting with the zstd dictionary magic.
+    let body = envelope_body_version(&stored, 8, 1);
+    assert_eq!(&body[..4], &[0x37, 0xa4, 0x30, 0xec]);
+    let id = dict::DictId::of(&stored);
+    assert_eq!(id.0, *blake3::hash(&stored).as_bytes());
+    assert_eq!(dict::decode(&id, &stored).unwrap(), body);
+    assert_eq!(dict::encode(body), stored);
+    let d = std::sync::Arc::new(dict::Dictionary::new(id, body.to_vec()).unwrap());
+    let enc = dict::Encoder::new(&d, 3).unwrap();
+    assert!(dict::register(d));
+
+    let chunk = b"00042 account 21 balance 546\n".repeat(20);
+    let mut b = PackBuilder::default();
+    b.push(pack::encode_blob_with(ChunkId::of(&chunk), &chunk, &enc));
+    let sealed = b.seal();
+    let stored_pack = check(
+        "pack_dict",
+        "pack: one blob = the id of dict.hex, then a zstd frame of a 600-byte text row compressed with that dictionary",
+        &sealed.to_vec(),
+    );
+    let table = pack::decode_pack_table(&stored_pack).unwrap();
+    assert_eq!(table[0].compression, pack::Compression::ZstdDict);
+    let blob = &stored_pack[..table[0].stored_len as usize];
+    assert_eq!(
+        &blob[..32],
+        &id.0,
+        "the blob starts with the dictionary's id"
+    );
+    assert_eq!(
+        &blob[32..36],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+        "then a zstd frame"
+    );
+    assert_eq!(pack::decode_blob(&table[0], blob).unwrap(), chunk);
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The envelope around every small stored object (config, pack table, index, manifest, timeline
-//! metadata): magic, kind, version, length, body, checksum.
+//! metadata, dictionary): magic, kind, version, length, body, checksum.
 //!
 //! ```text
 //! offset  size  field
@@ -37,6 +37,7 @@ pub enum Kind {
     TimelineMetadata = 5,
     GcState = 6,
     Intent = 7,
+    Dictionary = 8,
 }
 
 impl Kind {
@@ -49,6 +50,7 @@ impl Kind {
             Kind::TimelineMetadata => "timeline metadata",
             Kind::GcState => "gc state",
             Kind::Intent => "intent",
+            Kind::Dictionary => "dictionary",
         }
     }
 }

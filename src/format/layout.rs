@@ -7,6 +7,7 @@
 //! manifests/<tenant>/<timeline>/<lsn, 16 HEX>    one manifest per checkpoint
 //! gc/state                                      the gc state (the fence between gc and writers)
 //! intents/<id, 64 hex>                          packs a writer's commit is about to reference
+//! dicts/<dictionary id, 64 hex>                 compression dictionaries (never deleted)
 //! ```
 //! Owns key construction and parsing only.
 
@@ -25,6 +26,8 @@ pub const INDEX: &str = "index/";
 pub const MANIFESTS: &str = "manifests/";
 /// Prefix of all intents.
 pub const INTENTS: &str = "intents/";
+/// Prefix of all compression dictionaries.
+pub const DICTS: &str = "dicts/";
 
 fn key(s: String) -> Key {
     Key::new(s).expect("layout keys are valid by construction")
@@ -49,6 +52,20 @@ pub fn pack_key(id: &PackId) -> Key {
 /// Key of an index object.
 pub fn index_key(id: &IndexId) -> Key {
     key(format!("{INDEX}{id}"))
+}
+
+/// Key of a compression dictionary.
+pub fn dict_key(id: &crate::format::dict::DictId) -> Key {
+    key(format!("{DICTS}{id}"))
+}
+
+/// The dictionary id of a dictionary key, if it is one.
+pub fn parse_dict_key(key: &Key) -> Option<crate::format::dict::DictId> {
+    let hex = key.as_str().strip_prefix(DICTS)?;
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(hex, &mut id).ok()?;
+    let id = crate::format::dict::DictId(id);
+    (hex == id.to_string()).then_some(id)
 }
 
 /// Key of the manifest of a timeline's checkpoint at `lsn`.

@@ -4,8 +4,10 @@
 //! checked hashes, typed errors, never a panic) because its input comes from a store; these are
 //! the functions the fuzzers target. `format-spec/README.md` is the normative description.
 
+mod blob;
 pub(crate) mod chunker;
 pub mod config;
+pub mod dict;
 pub(crate) mod envelope;
 pub mod gc_state;
 pub mod index;

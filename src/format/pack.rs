@@ -5,16 +5,18 @@
 //! pack    = blob_0 || ... || blob_{n-1} || table || table_len (u32 LE) || "LCPK"
 //! table   = envelope(kind PackTable, body = count (u32 LE) || entry_0 || ... || entry_{n-1})
 //! entry   = chunk id (32) || compression (u8) || stored_len (u32 LE) || raw_len (u32 LE)
+//! blob    = raw chunk (compression 0) | zstd frame (1) | dictionary id (32) || zstd frame (2)
 //! ```
 //! Blob `i` starts at the sum of the stored lengths of the blobs before it. A pack's key is the
 //! blake3 of all its bytes.
 //!
-//! Owns blob encoding (compression) and pack/table layout. Must not decide which chunks go into a
-//! pack or upload anything.
+//! Owns pack/table layout (blob encoding is `format::blob`, re-exported here). Must not decide
+//! which chunks go into a pack or upload anything.
 
 use bytes::Bytes;
 
 use crate::error::DecodeError;
+pub use crate::format::blob::*;
 use crate::format::envelope::{self, Kind};
 use crate::id::{ChunkId, PackId};
 
@@ -37,6 +39,9 @@ pub enum Compression {
     None = 0,
     /// One zstd frame that decompresses to the raw chunk.
     Zstd = 1,
+    /// The id of a dictionary object (32 bytes), then one zstd frame that decompresses to the
+    /// raw chunk with that dictionary (format-spec section 5.1).
+    ZstdDict = 2,
 }
 
 impl Compression {
@@ -44,6 +49,7 @@ impl Compression {
         match b {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
+            2 => Some(Compression::ZstdDict),
             _ => None,
         }
     }
@@ -114,13 +120,13 @@ pub fn decode_entries<'a>(
                 format!("entry {i}: uncompressed blob with stored {stored_len} != raw {raw_len}"),
             ));
         }
-        if compression == Compression::Zstd && stored_len as u64 > max_zstd_len(raw_len) {
+        let bound = max_stored_len(compression, raw_len);
+        if stored_len as u64 > bound {
             return Err(DecodeError::new(
                 what,
                 format!(
-                    "entry {i}: zstd blob of {stored_len} bytes exceeds the bound of {} for \
-                     {raw_len} raw bytes",
-                    max_zstd_len(raw_len)
+                    "entry {i}: zstd blob of {stored_len} bytes exceeds the bound of {bound} for \
+                     {raw_len} raw bytes"
                 ),
             ));
         }
@@ -132,129 +138,6 @@ pub fn decode_entries<'a>(
         });
     }
     Ok((out, rest))
-}
-
-/// Largest stored length of a zstd blob of `raw_len` raw bytes: zstd's compress bound
-/// (`ZSTD_COMPRESSBOUND`), the most its compressor ever produces for that input.
-pub fn max_zstd_len(raw_len: u32) -> u64 {
-    zstd::zstd_safe::compress_bound(raw_len as usize) as u64
-}
-
-/// The magic number at the start of every zstd frame (RFC 8878), little-endian 0xFD2FB528.
-const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// Checks, from the frame header alone and before anything is decompressed, that `data` is
-/// exactly one zstd frame (not a skippable frame, nothing after it) whose content size, when the
-/// header records one, is `raw_len`.
-pub fn check_zstd_frame(data: &[u8], raw_len: u32) -> Result<(), String> {
-    if data.len() < 4 || data[..4] != ZSTD_FRAME_MAGIC {
-        return Err("does not start with the zstd frame magic".into());
-    }
-    let frame = zstd::zstd_safe::find_frame_compressed_size(data)
-        .map_err(|_| "is not a complete zstd frame".to_string())?;
-    if frame != data.len() {
-        return Err(format!(
-            "holds {} bytes after its first zstd frame of {frame}",
-            data.len() - frame.min(data.len())
-        ));
-    }
-    match zstd::zstd_safe::get_frame_content_size(data) {
-        Err(_) => Err("has an unreadable zstd frame header".into()),
-        Ok(Some(n)) if n != raw_len as u64 => Err(format!(
-            "zstd frame header says {n} content bytes, the entry says {raw_len}"
-        )),
-        Ok(_) => Ok(()),
-    }
-}
-
-/// A compressed chunk ready to go into a pack.
-#[derive(Clone, Debug)]
-pub struct Blob {
-    /// Where the blob is in its pack and how it is encoded.
-    pub entry: BlobEntry,
-    /// The blob's bytes as stored (still compressed).
-    pub data: Bytes,
-}
-
-/// Compresses `chunk` (whose id is `id`) with zstd at `level`, keeping the raw bytes when that
-/// does not make it smaller.
-pub fn encode_blob(id: ChunkId, chunk: &[u8], level: i32) -> Blob {
-    let raw_len = chunk.len() as u32;
-    let compressed = compress(chunk, level).filter(|c| c.len() < chunk.len());
-    let (compression, data) = match compressed {
-        Some(c) => (Compression::Zstd, Bytes::from(c)),
-        None => (Compression::None, Bytes::copy_from_slice(chunk)),
-    };
-    Blob {
-        entry: BlobEntry {
-            chunk: id,
-            compression,
-            stored_len: data.len() as u32,
-            raw_len,
-        },
-        data,
-    }
-}
-
-/// The raw chunk of a stored blob, checked: it decompresses to exactly `raw_len` bytes (never
-/// more is allocated) and hashes to the entry's chunk id.
-pub fn decode_blob(entry: &BlobEntry, data: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    const WHAT: &str = "blob";
-    let len_error = |what: &str, got: usize, want: u32| {
-        DecodeError::new(WHAT, format!("{what} {got} bytes, expected {want}"))
-    };
-    if data.len() != entry.stored_len as usize {
-        return Err(len_error("stored as", data.len(), entry.stored_len));
-    }
-    let raw = match entry.compression {
-        Compression::None => data.to_vec(),
-        Compression::Zstd => {
-            check_zstd_frame(data, entry.raw_len).map_err(|e| DecodeError::new(WHAT, e))?;
-            decompress(data, entry.raw_len as usize)
-                .map_err(|e| DecodeError::new(WHAT, format!("zstd: {e}")))?
-        }
-    };
-    if raw.len() != entry.raw_len as usize {
-        return Err(len_error("decompressed to", raw.len(), entry.raw_len));
-    }
-    if ChunkId::of(&raw) != entry.chunk {
-        return Err(DecodeError::new(
-            WHAT,
-            "content does not hash to its chunk id".to_string(),
-        ));
-    }
-    Ok(raw)
-}
-
-thread_local! {
-    /// One zstd context per thread (and level): setting one up per chunk costs about as much as
-    /// compressing a small chunk.
-    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { std::cell::RefCell::new(None) };
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// zstd-compresses `data` at `level` with this thread's context; `None` if zstd fails.
-fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
-        }
-        slot.as_mut()?.1.compress(data).ok()
-    })
-}
-
-/// Decompresses one zstd frame into at most `capacity` bytes with this thread's context.
-fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
-        }
-        slot.as_mut().expect("just set").decompress(data, capacity)
-    })
 }
 
 /// Offsets of the blobs described by `entries`, in order, and the end of the last one.

@@ -201,6 +201,8 @@ pub async fn repack(
     progress: &DynProgress,
 ) -> Result<(Vec<PackId>, u64)> {
     progress.set_total(plan.bytes_copied);
+    // Blobs compressed with a dictionary name it; every dictionary is older than its packs.
+    store.load_dictionaries().await?;
     let target = store.config().pack_target_size;
     let mut builder = PackBuilder::default();
     let mut written: Vec<(PackId, Vec<BlobEntry>)> = Vec::new();

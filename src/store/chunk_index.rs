@@ -38,7 +38,7 @@ impl Location {
 }
 
 /// One chunk's record in memory: 48 bytes, no padding. The pack is an ordinal into
-/// `ChunkIndex::packs`; the top bit of `stored` says the blob is zstd-compressed.
+/// `ChunkIndex::packs`; the top two bits of `stored` hold the compression ([`flag_bits`]).
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     chunk: ChunkId,
@@ -49,18 +49,28 @@ struct Slot {
 }
 
 const ZSTD_BIT: u32 = 1 << 31;
+const DICT_BIT: u32 = 1 << 30;
+
+/// The bits of `stored` that record `c` (stored lengths stay far below 2^30: section 9).
+fn flag_bits(c: Compression) -> u32 {
+    match c {
+        Compression::None => 0,
+        Compression::Zstd => ZSTD_BIT,
+        Compression::ZstdDict => DICT_BIT,
+    }
+}
 
 impl Slot {
     fn location(&self, packs: &[PackId]) -> Location {
         Location {
             pack: packs[self.pack as usize],
             offset: self.offset as u64,
-            stored_len: self.stored & !ZSTD_BIT,
+            stored_len: self.stored & !(ZSTD_BIT | DICT_BIT),
             raw_len: self.raw,
-            compression: if self.stored & ZSTD_BIT != 0 {
-                Compression::Zstd
-            } else {
-                Compression::None
+            compression: match self.stored & (ZSTD_BIT | DICT_BIT) {
+                ZSTD_BIT => Compression::Zstd,
+                DICT_BIT => Compression::ZstdDict,
+                _ => Compression::None,
             },
         }
     }
@@ -103,16 +113,11 @@ impl ChunkIndex {
             let Ok(offset) = u32::try_from(off) else {
                 break;
             };
-            let zstd = if e.compression == Compression::Zstd {
-                ZSTD_BIT
-            } else {
-                0
-            };
             let slot = Slot {
                 chunk: e.chunk,
                 pack: ordinal,
                 offset,
-                stored: e.stored_len | zstd,
+                stored: e.stored_len | flag_bits(e.compression),
                 raw: e.raw_len,
             };
             if self.slot(&e.chunk).is_none() {
@@ -138,16 +143,11 @@ impl ChunkIndex {
             if pack == next {
                 out.packs.push(loc.pack);
             }
-            let zstd = if loc.compression == Compression::Zstd {
-                ZSTD_BIT
-            } else {
-                0
-            };
             let slot = Slot {
                 chunk: *c,
                 pack,
                 offset,
-                stored: loc.stored_len | zstd,
+                stored: loc.stored_len | flag_bits(loc.compression),
                 raw: loc.raw_len,
             };
             out.recent.insert(*c, slot);

@@ -76,6 +76,8 @@ impl Store {
             .iter()
             .filter_map(|m| layout::parse_pack_key(&m.key))
             .collect();
+        // Dictionaries are older than the packs whose blobs name them: load them after the listing.
+        self.load_dictionaries().await?;
         let mut index = ChunkIndex::new();
         for obj in objects.values() {
             for (pack, entries) in obj.packs.iter().filter(|(p, _)| packs.contains(p)) {

@@ -323,7 +323,8 @@ impl Writer {
             .map(|f| (f.clone(), prev.and_then(|p| p.files.get(&f.name)).cloned()))
             .collect();
         let (tx, uploader) = packer::start_uploads(self.store.backend().clone());
-        let ctx = IngestCtx::new(&self.store, self.index.shared().clone(), tx, progress);
+        let dict = self.store.load_dictionaries().await?;
+        let ctx = IngestCtx::new(&self.store, self.index.shared().clone(), tx, progress, dict);
         let ctx = Arc::new(ctx);
         let outcomes = source::ingest_all(ctx.clone(), jobs, known, opts.immutable_names).await;
         let ctx = Arc::try_unwrap(ctx)

@@ -16,6 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::backend::{BackendError, BackendExt, DynBackend, Key, Payload, PutMode};
 use crate::error::{Error, Result};
 use crate::format::chunker::Chunker;
+use crate::format::dict::{self, DictId};
 use crate::format::index::{IndexObject, MAX_INDEX_BODY, MAX_INDEX_SECTIONS};
 use crate::format::layout;
 use crate::format::manifest::ChunkRef;
@@ -62,6 +63,10 @@ impl ChunkStats {
 pub(crate) struct IngestCtx {
     pub(crate) chunker: Chunker,
     zstd_level: i32,
+    /// The store's dictionary, once there is one (format-spec 5.1).
+    encoder: RwLock<Option<Arc<dict::Encoder>>>,
+    /// New chunks collected to train the store's dictionary, while it has none.
+    samples: Mutex<Option<Samples>>,
     pack_target: u64,
     /// Chunks stored before this checkpoint began.
     index: Arc<RwLock<ChunkIndex>>,
@@ -75,15 +80,24 @@ pub(crate) struct IngestCtx {
 
 impl IngestCtx {
     /// The shared state of one checkpoint's workers, sending sealed packs to `tx`.
+    /// `dict` is the store's dictionary ([`Store::load_dictionaries`]); without one, the first
+    /// [`dict::TRAIN_BYTES`] of new chunks train it.
     pub(crate) fn new(
         store: &Store,
         index: Arc<RwLock<ChunkIndex>>,
         tx: PackSender,
         progress: DynProgress,
+        dict: Option<Arc<dict::Dictionary>>,
     ) -> IngestCtx {
+        let level = store.config().zstd_level;
+        let encoder = dict
+            .and_then(|d| dict::Encoder::new(&d, level))
+            .map(Arc::new);
         IngestCtx {
             chunker: store.chunker(),
-            zstd_level: store.config().zstd_level,
+            zstd_level: level,
+            samples: Mutex::new(encoder.is_none().then(Samples::default)),
+            encoder: RwLock::new(encoder),
             pack_target: store.config().pack_target_size,
             index,
             session: Mutex::new(HashSet::new()),
@@ -109,13 +123,21 @@ impl IngestCtx {
     pub(crate) fn store_batch(&self, chunks: &[&[u8]]) -> Result<Vec<ChunkRef>> {
         let ids: Vec<ChunkId> = chunks.par_iter().map(|c| ChunkId::of(c)).collect();
         let fresh: Vec<bool> = ids.iter().map(|id| self.claim(id)).collect();
+        let encoder = self.encoder.read().expect("encoder lock").clone();
         let blobs: Vec<pack::Blob> = chunks
             .par_iter()
             .zip(&ids)
             .zip(&fresh)
             .filter(|(_, fresh)| **fresh)
-            .map(|((c, id), _)| pack::encode_blob(*id, c, self.zstd_level))
+            .map(|((c, id), _)| match &encoder {
+                Some(e) => pack::encode_blob_with(*id, c, e),
+                None => pack::encode_blob(*id, c, self.zstd_level),
+            })
             .collect();
+        if encoder.is_none() {
+            let new = chunks.iter().zip(&fresh).filter(|(_, f)| **f);
+            self.sample(new.map(|(c, _)| *c))?;
+        }
         {
             let mut s = self.stats.lock().expect("stats lock");
             s.chunks += chunks.len() as u64;
@@ -138,6 +160,38 @@ impl IngestCtx {
                 len: c.len() as u32,
             })
             .collect())
+    }
+
+    /// Collects new chunks for training; the worker that completes the sample trains the
+    /// store's dictionary, has it uploaded before any pack that uses it, and starts using it.
+    fn sample<'a>(&self, new: impl Iterator<Item = &'a [u8]>) -> Result<()> {
+        let full = {
+            let mut slot = self.samples.lock().expect("samples lock");
+            let Some(s) = slot.as_mut() else {
+                return Ok(());
+            };
+            for c in new {
+                if s.data.len() + c.len() > dict::TRAIN_BYTES {
+                    s.full = true;
+                    break;
+                }
+                s.data.extend_from_slice(c);
+                s.sizes.push(c.len());
+            }
+            if !s.full {
+                return Ok(());
+            }
+            slot.take().expect("checked above")
+        };
+        let Some((object, encoder)) = full.train(self.zstd_level) else {
+            return Ok(()); // nothing worth a dictionary: stay per-chunk
+        };
+        tracing::info!(dictionary = %encoder.id, "trained the store's compression dictionary");
+        // Sent before the encoder is published: every pack holding a blob that names it is
+        // sealed, and so queued, after the dictionary (the uploader stores it first).
+        self.tx.send_dict(encoder.id, object)?;
+        *self.encoder.write().expect("encoder lock") = Some(Arc::new(encoder));
+        Ok(())
     }
 
     fn add_blob(&self, blob: pack::Blob) -> Result<()> {
@@ -172,6 +226,25 @@ impl IngestCtx {
     }
 }
 
+/// New chunks gathered for training a dictionary.
+#[derive(Default)]
+struct Samples {
+    data: Vec<u8>,
+    sizes: Vec<usize>,
+    full: bool,
+}
+
+impl Samples {
+    /// Trains the dictionary; returns its object and an encoder (registered for decoding too).
+    fn train(self, level: i32) -> Option<(Vec<u8>, dict::Encoder)> {
+        let trained = dict::train_continuous(&self.data, &self.sizes, dict::DEFAULT_DICT_LEN)?;
+        let object = dict::encode(&trained);
+        let d = Arc::new(dict::Dictionary::new(DictId::of(&object), trained)?);
+        let encoder = dict::Encoder::new(&d, level)?;
+        dict::register(d).then_some((object, encoder))
+    }
+}
+
 /// Seals a pack with a random 32-byte salt blob, so that no two packs ever written share an id
 /// (format-spec 13.3.2): a delete gc sent for an earlier pack with the same chunks, however late
 /// it lands, can never hit this one.
@@ -187,18 +260,33 @@ type FailureSlot = Arc<Mutex<Option<Error>>>;
 /// Where workers send sealed packs. When the uploads stopped, a send fails with (a copy of) the
 /// upload failure that stopped them, so the cause reaches the caller whichever error wins.
 pub(crate) struct PackSender {
-    tx: mpsc::Sender<SealedPack>,
+    tx: mpsc::Sender<Upload>,
     failure: FailureSlot,
+}
+
+/// What the upload task stores: packs, and before the first pack that uses it, a dictionary.
+enum Upload {
+    Pack(SealedPack),
+    Dict(DictId, Vec<u8>),
 }
 
 impl PackSender {
     fn send(&self, pack: SealedPack) -> Result<()> {
-        self.tx.blocking_send(pack).map_err(|_| {
-            match &*self.failure.lock().expect("failure lock") {
+        self.send_upload(Upload::Pack(pack))
+    }
+
+    /// Queues a dictionary object; packs queued after it are uploaded once it is stored.
+    fn send_dict(&self, id: DictId, object: Vec<u8>) -> Result<()> {
+        self.send_upload(Upload::Dict(id, object))
+    }
+
+    fn send_upload(&self, u: Upload) -> Result<()> {
+        self.tx
+            .blocking_send(u)
+            .map_err(|_| match &*self.failure.lock().expect("failure lock") {
                 Some(e) => copy_error(e),
                 None => Error::Internal("the pack upload task ended without a result".into()),
-            }
-        })
+            })
     }
 }
 
@@ -249,13 +337,29 @@ pub(crate) fn start_uploads(
 /// failure is published in `slot` before the channel closes.
 async fn upload_packs(
     backend: DynBackend,
-    mut rx: mpsc::Receiver<SealedPack>,
+    mut rx: mpsc::Receiver<Upload>,
     slot: FailureSlot,
 ) -> Result<Vec<UploadedPack>> {
     let mut tasks = JoinSet::new();
     let mut done = Vec::new();
     let mut failure = None;
-    while let Some(pack) = rx.recv().await {
+    while let Some(upload) = rx.recv().await {
+        let pack = match upload {
+            Upload::Pack(p) => p,
+            Upload::Dict(id, object) => {
+                // Stored before any later pack starts: those may hold blobs naming it.
+                let key = layout::dict_key(&id);
+                match backend.create_bytes(&key, Bytes::from(object)).await {
+                    Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
+                    Err(e) => failure = failure.take().or(Some(e.into())),
+                }
+                if let Some(e) = &failure {
+                    *slot.lock().expect("failure lock") = Some(copy_error(e));
+                    break;
+                }
+                continue;
+            }
+        };
         while tasks.len() >= UPLOAD_CONCURRENCY {
             collect_one(&mut tasks, &mut done, &mut failure).await;
         }

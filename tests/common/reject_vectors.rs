@@ -273,9 +273,12 @@ fn pack_rejects() -> Vec<Reject> {
     let two = [frame.clone(), frame.clone()].concat();
     let zstd = |data: &[u8], raw_len| entry(&zeros, Compression::Zstd, data.len(), raw_len);
     let big = vec![0u8; pack::max_zstd_len(64) as usize + 1];
+    let dict_entry = |data: &[u8]| entry(&zeros, Compression::ZstdDict, data.len(), 64);
+    let dict_big = vec![0u8; pack::max_stored_len(Compression::ZstdDict, 64) as usize + 1];
+    let unknown_dict = [&[0x77u8; 32][..], &frame].concat();
     let mut unknown = pack_of(&[b"raw"], &[entry(b"raw", Compression::None, 3, 3)], &[]);
     let at = 3 + 16 + 4 + 32;
-    unknown[at] = 2;
+    unknown[at] = 3;
     let table_len = unknown.len() - 8 - 3;
     let table = resealed(unknown[3..3 + table_len].to_vec());
     unknown[3..3 + table_len].copy_from_slice(&table);
@@ -291,8 +294,29 @@ fn pack_rejects() -> Vec<Reject> {
             "pack_unknown_compression",
             "pack",
             "unknown compression",
-            "a table entry with compression 2",
+            "a table entry with compression 3",
             unknown,
+        ),
+        reject(
+            "pack_dict_stored_len_bound",
+            "pack",
+            "exceeds the bound",
+            "a dictionary (compression 2) entry whose stored_len exceeds 32 + zstd's compress bound",
+            pack_of(&[&dict_big], &[dict_entry(&dict_big)], &[]),
+        ),
+        reject(
+            "pack_dict_blob_too_short",
+            "pack",
+            "shorter than its dictionary id",
+            "a dictionary (compression 2) blob of 20 bytes, less than its 32-byte dictionary id",
+            pack_of(&[&[7u8; 20]], &[dict_entry(&[7u8; 20])], &[]),
+        ),
+        reject(
+            "pack_dict_not_loaded",
+            "pack",
+            "not loaded",
+            "a dictionary blob naming a dictionary the store does not hold (id 77 x 32)",
+            pack_of(&[&unknown_dict], &[dict_entry(&unknown_dict)], &[]),
         ),
         reject(
             "pack_raw_lengths_differ",
@@ -448,12 +472,44 @@ fn other_rejects() -> Vec<Reject> {
     ]
 }
 
+fn dict_rejects() -> Vec<Reject> {
+    let mut body = layercas::format::dict::ZSTD_DICT_MAGIC.to_vec();
+    body.extend_from_slice(&[0u8; 60]);
+    let mut too_long = seal(8, &body);
+    let claimed = layercas::format::dict::MAX_DICT_LEN as u64 + 1;
+    too_long[8..16].copy_from_slice(&claimed.to_le_bytes());
+    vec![
+        reject(
+            "dict_no_magic",
+            "dictionary",
+            "zstd dictionary magic",
+            "a dictionary object whose body does not start with 37 A4 30 EC",
+            seal(8, b"not a zstd dictionary"),
+        ),
+        reject(
+            "dict_unloadable",
+            "dictionary",
+            "cannot load",
+            "a dictionary body with the magic but no valid zstd dictionary after it",
+            seal(8, &body),
+        ),
+        reject(
+            "dict_too_long",
+            "dictionary",
+            "exceeds",
+            "a dictionary envelope whose length field claims 112 KiB + 1 bytes of body",
+            too_long,
+        ),
+    ]
+}
+
 fn all_rejects() -> Vec<Reject> {
     let mut all = manifest_rejects();
     all.extend(timeline_rejects());
     all.extend(pack_rejects());
     all.extend(index_rejects());
     all.extend(other_rejects());
+    all.extend(dict_rejects());
     all
 }
 
@@ -479,6 +535,12 @@ fn decode_error(object: &str, objects: &[Vec<u8>]) -> Option<String> {
             .map(drop)
             .map_err(|x| x.to_string())),
         "pack" => e(decode_pack(one)),
+        "dictionary" => {
+            use layercas::format::dict;
+            e(dict::decode(&dict::DictId::of(one), one)
+                .map(drop)
+                .map_err(|x| x.to_string()))
+        }
         "timeline" => {
             let ms: Vec<Manifest> = objects
                 .iter()

@@ -1,0 +1,178 @@
+//! The per-store compression dictionary (format-spec section 5.1): a checkpoint with more than
+//! `TRAIN_BYTES` of new compressible data trains it, stores it under `dicts/` before any pack
+//! that uses it, and compresses later chunks with it; everything restores and verifies, on a
+//! local store and on S3, beside chunks written before the dictionary existed.
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use layercas::backend::{BackendExt, Prefix};
+use layercas::format::dict;
+use layercas::format::layout;
+use layercas::format::pack::Compression;
+use layercas::progress;
+use layercas::store::Store;
+use layercas::write::Writer;
+
+/// `len` bytes of text rows (account, balance, filler), which zstd compresses several times.
+fn rows(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 100);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let line = format!(
+            "{:010} | account {:06} | branch {:03} | balance {:>9} | filler {}\n",
+            x % 10_000_000_000,
+            x % 1_000_000,
+            (x >> 20) % 1000,
+            (x >> 30) as i64 % 100_000 - 50_000,
+            ["pending", "settled", "refunded", "disputed"][(x >> 40) as usize % 4]
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_after_training_use_the_dictionary_and_round_trip() {
+    let (_s, store_dir) = tempdir();
+    round_trip_on(local_store(&store_dir).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_after_training_use_the_dictionary_and_round_trip_on_s3() {
+    use layercas::backend::open::{StackConfig, standard_stack};
+    let s3 = common::s3server::s3_backend(common::s3server::small_pages_and_parts).await;
+    let backend = standard_stack(std::sync::Arc::new(s3), &StackConfig::default()).backend;
+    let config = layercas::format::config::StoreConfig::default_config();
+    round_trip_on(Store::open_or_create(backend, config).await.unwrap()).await;
+}
+
+async fn round_trip_on(store: Store) {
+    let (_w, work) = tempdir();
+    let writer = Writer::new(store.clone()).await.unwrap();
+    // Checkpoint 1: under the training size, so per-chunk zstd only (the old format's blobs).
+    let mut v1 = BTreeMap::new();
+    v1.insert("small".to_string(), rows(2 << 20, 1));
+    write_files(&work, &v1);
+    checkpoint_dir(&writer, &work, 0x100).await;
+    let dicts = Prefix::new(layout::DICTS).unwrap();
+    assert!(store.backend().list_all(&dicts).await.unwrap().is_empty());
+    // Checkpoint 2: enough new data to train; the rest of it uses the dictionary.
+    let mut v2 = v1.clone();
+    v2.insert("big".to_string(), rows(dict::TRAIN_BYTES + (6 << 20), 2));
+    write_files(&work, &v2);
+    checkpoint_dir(&writer, &work, 0x200).await;
+    let listed = store.backend().list_all(&dicts).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let index = store.load_index().await.unwrap();
+    let used = index
+        .iter()
+        .filter(|(_, l)| l.compression == Compression::ZstdDict)
+        .count();
+    let plain = index
+        .iter()
+        .filter(|(_, l)| l.compression == Compression::Zstd)
+        .count();
+    assert!(
+        used >= 100 && plain >= 50,
+        "{used} dictionary blobs, {plain} plain"
+    );
+    // Checkpoint 3 uses the stored dictionary from its first chunk.
+    let mut v3 = v2.clone();
+    v3.insert("more".to_string(), rows(1 << 20, 3));
+    write_files(&work, &v3);
+    let r3 = checkpoint_dir(&writer, &work, 0x300).await;
+    assert!(r3.new_stored_bytes * 3 < r3.new_raw_bytes, "{r3:?}");
+    for (lsn, want) in [(0x100, &v1), (0x200, &v2), (0x300, &v3)] {
+        let (_o, out) = tempdir();
+        store
+            .restore_timeline(
+                &TENANT,
+                &TIMELINE,
+                Some(layercas::id::Lsn(lsn)),
+                &out,
+                progress::none(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(&read_tree(&out), want, "at {lsn:x}");
+    }
+    let opts = layercas::verify::VerifyOptions {
+        read_data: true,
+        ..Default::default()
+    };
+    let report = layercas::verify::verify(&store, opts, progress::none())
+        .await
+        .unwrap();
+    assert!(report.problems.is_empty(), "{report:?}");
+    assert!(report.blobs_checked as u64 > used as u64, "{report:?}");
+}
+
+/// A store written by the code before dictionaries existed (tests/data/store-v1: `casctl init`
+/// and one checkpoint of three files, made with the main branch's release casctl) restores as
+/// it did, and a writer can add dictionary-compressed checkpoints to it; both restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_written_before_dictionaries_restores_and_takes_new_checkpoints() {
+    let (_s, store_dir) = tempdir();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/store-v1");
+    for e in walkdir::WalkDir::new(&fixture).into_iter().flatten() {
+        let to = store_dir.join(e.path().strip_prefix(&fixture).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    let store = Store::open(local_backend(&store_dir)).await.unwrap();
+    let (tenant, timeline) = (
+        "0102030405060708090a0b0c0d0e0f10".parse().unwrap(),
+        "1112131415161718191a1b1c1d1e1f20".parse().unwrap(),
+    );
+    let (_o, old) = tempdir();
+    store
+        .restore_timeline(&tenant, &timeline, None, &old, progress::none())
+        .await
+        .unwrap();
+    let files = read_tree(&old);
+    let sizes: Vec<(&str, usize)> = files.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
+    assert_eq!(
+        sizes,
+        [("empty", 0), ("layer_a", 144_979), ("layer_b", 4000)]
+    );
+    assert!(files["layer_a"].starts_with(b"000000 | account "));
+    assert_eq!(
+        files["layer_a"].iter().filter(|b| **b == b'\n').count(),
+        3000
+    );
+
+    // New checkpoints on the old store train a dictionary and use it; the old one still reads.
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let (_w, work) = tempdir();
+    let mut v2 = BTreeMap::new();
+    v2.insert("big".to_string(), rows(dict::TRAIN_BYTES + (2 << 20), 9));
+    write_files(&work, &v2);
+    let req = layercas::write::CheckpointRequest {
+        tenant,
+        timeline,
+        metadata: layercas::format::metadata::TimelineMetadata::at(layercas::id::Lsn(0x200)),
+        files: sources(&work),
+        mode: layercas::write::CheckpointMode::Full,
+    };
+    writer.checkpoint(req, progress::none()).await.unwrap();
+    let dicts = Prefix::new(layout::DICTS).unwrap();
+    assert_eq!(store.backend().list_all(&dicts).await.unwrap().len(), 1);
+    for (lsn, name, len) in [(0x100, "layer_a", 144_979), (0x200, "big", v2["big"].len())] {
+        let (_o, out) = tempdir();
+        let lsn = Some(layercas::id::Lsn(lsn));
+        store
+            .restore_timeline(&tenant, &timeline, lsn, &out, progress::none())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(out.join(name)).unwrap().len(), len);
+    }
+}
