@@ -23,8 +23,9 @@ seed manifest_decode manifest config metadata
 seed pack_table_decode pack
 seed index_decode index
 seed gc_objects_decode intent gc_state
+seed dict_decode dict pack_dict
 
-for target in manifest_decode pack_table_decode index_decode gc_objects_decode; do
+for target in manifest_decode pack_table_decode index_decode gc_objects_decode dict_decode; do
   echo "fuzzing $target for ${seconds}s"
   cargo fuzz run "$target" "fuzz/corpus/$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -n 12
   test "${PIPESTATUS[0]}" -eq 0

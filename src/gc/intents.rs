@@ -60,6 +60,33 @@ impl Intents {
     }
 }
 
+/// The manifests that checkpoints the plan did not see build on, so gc must keep them and their
+/// chains (format-spec 13.4, rule 8): the `prev` of every unsettled intent in `intents`, and
+/// the `prev` of every manifest listed now (after `intents` was read) but not in `planned`. A
+/// writer deletes its intent only after its manifest create is confirmed, so a checkpoint whose
+/// intent was gone when gc read intents has its manifest in this listing.
+pub async fn building_on(
+    store: &Store,
+    intents: &Intents,
+    planned: &BTreeSet<Key>,
+) -> Result<BTreeSet<Key>> {
+    let mut out = intents.predecessors(planned);
+    let listed = store
+        .list_manifests(&layout::prefix(layout::MANIFESTS))
+        .await?;
+    for r in listed.iter().filter(|r| !planned.contains(&r.key)) {
+        let m = match store.read_manifest(r).await {
+            // Deleted since the listing (a superseded create another run removed).
+            Err(e) if e.is_not_found() => continue,
+            other => other?,
+        };
+        if let Some(prev) = m.prev_lsn.filter(|_| !m.base) {
+            out.insert(layout::manifest_key(&m.tenant, &m.timeline, prev));
+        }
+    }
+    Ok(out)
+}
+
 /// Lists and reads every intent. One that vanished between the listing and the read was
 /// released by its writer (after its manifest was created) and is skipped.
 pub async fn read_all(store: &Store) -> Result<Intents> {

@@ -217,7 +217,8 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     let held = if condemned.is_empty() {
         let listed: BTreeSet<Key> = first.manifests.iter().map(|s| s.r.key.clone()).collect();
         let all = intents::read_all(store).await?;
-        let dropped = compact::deletable(&plan, &all.predecessors(&plan.listed));
+        let building_on = intents::building_on(store, &all, &plan.listed).await?;
+        let dropped = compact::deletable(&plan, &building_on);
         delete_manifests(store, &dropped, &mut report).await?;
         report.intents_cleared += intents::clear(store, all.settled(&listed)).await?;
         held
@@ -325,9 +326,10 @@ async fn reclaim_condemned(
 ) -> Result<Versioned> {
     progress.phase("re-mark");
     let intents = intents::read_all(store).await?;
+    let building_on = intents::building_on(store, &intents, &plan.listed).await?;
     let second = scan(store).await?;
-    // Manifests about to be deleted do not keep chunks live; those an intent builds on do.
-    let dropped = compact::deletable(plan, &intents.predecessors(&plan.listed));
+    // Manifests about to be deleted do not keep chunks live; those a checkpoint builds on do.
+    let dropped = compact::deletable(plan, &building_on);
     let going: BTreeSet<&Key> = dropped.iter().map(|s| &s.r.key).collect();
     let live = reclaim::live_chunks(
         second
