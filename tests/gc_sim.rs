@@ -483,6 +483,17 @@ fn gc_and_writers_never_lose_data_under_any_timing() {
     assert!(losses.is_empty(), "{} schedules lost data", losses.len());
 }
 
+/// Seeds that once failed (each fixed since, with the fix named in its commit), run besides the
+/// range above: 6847 and 17611 (gc relied on doomed packs), 43 and 52 (a create gc made a base
+/// reported "already exists"), 24329 (a reader's false gap), 136673 (gc deleted the predecessor
+/// of a checkpoint whose intent was already gone; fails on every replay of the old code).
+#[test]
+fn seeds_that_once_failed_pass() {
+    let seeds = vec![43, 52, 6847, 17611, 24329, 136673];
+    let losses = simulate("gc_sim regressions", seeds, false);
+    assert!(losses.is_empty(), "{} schedules failed", losses.len());
+}
+
 /// The harness itself, on schedules today's fence is built for (no pause or late write beyond
 /// the window, one window for every gc; still concurrent checkpoints, concurrent and killed gc
 /// runs, killed checkpoints, jitter and retries through the real stack). Runs in CI now.
