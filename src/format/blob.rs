@@ -71,30 +71,19 @@ pub struct Blob {
 /// Compresses `chunk` (whose id is `id`) with zstd at `level`, keeping the raw bytes when that
 /// does not make it smaller.
 pub fn encode_blob(id: ChunkId, chunk: &[u8], level: i32) -> Blob {
-    let raw_len = chunk.len() as u32;
-    let compressed = compress(chunk, level).filter(|c| c.len() < chunk.len());
-    let (compression, data) = match compressed {
-        Some(c) => (Compression::Zstd, Bytes::from(c)),
-        None => (Compression::None, Bytes::copy_from_slice(chunk)),
-    };
-    Blob {
-        entry: BlobEntry {
-            chunk: id,
-            compression,
-            stored_len: data.len() as u32,
-            raw_len,
-        },
-        data,
-    }
+    blob_of(id, chunk, compress(chunk, level), Compression::Zstd)
 }
 
 /// Compresses `chunk` with the dictionary `dict` (at the level it was prepared for), keeping the
 /// raw bytes when that does not make it smaller.
 pub fn encode_blob_with(id: ChunkId, chunk: &[u8], dict: &Encoder) -> Blob {
-    let raw_len = chunk.len() as u32;
-    let compressed = compress_with(chunk, dict).filter(|c| c.len() < chunk.len());
-    let (compression, data) = match compressed {
-        Some(c) => (Compression::ZstdDict, Bytes::from(c)),
+    blob_of(id, chunk, compress_with(chunk, dict), Compression::ZstdDict)
+}
+
+/// The blob of `chunk`: `compressed` (encoded as `how`) when it is smaller, else the raw bytes.
+fn blob_of(id: ChunkId, chunk: &[u8], compressed: Option<Vec<u8>>, how: Compression) -> Blob {
+    let (compression, data) = match compressed.filter(|c| c.len() < chunk.len()) {
+        Some(c) => (how, Bytes::from(c)),
         None => (Compression::None, Bytes::copy_from_slice(chunk)),
     };
     Blob {
@@ -102,7 +91,7 @@ pub fn encode_blob_with(id: ChunkId, chunk: &[u8], dict: &Encoder) -> Blob {
             chunk: id,
             compression,
             stored_len: data.len() as u32,
-            raw_len,
+            raw_len: chunk.len() as u32,
         },
         data,
     }
