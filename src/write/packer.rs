@@ -123,6 +123,12 @@ impl IngestCtx {
     pub(crate) fn store_batch(&self, chunks: &[&[u8]]) -> Result<Vec<ChunkRef>> {
         let ids: Vec<ChunkId> = chunks.par_iter().map(|c| ChunkId::of(c)).collect();
         let fresh: Vec<bool> = ids.iter().map(|id| self.claim(id)).collect();
+        // Sampled before encoding: the batch that completes the sample is already compressed
+        // with the dictionary it trains (a batch can be a whole 8 MiB window of a large file).
+        if self.encoder.read().expect("encoder lock").is_none() {
+            let new = chunks.iter().zip(&fresh).filter(|(_, f)| **f);
+            self.sample(new.map(|(c, _)| *c))?;
+        }
         let encoder = self.encoder.read().expect("encoder lock").clone();
         let blobs: Vec<pack::Blob> = chunks
             .par_iter()
@@ -134,10 +140,6 @@ impl IngestCtx {
                 None => pack::encode_blob(*id, c, self.zstd_level),
             })
             .collect();
-        if encoder.is_none() {
-            let new = chunks.iter().zip(&fresh).filter(|(_, f)| **f);
-            self.sample(new.map(|(c, _)| *c))?;
-        }
         {
             let mut s = self.stats.lock().expect("stats lock");
             s.chunks += chunks.len() as u64;
