@@ -1,5 +1,5 @@
 //! The envelope around every small stored object (config, pack table, index, manifest, timeline
-//! metadata, dictionary): magic, kind, version, length, body, checksum.
+//! metadata, dictionary, manifest cache): magic, kind, version, length, body, checksum.
 //!
 //! ```text
 //! offset  size  field
@@ -38,6 +38,7 @@ pub enum Kind {
     GcState = 6,
     Intent = 7,
     Dictionary = 8,
+    ManifestCache = 9,
 }
 
 impl Kind {
@@ -51,6 +52,7 @@ impl Kind {
             Kind::GcState => "gc state",
             Kind::Intent => "intent",
             Kind::Dictionary => "dictionary",
+            Kind::ManifestCache => "manifest cache",
         }
     }
 }

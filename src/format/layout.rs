@@ -8,6 +8,7 @@
 //! gc/state                                      the gc state (the fence between gc and writers)
 //! intents/<id, 64 hex>                          packs a writer's commit is about to reference
 //! dicts/<dictionary id, 64 hex>                 compression dictionaries (never deleted)
+//! gc/cache/manifests/<2 hex>                    gc's copies of manifests (a cache; may vanish)
 //! ```
 //! Owns key construction and parsing only.
 
@@ -28,6 +29,8 @@ pub const MANIFESTS: &str = "manifests/";
 pub const INTENTS: &str = "intents/";
 /// Prefix of all compression dictionaries.
 pub const DICTS: &str = "dicts/";
+/// Prefix of gc's manifest cache shards.
+pub const MANIFEST_CACHE: &str = "gc/cache/manifests/";
 
 fn key(s: String) -> Key {
     Key::new(s).expect("layout keys are valid by construction")
@@ -52,6 +55,18 @@ pub fn pack_key(id: &PackId) -> Key {
 /// Key of an index object.
 pub fn index_key(id: &IndexId) -> Key {
     key(format!("{INDEX}{id}"))
+}
+
+/// Key of manifest cache shard `shard`.
+pub fn manifest_cache_key(shard: u8) -> Key {
+    key(format!("{MANIFEST_CACHE}{shard:02x}"))
+}
+
+/// The shard number of a manifest cache key, if it is one (two lower-case hex digits).
+pub fn parse_manifest_cache_key(key: &Key) -> Option<u8> {
+    let hex = key.as_str().strip_prefix(MANIFEST_CACHE)?;
+    let shard = u8::from_str_radix(hex, 16).ok()?;
+    (hex == format!("{shard:02x}")).then_some(shard)
 }
 
 /// Key of a compression dictionary.

@@ -14,6 +14,7 @@ pub mod index;
 pub mod intent;
 pub mod layout;
 pub mod manifest;
+pub mod manifest_cache;
 pub mod metadata;
 pub mod pack;
 #[cfg(all(test, feature = "testkit"))]

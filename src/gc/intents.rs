@@ -13,8 +13,11 @@ use crate::error::{Error, Result};
 pub use crate::format::intent::Intent;
 use crate::format::intent::MAX_INTENT_BODY;
 use crate::format::layout;
+use crate::format::manifest::Manifest;
 use crate::id::PackId;
 use crate::store::Store;
+
+use super::compact::Scanned;
 
 /// Every intent in the store, as read now.
 #[derive(Debug, Default)]
@@ -80,11 +83,28 @@ pub async fn building_on(
             Err(e) if e.is_not_found() => continue,
             other => other?,
         };
-        if let Some(prev) = m.prev_lsn.filter(|_| !m.base) {
-            out.insert(layout::manifest_key(&m.tenant, &m.timeline, prev));
-        }
+        out.extend(predecessor(&m));
     }
     Ok(out)
+}
+
+/// [`building_on`] from manifests already listed and read after `intents` was read (gc's
+/// second scan), without listing again.
+pub(crate) fn building_on_scanned(
+    intents: &Intents,
+    planned: &BTreeSet<Key>,
+    listed: &[Scanned],
+) -> BTreeSet<Key> {
+    let mut out = intents.predecessors(planned);
+    let unplanned = listed.iter().filter(|s| !planned.contains(&s.r.key));
+    out.extend(unplanned.filter_map(|s| predecessor(&s.manifest)));
+    out
+}
+
+/// The manifest a delta builds on.
+fn predecessor(m: &Manifest) -> Option<Key> {
+    let prev = m.prev_lsn.filter(|_| !m.base)?;
+    Some(layout::manifest_key(&m.tenant, &m.timeline, prev))
 }
 
 /// Lists and reads every intent. One that vanished between the listing and the read was

@@ -37,6 +37,7 @@
 //! update live in the submodules; the writer's side of the fence is `write::fence`.
 
 pub(crate) mod compact;
+mod manifest_cache;
 pub mod intents;
 pub(crate) mod missing;
 pub(crate) mod reclaim;
@@ -59,6 +60,7 @@ use crate::progress::DynProgress;
 use crate::store::Store;
 pub use reclaim::SMALL_PACK;
 use retention::{Retention, TimelineCheckpoints};
+use manifest_cache::ManifestCache;
 use scan::{Scan, scan};
 use state::{GcState, Phase, Versioned};
 
@@ -156,6 +158,8 @@ pub struct GcReport {
     /// Intents deleted because the manifest they guarded exists (or, with `clear_intents`,
     /// every intent).
     pub intents_cleared: usize,
+    /// Manifests the first scan took from gc's manifest cache instead of reading them.
+    pub manifests_cached: usize,
     /// Chunks of kept manifests found nowhere (non-zero only with `allow_missing`).
     pub chunks_missing: usize,
     /// Bytes of the objects deleted.
@@ -192,7 +196,9 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         _ => BTreeSet::new(),
     };
     progress.phase("scan");
-    let mut first = scan(store).await?;
+    let mut cache = ManifestCache::load(store).await;
+    let mut first = scan(store, &mut cache).await?;
+    report.manifests_cached = cache.hits;
     first.packs.retain(|p, _| !doomed_before.contains(p));
     let (plan, sections, reclaim) = plan_run(store, &first, opts, &mut report).await?;
     if opts.dry_run {
@@ -202,6 +208,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
+    cache.save(store, &first.manifests).await;
     compact::write_bases(store, &plan).await?;
     progress.phase("repack");
     let (new_packs, written) = reclaim::repack(store, &reclaim, &sections, &progress).await?;
@@ -226,7 +233,8 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         progress.phase("condemn");
         let held = update(store, &held, Phase::Condemned, condemned.clone(), None).await?;
         let sets = (condemned, doomed_before);
-        reclaim_condemned(store, held, sets, &plan, &mut report, &progress).await?
+        let run = (&plan, &mut cache);
+        reclaim_condemned(store, held, sets, run, &mut report, &progress).await?
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -320,14 +328,15 @@ async fn reclaim_condemned(
     store: &Store,
     held: Versioned,
     (condemned, doomed_before): (BTreeSet<PackId>, BTreeSet<PackId>),
-    plan: &compact::CompactPlan,
+    (plan, cache): (&compact::CompactPlan, &mut ManifestCache),
     report: &mut GcReport,
     progress: &DynProgress,
 ) -> Result<Versioned> {
     progress.phase("re-mark");
     let intents = intents::read_all(store).await?;
-    let building_on = intents::building_on(store, &intents, &plan.listed).await?;
-    let second = scan(store).await?;
+    // Listed after the intents were read, as `intents::building_on` requires.
+    let second = scan(store, cache).await?;
+    let building_on = intents::building_on_scanned(&intents, &plan.listed, &second.manifests);
     // Manifests about to be deleted do not keep chunks live; those a checkpoint builds on do.
     let dropped = compact::deletable(plan, &building_on);
     let going: BTreeSet<&Key> = dropped.iter().map(|s| &s.r.key).collect();

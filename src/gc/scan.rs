@@ -15,6 +15,7 @@ use crate::id::PackId;
 use crate::store::{READ_CONCURRENCY, Store};
 
 use super::compact::Scanned;
+use super::manifest_cache::ManifestCache;
 
 /// A complete scan of the store.
 pub(crate) struct Scan {
@@ -47,12 +48,13 @@ impl Scan {
 
 /// Lists manifests, then index objects, then packs (so that every chunk a listed manifest names
 /// is in a listed index object whose packs are listed), and reads the first two kinds.
-pub(crate) async fn scan(store: &Store) -> Result<Scan> {
+/// Manifests come from `cache` where it holds exactly the listed object.
+pub(crate) async fn scan(store: &Store, cache: &mut ManifestCache) -> Result<Scan> {
     let listed = store.list(&layout::prefix(layout::MANIFESTS)).await?;
     let refs = store.list_manifests_from(&listed);
     let etags: HashMap<&Key, Option<String>> =
         listed.iter().map(|m| (&m.key, m.etag.clone())).collect();
-    let read = store.read_manifests(&refs).await?;
+    let read = cache.read(store, &refs, &etags).await?;
     let manifests = refs
         .iter()
         .zip(read)

@@ -144,11 +144,21 @@ impl Store {
 
     /// Reads and checks one manifest: it decodes and its content matches its key.
     pub async fn read_manifest(&self, r: &ManifestRef) -> Result<Manifest> {
-        let bytes = self
+        let bytes = self.read_manifest_bytes(r).await?;
+        Self::decode_manifest(r, &bytes)
+    }
+
+    /// The bytes of one manifest object, unchecked (see [`Store::decode_manifest`]).
+    pub async fn read_manifest_bytes(&self, r: &ManifestRef) -> Result<Bytes> {
+        Ok(self
             .backend
             .get_bytes(&r.key, MAX_MANIFEST_BODY + 64)
-            .await?;
-        let m = Manifest::decode(&bytes).map_err(|e| Error::corrupt(&r.key, e))?;
+            .await?)
+    }
+
+    /// Decodes a manifest's bytes and checks that its content matches its key.
+    pub fn decode_manifest(r: &ManifestRef, bytes: &[u8]) -> Result<Manifest> {
+        let m = Manifest::decode(bytes).map_err(|e| Error::corrupt(&r.key, e))?;
         if (m.tenant, m.timeline, m.lsn) != (r.tenant, r.timeline, r.lsn) {
             let e = DecodeError::new(
                 "manifest",

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
+use md5::Digest;
 
 use crate::backend::{
     Backend, BackendError, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode, checked_range,
@@ -28,8 +29,6 @@ struct Object {
 #[derive(Default)]
 struct State {
     objects: BTreeMap<Key, Object>,
-    /// Bumped on every write; the etag of the object it wrote.
-    writes: u64,
 }
 
 /// Objects held in process memory; dropped with the backend.
@@ -120,11 +119,12 @@ impl Backend for MemoryBackend {
             }
             _ => {}
         }
-        state.writes += 1;
+        // As S3 does for an object written by one PUT: the quoted MD5 of its bytes.
+        let etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&data)));
         let object = Object {
             data,
             last_modified: SystemTime::now(),
-            etag: format!("m{}", state.writes),
+            etag,
         };
         state.objects.insert(key.clone(), object);
         Ok(())

@@ -1,0 +1,160 @@
+//! gc's manifest cache (format-spec 13.7) on the real S3 server: a run reads only the manifests
+//! that changed since the last run, a damaged or lying cache costs reads and never changes what
+//! gc decides, and a backend whose etags are not MD5 digests (local disk) never uses it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use layercas::backend::open::{StackConfig, standard_stack};
+use layercas::backend::wrap::Op;
+use layercas::backend::{BackendExt, Payload, PutMode};
+use layercas::format::config::{ChunkerParams, StoreConfig};
+use layercas::format::layout;
+use layercas::format::manifest_cache::CacheShard;
+use layercas::format::metadata::TimelineMetadata;
+use layercas::gc::retention::{Policy, Retention};
+use layercas::gc::{self, GcOptions, GcReport};
+use layercas::id::{Lsn, TimelineId};
+use layercas::progress;
+use layercas::store::Store;
+use layercas::write::{CheckpointMode, CheckpointRequest, Writer};
+
+fn config() -> StoreConfig {
+    StoreConfig::new(ChunkerParams::fastcdc(256, 1024, 4096), 64 << 10, 1)
+}
+
+/// Checkpoints `timelines` x `per_timeline` small full checkpoints (one new file each).
+async fn fill(writer: &Writer, root: &Path, timelines: u8, per_timeline: u64) {
+    for t in 0..timelines {
+        let dir = root.join(format!("tl{t}"));
+        for c in 0..per_timeline {
+            let mut files = BTreeMap::new();
+            for i in 0..=c {
+                files.insert(format!("layer_{i}"), noise(3000, t as u64 * 100 + i));
+            }
+            write_files(&dir, &files);
+            let req = CheckpointRequest {
+                tenant: TENANT,
+                timeline: TimelineId([t + 1; 16]),
+                metadata: TimelineMetadata::at(Lsn(0x100 * (c + 1))),
+                files: sources(&dir),
+                mode: CheckpointMode::Full,
+            };
+            writer.checkpoint(req, progress::none()).await.unwrap();
+        }
+    }
+}
+
+async fn gc_run(store: &Store) -> GcReport {
+    let opts = GcOptions::new(Retention::uniform(Policy::KeepAll));
+    gc::run(store, &opts, progress::none()).await.expect("gc")
+}
+
+/// The manifest cache shards in the store.
+async fn shards(store: &Store) -> Vec<layercas::backend::Key> {
+    let listed = store
+        .list(&layout::prefix(layout::MANIFEST_CACHE))
+        .await
+        .unwrap();
+    listed.into_iter().map(|m| m.key).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
+    let (_w, root) = tempdir();
+    let s3 = common::s3server::s3_backend(|_| {}).await;
+    let opened = standard_stack(Arc::new(s3), &StackConfig::default());
+    let store = Store::open_or_create(opened.backend.clone(), config())
+        .await
+        .unwrap();
+    let writer = Writer::new(store.clone()).await.unwrap();
+    fill(&writer, &root, 3, 4).await;
+    let gets = async || {
+        let before = opened.metrics.snapshot().op(Op::Get).requests;
+        let report = gc_run(&store).await;
+        (report, opened.metrics.snapshot().op(Op::Get).requests - before)
+    };
+
+    let first = gc_run(&store).await;
+    assert_eq!(first.manifests_cached, 0, "no cache yet: {first:?}");
+    assert_eq!(shards(&store).await.len(), 1, "12 manifests fit one shard");
+    let (idle, idle_gets) = gets().await;
+    assert_eq!(idle.manifests_cached, 12, "{idle:?}");
+    assert_eq!(
+        (idle.packs_deleted, idle.packs_repacked, idle.manifests_folded),
+        (0, 0, 0),
+        "the second run has nothing to do: {idle:?}"
+    );
+    let (again, again_gets) = gets().await;
+    assert_eq!(again.manifests_cached, 12, "{again:?}");
+    assert_eq!(again_gets, idle_gets, "an idle run's reads do not change");
+
+    // A new checkpoint: only its manifest is read.
+    let more = root.join("more");
+    write_files(&more, &BTreeMap::from([("layer".into(), noise(3000, 999))]));
+    let req = CheckpointRequest {
+        tenant: TENANT,
+        timeline: TimelineId([9; 16]),
+        metadata: TimelineMetadata::at(Lsn(0x100)),
+        files: sources(&more),
+        mode: CheckpointMode::Full,
+    };
+    writer.checkpoint(req, progress::none()).await.unwrap();
+    let after_new = gc_run(&store).await;
+    assert_eq!(after_new.manifests_cached, 12, "{after_new:?}");
+    assert_eq!(gc_run(&store).await.manifests_cached, 13);
+
+    // A damaged shard: gc reads every manifest, decides the same, and repairs the cache.
+    let key = shards(&store).await.remove(0);
+    let backend = store.backend();
+    let junk = Payload::from_bytes(Bytes::from_static(b"not a shard"));
+    backend.put(&key, junk, PutMode::Overwrite).await.unwrap();
+    let damaged = gc_run(&store).await;
+    assert_eq!(damaged.manifests_cached, 0, "{damaged:?}");
+    assert_eq!(damaged.packs_deleted + damaged.packs_repacked, 0);
+    assert_eq!(gc_run(&store).await.manifests_cached, 13, "rewritten");
+
+    // A lying shard: each entry holds another manifest's (valid) bytes. No copy matches its
+    // key's etag, so none is used, and the restore afterwards proves nothing was lost.
+    let good = CacheShard::decode(&backend.get_bytes(&key, 1 << 30).await.unwrap()).unwrap();
+    let mut lying = good.clone();
+    let n = lying.entries.len();
+    for i in 0..n {
+        lying.entries[i].1 = good.entries[(i + 1) % n].1.clone();
+    }
+    let bytes = Payload::from_bytes(Bytes::from(lying.encode()));
+    backend.put(&key, bytes, PutMode::Overwrite).await.unwrap();
+    let lied_to = gc_run(&store).await;
+    assert_eq!(lied_to.manifests_cached, 0, "{lied_to:?}");
+    for t in 0..3u8 {
+        let (_o, out) = tempdir();
+        let tl = TimelineId([t + 1; 16]);
+        store
+            .restore_timeline(&TENANT, &tl, None, &out, progress::none())
+            .await
+            .unwrap();
+        let want = read_tree(&root.join(format!("tl{t}")));
+        assert_eq!(want.len(), 4);
+        assert!(read_tree(&out) == want, "timeline {tl} restores as written");
+    }
+}
+
+#[tokio::test]
+async fn a_local_store_never_writes_or_uses_the_cache() {
+    let (_d, root) = tempdir();
+    let store = Store::open_or_create(local_backend(&root.join("store")), config())
+        .await
+        .unwrap();
+    let writer = Writer::new(store.clone()).await.unwrap();
+    fill(&writer, &root, 2, 2).await;
+    for _ in 0..2 {
+        let report = gc_run(&store).await;
+        assert_eq!(report.manifests_cached, 0, "{report:?}");
+    }
+    assert!(shards(&store).await.is_empty(), "local etags are not MD5");
+}
