@@ -17,6 +17,7 @@ use layercas::format::gc_state::{GcState, Phase};
 use layercas::format::index::IndexObject;
 use layercas::format::intent::Intent;
 use layercas::format::manifest::{ChunkRef, FileEntry, Manifest};
+use layercas::format::manifest_cache::CacheShard;
 use layercas::format::metadata::TimelineMetadata;
 use layercas::format::pack::{self, PackBuilder};
 use layercas::id::{ChunkId, FileHash, Lsn, PackId, TenantId, TimelineId};
@@ -392,6 +393,32 @@ fn check_pack_layout(pack: &[u8], zeros: &[u8]) -> Vec<u8> {
     assert_eq!(zstd::decode_all(&pack[..stored0]).unwrap(), zeros);
     assert_eq!(&pack[stored0..table_start], b"raw");
     body
+}
+
+#[test]
+fn manifest_cache_vector() {
+    let key = |k: &str| layercas::backend::Key::new(k).unwrap();
+    let shard = CacheShard {
+        entries: vec![
+            (key("manifests/a"), b"LCAS".to_vec()),
+            (key("manifests/b"), vec![]),
+        ],
+    };
+    let bytes = check(
+        "manifest_cache",
+        "manifest cache shard (kind 9): manifests/a -> \"LCAS\", manifests/b -> empty",
+        &shard.encode(),
+    );
+    // u32 count, then per entry: u16 key length, key, u32 length, bytes (format-spec 13.7).
+    assert_eq!(
+        envelope_body(&bytes, 9),
+        spelled(&format!(
+            "02000000 0b00 {} 04000000 4c434153 0b00 {} 00000000",
+            hex::encode("manifests/a"),
+            hex::encode("manifests/b")
+        ))
+    );
+    assert_eq!(CacheShard::decode(&bytes).unwrap(), shard);
 }
 
 #[test]

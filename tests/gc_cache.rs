@@ -77,7 +77,10 @@ async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
     let gets = async || {
         let before = opened.metrics.snapshot().op(Op::Get).requests;
         let report = gc_run(&store).await;
-        (report, opened.metrics.snapshot().op(Op::Get).requests - before)
+        (
+            report,
+            opened.metrics.snapshot().op(Op::Get).requests - before,
+        )
     };
 
     let first = gc_run(&store).await;
@@ -86,7 +89,11 @@ async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
     let (idle, idle_gets) = gets().await;
     assert_eq!(idle.manifests_cached, 12, "{idle:?}");
     assert_eq!(
-        (idle.packs_deleted, idle.packs_repacked, idle.manifests_folded),
+        (
+            idle.packs_deleted,
+            idle.packs_repacked,
+            idle.manifests_folded
+        ),
         (0, 0, 0),
         "the second run has nothing to do: {idle:?}"
     );

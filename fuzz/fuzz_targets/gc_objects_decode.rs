@@ -1,13 +1,19 @@
-//! gc's objects: decoding an intent (kind 7) or a gc state (kind 6) never panics; what decodes
-//! keeps the rules readers rely on (intent packs strictly ascending, condemned packs sorted),
+//! gc's objects: decoding an intent (kind 7), a gc state (kind 6) or a manifest cache shard
+//! (kind 9) never panics; what decodes keeps the rules readers rely on (intent packs strictly
+//! ascending, condemned packs sorted, cache keys strictly ascending),
 //! round-trips through its encoding, and the writers' checks over it do not panic either.
 #![no_main]
 
 use layercas::format::gc_state::GcState;
 use layercas::format::intent::Intent;
+use layercas::format::manifest_cache::CacheShard;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(shard) = CacheShard::decode(data) {
+        assert!(shard.entries.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(CacheShard::decode(&shard.encode()).unwrap(), shard);
+    }
     if let Ok(intent) = Intent::decode(data) {
         assert!(intent.packs.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(Intent::decode(&intent.encode()).unwrap(), intent);

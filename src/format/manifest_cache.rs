@@ -104,8 +104,7 @@ fn take_key(b: &[u8]) -> Result<(Key, &[u8]), DecodeError> {
         ));
     }
     let (raw, rest) = take(rest, len)?;
-    let text = std::str::from_utf8(raw)
-        .map_err(|_| DecodeError::new(WHAT, "key is not UTF-8"))?;
+    let text = std::str::from_utf8(raw).map_err(|_| DecodeError::new(WHAT, "key is not UTF-8"))?;
     let key = Key::new(text).map_err(|e| DecodeError::new(WHAT, format!("bad key: {e}")))?;
     Ok((key, rest))
 }

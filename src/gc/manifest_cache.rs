@@ -120,12 +120,10 @@ impl ManifestCache {
             .map(|r| (r.clone(), self.hit(r, etag(r).as_deref())))
             .collect();
         self.hits = todo.iter().filter(|(_, c)| c.is_some()).count();
-        let bytes: Vec<Bytes> = futures::stream::iter(todo.into_iter().map(|(r, c)| {
-            async move {
-                match c {
-                    Some(b) => Ok(b),
-                    None => store.read_manifest_bytes(&r).await,
-                }
+        let bytes: Vec<Bytes> = futures::stream::iter(todo.into_iter().map(|(r, c)| async move {
+            match c {
+                Some(b) => Ok(b),
+                None => store.read_manifest_bytes(&r).await,
             }
         }))
         .buffered(READ_CONCURRENCY)
@@ -176,7 +174,11 @@ impl ManifestCache {
                 let key = layout::manifest_cache_key(id);
                 async move {
                     let r = match new {
-                        Some(b) => backend.put(&key, Payload::from_bytes(b), PutMode::Overwrite).await,
+                        Some(b) => {
+                            backend
+                                .put(&key, Payload::from_bytes(b), PutMode::Overwrite)
+                                .await
+                        }
                         None => backend.delete(&key).await,
                     };
                     (key, r)

@@ -37,8 +37,8 @@
 //! update live in the submodules; the writer's side of the fence is `write::fence`.
 
 pub(crate) mod compact;
-mod manifest_cache;
 pub mod intents;
+mod manifest_cache;
 pub(crate) mod missing;
 pub(crate) mod reclaim;
 pub mod repair;
@@ -58,9 +58,9 @@ use crate::format::layout;
 use crate::id::PackId;
 use crate::progress::DynProgress;
 use crate::store::Store;
+use manifest_cache::ManifestCache;
 pub use reclaim::SMALL_PACK;
 use retention::{Retention, TimelineCheckpoints};
-use manifest_cache::ManifestCache;
 use scan::{Scan, scan};
 use state::{GcState, Phase, Versioned};
 

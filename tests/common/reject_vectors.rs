@@ -449,6 +449,28 @@ fn other_rejects() -> Vec<Reject> {
             state(&format!("9091920891{}", p("03")), "Idle"),
         ),
         reject(
+            "manifest_cache_unsorted",
+            "manifest_cache",
+            "ascending",
+            "a manifest cache shard with manifests/b before manifests/a",
+            seal(
+                9,
+                &hex::decode(format!(
+                    "020000000b00{}000000000b00{}00000000",
+                    hex::encode("manifests/b"),
+                    hex::encode("manifests/a")
+                ))
+                .unwrap(),
+            ),
+        ),
+        reject(
+            "manifest_cache_trailing",
+            "manifest_cache",
+            "after the last entry",
+            "a manifest cache shard of no entries followed by one byte",
+            seal(9, &[0, 0, 0, 0, 0]),
+        ),
+        reject(
             "intent_unsorted",
             "intent",
             "ascending",
@@ -528,6 +550,9 @@ fn decode_error(object: &str, objects: &[Vec<u8>]) -> Option<String> {
             .map_err(|x| x.to_string())),
         "gc_state" => e(GcState::decode(one).map(drop).map_err(|x| x.to_string())),
         "intent" => e(Intent::decode(one).map(drop).map_err(|x| x.to_string())),
+        "manifest_cache" => e(layercas::format::manifest_cache::CacheShard::decode(one)
+            .map(drop)
+            .map_err(|x| x.to_string())),
         "metadata" => e(TimelineMetadata::from_file_bytes(one)
             .map(drop)
             .map_err(|x| x.to_string())),
