@@ -293,8 +293,9 @@ async fn gc_figures(u: &Under, store: &Store, k: &Knobs, quiet: bool) -> Value {
         let reqs = u.requests() - before;
         say!(
             quiet,
-            "{} {what}: {secs:.1} s, {reqs} requests, {} packs repacked into {}, {} index objects merged into {}",
+            "{} {what}: {secs:.1} s, {reqs} requests, {} manifests from gc's cache, {} packs repacked into {}, {} index objects merged into {}",
             u.name,
+            r.manifests_cached,
             r.packs_repacked,
             r.packs_written,
             r.index_objects_deleted,
