@@ -37,6 +37,7 @@ use layercas::gc::retention::{Policy, Retention};
 use layercas::gc::{self, GcOptions};
 use layercas::id::{Lsn, TimelineId};
 use layercas::store::Store;
+use layercas::testkit::memory::MemoryBackend;
 use layercas::write::{CheckpointMode, CheckpointRequest, Writer};
 use layercas::{Error, progress};
 
@@ -228,6 +229,8 @@ struct Verdict {
     checkpoints_ok: usize,
     checkpoints_failed: usize,
     gc_runs_ok: usize,
+    /// Manifests gc runs took from the manifest cache (format-spec 13.7).
+    manifests_cached: usize,
     /// Checkpoint errors by kind.
     errors: BTreeMap<String, usize>,
     /// Every request and event in virtual time: kept when the schedule failed or
@@ -346,7 +349,14 @@ fn mode_of(problem: &str) -> String {
 }
 
 /// One gc party: `runs` runs, possibly one killed, each on its own adversarial stack.
-async fn gc_party(n: usize, base: DynBackend, p: GcPlan, rng: Rng, stats: Arc<Stats>) -> usize {
+/// Returns the runs completed and the manifests they took from the manifest cache.
+async fn gc_party(
+    n: usize,
+    base: DynBackend,
+    p: GcPlan,
+    rng: Rng,
+    stats: Arc<Stats>,
+) -> (usize, usize) {
     tokio::time::sleep(p.start).await;
     let name = format!("gc{n}");
     let backend = standard_stack(
@@ -354,9 +364,9 @@ async fn gc_party(n: usize, base: DynBackend, p: GcPlan, rng: Rng, stats: Arc<St
         &StackConfig::default(),
     );
     let Ok(store) = Store::open(backend.backend).await else {
-        return 0;
+        return (0, 0);
     };
-    let mut ok = 0;
+    let (mut ok, mut cached) = (0, 0);
     for i in 0..p.runs {
         stats.log(|| {
             format!(
@@ -375,17 +385,26 @@ async fn gc_party(n: usize, base: DynBackend, p: GcPlan, rng: Rng, stats: Arc<St
             Some(Ok(r)) => format!("{name} run {i} done: {r:?}"),
             Some(Err(e)) => format!("{name} run {i} failed: {e}"),
         });
-        ok += matches!(done, Some(Ok(_))) as usize;
+        if let Some(Ok(r)) = &done {
+            ok += 1;
+            cached += r.manifests_cached;
+        }
         tokio::time::sleep(p.gap).await;
     }
-    ok
+    (ok, cached)
 }
 
 async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
     let plan = Plan::new(seed);
     let plan = if calm { plan.calm() } else { plan }.ablate();
     let mut rng = Rng::new(seed.wrapping_mul(31) + 7);
-    let base: DynBackend = local_backend(&root.join("store"));
+    // Odd seeds run on the in-memory backend, whose etags are MD5 digests as S3's are, so that
+    // gc's manifest cache (format-spec 13.7) is in play; even seeds on local files.
+    let base: DynBackend = if seed % 2 == 1 {
+        Arc::new(MemoryBackend::new())
+    } else {
+        local_backend(&root.join("store"))
+    };
     let store = Store::open_or_create(base.clone(), small_config())
         .await
         .unwrap();
@@ -422,7 +441,8 @@ async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
             .iter()
             .filter(|a| matches!(a.outcome, Outcome::Ok))
             .count(),
-        gc_runs_ok: gc_ok.iter().sum(),
+        gc_runs_ok: gc_ok.iter().map(|(ok, _)| ok).sum(),
+        manifests_cached: gc_ok.iter().map(|(_, c)| c).sum(),
         ..Default::default()
     };
     v.checkpoints_failed = attempts.len() - v.checkpoints_ok;

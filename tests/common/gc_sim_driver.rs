@@ -137,12 +137,13 @@ pub fn simulate(name: &str, seeds: Vec<u64>, calm: bool) -> Vec<(u64, Vec<String
         (a + v.checkpoints_ok, b + v.checkpoints_failed)
     });
     let gc_ok: usize = results.iter().map(|(_, v)| v.gc_runs_ok).sum();
+    let cached: usize = results.iter().map(|(_, v)| v.manifests_cached).sum();
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     for (k, n) in results.iter().flat_map(|(_, v)| &v.errors) {
         *errors.entry(k.clone()).or_default() += n;
     }
     eprintln!(
-        "{name}: {} schedules in {:.1?}: {} with problems; longest pause injected {:.1?}; checkpoints {ok} ok / {failed} refused, failed or killed; {gc_ok} gc runs completed",
+        "{name}: {} schedules in {:.1?}: {} with problems; longest pause injected {:.1?}; checkpoints {ok} ok / {failed} refused, failed or killed; {gc_ok} gc runs completed, {cached} manifests from gc's cache",
         seeds.len(),
         started.elapsed(),
         results
