@@ -156,7 +156,10 @@ mod tests {
         }
         assert_eq!(s.deleted.len(), DELETED_HISTORY);
         assert_eq!(s.history_from, 4);
-        assert_eq!(GcState::decode_versioned(&s.encode()).unwrap(), (2, s.clone()));
+        assert_eq!(
+            GcState::decode_versioned(&s.encode()).unwrap(),
+            (2, s.clone())
+        );
         let body = envelope::encode_msgpack(&s);
         let v1 = envelope::seal_version(Kind::GcState, 1, &body);
         assert_eq!(GcState::decode_versioned(&v1).unwrap(), (1, s.clone()));

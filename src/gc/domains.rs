@@ -189,7 +189,10 @@ async fn apply(
     for (d, plan) in plans {
         let sections: Vec<(PackId, Vec<BlobEntry>)> = if plan.rewrite {
             replaced.extend(plan.keys.iter().map(|k| (*k).clone()));
-            plan.want.iter().map(|(p, es)| (*p, (*es).clone())).collect()
+            plan.want
+                .iter()
+                .map(|(p, es)| (*p, (*es).clone()))
+                .collect()
         } else {
             let added = plan.added.iter();
             added.map(|p| (*p, plan.want[p].clone())).collect()
@@ -223,7 +226,8 @@ async fn write_all(
         entries += es.len();
         current.push((p, es));
         if entries >= ENTRIES_PER_INDEX || i + 1 == last {
-            let created = packer::create_index(store.backend(), domain, std::mem::take(&mut current)).await?;
+            let created =
+                packer::create_index(store.backend(), domain, std::mem::take(&mut current)).await?;
             keys.push(created.key);
             bytes += created.len;
             entries = 0;

@@ -228,7 +228,9 @@ pub async fn repack(
     if !builder.is_empty() {
         bytes += upload(store, builder, &mut written).await?;
     }
-    bytes += super::domains::create_for_owners(store, &written, owned).await?.1;
+    bytes += super::domains::create_for_owners(store, &written, owned)
+        .await?
+        .1;
     Ok((written.into_iter().map(|(p, _)| p).collect(), bytes))
 }
 

@@ -36,7 +36,8 @@ pub async fn read(backend: &DynBackend) -> Result<Versioned> {
     };
     let etag = got.meta.etag.clone();
     let bytes = crate::backend::collect_stream(got.body, MAX_GC_STATE_BODY + 64).await?;
-    let (version, state) = GcState::decode_versioned(&bytes).map_err(|e| Error::corrupt(&key, e))?;
+    let (version, state) =
+        GcState::decode_versioned(&bytes).map_err(|e| Error::corrupt(&key, e))?;
     let etag = match etag {
         Some(e) => Some(e),
         None => backend.head(&key).await?.etag,

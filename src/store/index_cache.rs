@@ -140,9 +140,11 @@ impl DomainIndex {
             self.own.read().expect("index lock"),
             self.legacy.read().expect("index lock"),
         );
-        ChunkIndex::from_locations(chunks.into_iter().filter_map(|c| {
-            own.get(c).or_else(|| legacy.get(c)).map(|l| (*c, l))
-        }))
+        ChunkIndex::from_locations(
+            chunks
+                .into_iter()
+                .filter_map(|c| own.get(c).or_else(|| legacy.get(c)).map(|l| (*c, l))),
+        )
     }
 }
 
@@ -155,7 +157,10 @@ pub struct Domains {
 
 impl Domains {
     /// Loads the legacy domain (leaving out `unusable` packs); tenants load on first use.
-    pub async fn load(store: &Store, unusable: &std::collections::BTreeSet<PackId>) -> Result<Domains> {
+    pub async fn load(
+        store: &Store,
+        unusable: &std::collections::BTreeSet<PackId>,
+    ) -> Result<Domains> {
         Ok(Domains {
             legacy: IndexCache::load(store, None, unusable).await?,
             tenants: Mutex::new(HashMap::new()),
@@ -164,7 +169,11 @@ impl Domains {
 
     /// `tenant`'s cache if loaded.
     pub fn loaded(&self, tenant: &TenantId) -> Option<Arc<IndexCache>> {
-        self.tenants.lock().expect("domains lock").get(tenant).cloned()
+        self.tenants
+            .lock()
+            .expect("domains lock")
+            .get(tenant)
+            .cloned()
     }
 
     /// `tenant`'s cache, loading its domain (leaving out `unusable` packs) on first use.
@@ -221,7 +230,10 @@ impl Domains {
 
     /// Chunks and heap bytes held over every loaded domain.
     pub fn totals(&self) -> (usize, usize) {
-        let mut out = (self.legacy.read().len(), self.legacy.read().entry_heap_bytes());
+        let mut out = (
+            self.legacy.read().len(),
+            self.legacy.read().entry_heap_bytes(),
+        );
         for c in self.all() {
             let i = c.read();
             out = (out.0 + i.len(), out.1 + i.entry_heap_bytes());

@@ -88,16 +88,23 @@ impl Store {
         let mut keys = Vec::new();
         for digit in "0123456789abcdef".chars() {
             let prefix = layout::prefix(&format!("{}{digit}", layout::INDEX));
-            keys.extend(self.list_index_keys(&prefix).await?.into_iter().filter(|k| {
-                matches!(layout::parse_index_key(k), Some((IndexDomain::Legacy, _)))
-            }));
+            keys.extend(
+                self.list_index_keys(&prefix)
+                    .await?
+                    .into_iter()
+                    .filter(|k| {
+                        matches!(layout::parse_index_key(k), Some((IndexDomain::Legacy, _)))
+                    }),
+            );
         }
         Ok(keys)
     }
 
     /// The keys of `tenant`'s domain (every level).
     pub async fn list_tenant_keys(&self, tenant: &TenantId) -> Result<Vec<Key>> {
-        let own = self.list_index_keys(&layout::tenant_index_prefix(tenant)).await?;
+        let own = self
+            .list_index_keys(&layout::tenant_index_prefix(tenant))
+            .await?;
         Ok(own
             .into_iter()
             .filter(|k| layout::parse_index_key(k).and_then(|(d, _)| d.tenant()) == Some(*tenant))

@@ -119,7 +119,11 @@ impl Writer {
         let mut needed = self.index.view(&cache).subset(&all);
         if all.iter().any(|c| !needed.contains(c)) {
             // A listing is not a snapshot: list the domain again before failing (section 6).
-            needed = self.store.load_tenant_index_for(tenant, &all).await?.subset(&all);
+            needed = self
+                .store
+                .load_tenant_index_for(tenant, &all)
+                .await?
+                .subset(&all);
         }
         let (store, to, p) = (self.store.clone(), to.to_path_buf(), progress.clone());
         let plan = tokio::task::spawn_blocking(move || {
@@ -303,11 +307,7 @@ impl Writer {
                 own: &own,
             };
             let backend = self.store.backend();
-            match self
-                .fence
-                .guard(backend, &view, refs, start)
-                .await?
-            {
+            match self.fence.guard(backend, &view, refs, start).await? {
                 Ok(guard) => return Ok((added, packs, guard)),
                 Err(bad) => {
                     tracing::info!(

@@ -29,8 +29,8 @@ use crate::format::gc_state::GcState;
 use crate::format::intent::Intent;
 use crate::format::layout;
 use crate::id::{ChunkId, Lsn, PackId, TenantId, TimelineId};
-use crate::store::index_cache::DomainIndex;
 use crate::store::gc_state as state;
+use crate::store::index_cache::DomainIndex;
 
 /// Times a guard waits for gc to rescue this checkpoint's own condemned packs before giving up
 /// and storing them again, and the first wait (doubling up to 32x).

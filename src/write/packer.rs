@@ -115,8 +115,7 @@ impl IngestCtx {
 
     /// Claims `id` for this checkpoint unless it is stored or claimed already.
     fn claim(&self, id: &ChunkId) -> bool {
-        !self.index.contains(id)
-            && self.session.lock().expect("session lock").insert(*id)
+        !self.index.contains(id) && self.session.lock().expect("session lock").insert(*id)
     }
 
     /// Hashes a batch of chunks, compresses the ones nobody stored yet, adds them to packs.
@@ -480,7 +479,9 @@ mod tests {
                 (PackId(id), Vec::new())
             })
             .collect();
-        let e = create_index(&backend, layout::IndexDomain::Legacy, too_many).await.unwrap_err();
+        let e = create_index(&backend, layout::IndexDomain::Legacy, too_many)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("exceeds the format's limits"), "{e}");
         let listed = backend.list_all(&layout::prefix(layout::INDEX)).await;
         assert!(listed.unwrap().is_empty());
