@@ -7,7 +7,8 @@
 //! reload. Must not decide which packs are unusable (the gc fence tells the writer, which calls
 //! [`Domains::drop_packs`]) and must not write to the store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use crate::backend::Key;
@@ -25,6 +26,8 @@ pub struct IndexCache {
     index: Arc<RwLock<ChunkIndex>>,
     /// Index objects already merged into `index`.
     seen: Mutex<HashSet<Key>>,
+    /// The [`Domains`] epoch this cache last caught up with.
+    epoch: AtomicU64,
 }
 
 impl IndexCache {
@@ -39,6 +42,7 @@ impl IndexCache {
             tenant,
             index: Arc::new(RwLock::new(ChunkIndex::new())),
             seen: Mutex::new(HashSet::new()),
+            epoch: AtomicU64::new(0),
         };
         cache.reload(store).await?;
         let mut index = cache.index.write().expect("index lock");
@@ -148,23 +152,75 @@ impl DomainIndex {
     }
 }
 
-/// A writer's caches: the legacy domain's and each loaded tenant's.
+/// A writer's caches: the legacy domain's and each loaded tenant's. When the gc state changes,
+/// every cache forgets the packs it must at once (in memory), but only the legacy domain and
+/// the checkpointing tenant's list their prefixes again; the others catch up on their tenant's
+/// next checkpoint ([`Domains::catch_up`]), so a writer of many tenants does not list every
+/// domain after each gc run.
 #[derive(Debug)]
 pub struct Domains {
     legacy: IndexCache,
     tenants: Mutex<HashMap<TenantId, Arc<IndexCache>>>,
+    /// Bumped when caches must list their domain again (gc changed the state).
+    refresh_epoch: AtomicU64,
+    /// Bumped when caches must be rebuilt (deletions the state no longer enumerates).
+    reload_epoch: AtomicU64,
 }
 
 impl Domains {
     /// Loads the legacy domain (leaving out `unusable` packs); tenants load on first use.
-    pub async fn load(
-        store: &Store,
-        unusable: &std::collections::BTreeSet<PackId>,
-    ) -> Result<Domains> {
+    pub async fn load(store: &Store, unusable: &BTreeSet<PackId>) -> Result<Domains> {
         Ok(Domains {
             legacy: IndexCache::load(store, None, unusable).await?,
             tenants: Mutex::new(HashMap::new()),
+            refresh_epoch: AtomicU64::new(0),
+            reload_epoch: AtomicU64::new(0),
         })
+    }
+
+    /// Marks every cache as behind: `reload` when it must be rebuilt, else listed again.
+    pub fn mark_behind(&self, reload: bool) {
+        let epoch = self.refresh_epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        if reload {
+            self.reload_epoch.store(epoch, Ordering::SeqCst);
+        }
+    }
+
+    /// Brings the legacy cache and `cache` up to the newest epoch: listed again (or rebuilt),
+    /// then `unusable` (what the gc state read after [`Domains::mark_behind`] forbids) dropped,
+    /// since objects listed now may name packs dropped before.
+    pub async fn catch_up(
+        &self,
+        store: &Store,
+        cache: &IndexCache,
+        unusable: &BTreeSet<PackId>,
+    ) -> Result<()> {
+        let (refresh, reload) = (
+            self.refresh_epoch.load(Ordering::SeqCst),
+            self.reload_epoch.load(Ordering::SeqCst),
+        );
+        for c in [&self.legacy, cache] {
+            let at = c.epoch.load(Ordering::SeqCst);
+            if at >= refresh {
+                continue;
+            }
+            if at < reload {
+                c.reload(store).await?;
+            } else {
+                c.refresh(store).await?;
+            }
+            c.drop_packs(unusable);
+            c.epoch.store(refresh, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Whether `cache` or the legacy cache is behind the newest epoch.
+    pub fn behind(&self, cache: &IndexCache) -> bool {
+        let refresh = self.refresh_epoch.load(Ordering::SeqCst);
+        [&self.legacy, cache]
+            .iter()
+            .any(|c| c.epoch.load(Ordering::SeqCst) < refresh)
     }
 
     /// `tenant`'s cache if loaded.
@@ -181,12 +237,15 @@ impl Domains {
         &self,
         store: &Store,
         tenant: &TenantId,
-        unusable: &std::collections::BTreeSet<PackId>,
+        unusable: &BTreeSet<PackId>,
     ) -> Result<Arc<IndexCache>> {
         if let Some(c) = self.loaded(tenant) {
             return Ok(c);
         }
-        let cache = Arc::new(IndexCache::load(store, Some(*tenant), unusable).await?);
+        let cache = IndexCache::load(store, Some(*tenant), unusable).await?;
+        let epoch = self.refresh_epoch.load(Ordering::SeqCst);
+        cache.epoch.store(epoch, Ordering::SeqCst);
+        let cache = Arc::new(cache);
         let mut tenants = self.tenants.lock().expect("domains lock");
         Ok(tenants.entry(*tenant).or_insert(cache).clone())
     }
@@ -205,7 +264,7 @@ impl Domains {
     }
 
     /// Forgets every chunk of `packs` in every loaded domain.
-    pub fn drop_packs(&self, packs: &std::collections::BTreeSet<PackId>) {
+    pub fn drop_packs(&self, packs: &BTreeSet<PackId>) {
         self.legacy.drop_packs(packs);
         self.all().iter().for_each(|c| c.drop_packs(packs));
     }
@@ -217,15 +276,6 @@ impl Domains {
             n += c.refresh(store).await?;
         }
         Ok(n)
-    }
-
-    /// Reloads every loaded domain.
-    pub async fn reload(&self, store: &Store) -> Result<()> {
-        self.legacy.reload(store).await?;
-        for c in self.all() {
-            c.reload(store).await?;
-        }
-        Ok(())
     }
 
     /// Chunks and heap bytes held over every loaded domain.

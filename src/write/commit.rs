@@ -256,21 +256,27 @@ impl Writer {
         )))
     }
 
-    /// Applies the gc state to the index before deduplicating against it (fence step 1).
-    async fn apply_gc_state(&self) -> Result<Start> {
+    /// Applies the gc state to the indexes before deduplicating against `cache` and the legacy
+    /// domain (fence step 1): every loaded domain forgets the packs the state forbids; the two
+    /// this checkpoint uses catch up with the index objects gc wrote (the others on their
+    /// tenant's next checkpoint).
+    async fn apply_gc_state(&self, cache: &IndexCache) -> Result<Start> {
         let (action, start) = self.fence.before_dedup(self.store.backend()).await?;
-        let drop = match action {
-            IndexAction::Keep => return Ok(start),
+        match action {
+            IndexAction::Keep => {}
             IndexAction::Drop(packs) => {
-                self.refresh_index().await?;
-                packs
+                self.index.mark_behind(false);
+                self.index.drop_packs(&packs);
             }
             IndexAction::Reload(packs) => {
-                self.index.reload(&self.store).await?;
-                packs
+                self.index.mark_behind(true);
+                self.index.drop_packs(&packs);
             }
-        };
-        self.index.drop_packs(&drop);
+        }
+        if self.index.behind(cache) {
+            let unusable = self.fence.unusable_now(self.store.backend()).await?;
+            self.index.catch_up(&self.store, cache, &unusable).await?;
+        }
         Ok(start)
     }
 
@@ -287,7 +293,7 @@ impl Writer {
         let cache = self.tenant_cache(&req.tenant).await?;
         let view = self.index.view(&cache);
         for attempt in 0..=FENCE_RETRIES {
-            let start = self.apply_gc_state().await?;
+            let start = self.apply_gc_state(&cache).await?;
             let retry = attempt > 0;
             let files = (&req.files[..], view.clone());
             let (added, packs) = self
