@@ -182,24 +182,12 @@ async fn writers_of_two_tenants_never_read_each_others_index_objects() {
     restores(&store, &root, B, 0x100).await;
 }
 
-/// Copies tests/data/store-v1 (written before tenant domains) into `to`.
-fn old_store(to: &Path) {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/store-v1");
-    for e in walkdir::WalkDir::new(&fixture).into_iter().flatten() {
-        let dest = to.join(e.path().strip_prefix(&fixture).unwrap());
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_moves_a_legacy_index_into_tenant_domains_and_everything_still_reads() {
     let (_s, dir) = tempdir();
     let (_w, root) = tempdir();
-    old_store(&dir);
+    // Written before tenant domains: one legacy index object, gc state absent.
+    copy_fixture("store-v1", &dir);
     let store = Store::open(local_backend(&dir)).await.unwrap();
     let old_tenant: TenantId = "0102030405060708090a0b0c0d0e0f10".parse().unwrap();
     let old_timeline: TimelineId = "1112131415161718191a1b1c1d1e1f20".parse().unwrap();

@@ -109,6 +109,8 @@ impl Writer {
         let state = self.store.checkpoint_state(tenant, timeline, at).await?;
         let cache = self.tenant_cache(tenant).await?;
         self.refresh_index().await?;
+        // Dictionaries are older than the packs whose blobs name them: loaded after the index.
+        self.store.load_dictionaries().await?;
         // Only the chunks this state needs, copied under the lock; planning (which hashes files
         // already present) then runs on the blocking pool without holding it.
         let all: Vec<ChunkId> = state
