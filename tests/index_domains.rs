@@ -291,3 +291,55 @@ async fn a_chunk_named_only_in_another_domain_still_restores_and_gc_names_it_at_
     );
     assert_eq!(store.read_domain_indexes(&A).await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repacked_packs_are_named_in_the_domain_of_every_tenant_they_serve() {
+    let (_s, dir) = tempdir();
+    let (_w, root) = tempdir();
+    let store = local_store(&dir).await;
+    let w = Writer::new(store.clone()).await.unwrap();
+    for (i, t) in [A, B].into_iter().enumerate() {
+        for lsn in [0x100, 0x200] {
+            checkpoint(&w, &root, t, lsn, 40 + i as u64 * 10 + lsn / 0x100).await;
+        }
+    }
+    // Four small packs (two per tenant) are consolidated into packs of the target size.
+    let report = gc::run(&store, &keep_all(), progress::none())
+        .await
+        .unwrap();
+    assert_eq!(report.packs_repacked, 4, "{report:?}");
+    let keys = index_keys(&store).await;
+    assert_eq!(
+        keys.get(&None),
+        None,
+        "nothing in the legacy domain: {keys:?}"
+    );
+    for t in [A, B] {
+        // Every chunk of the tenant resolves through its own domain alone.
+        let objects = store.read_domain_indexes(&t).await.unwrap();
+        let mut own = layercas::store::chunk_index::ChunkIndex::new();
+        objects.values().for_each(|o| own.add_object(o));
+        let state = store.checkpoint_state(&t, &TL, None).await.unwrap();
+        for f in state.files.values() {
+            assert!(
+                f.chunks.iter().all(|c| own.contains(&c.id)),
+                "{t}: {}",
+                f.name
+            );
+        }
+        for lsn in [0x100, 0x200] {
+            restores(&store, &root, t, lsn).await;
+        }
+    }
+    let v = verify(
+        &store,
+        VerifyOptions {
+            read_data: true,
+            subset: None,
+        },
+        progress::none(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(v.errors(), 0, "{v:?}");
+}
