@@ -10,7 +10,8 @@
 //! LAYERCAS_SCALE_TIMELINES (10000), _CHECKPOINTS (10 per timeline), _FILES (2 new layer files
 //! per checkpoint, median 60 KiB), _PER_TENANT (1 timeline per tenant), _CONCURRENCY (8
 //! checkpoints in flight between samples), _SAMPLE (20 checkpoints measured one by one at each
-//! point), _FOREIGN_CHUNKS (10000000), _LOCAL and _S3 (1 = run on that backend),
+//! point), _FOREIGN_CHUNKS (10000000), _FOREIGN_TENANTS (100 tenants whose domains hold them; 0
+//! puts them in the legacy domain, as stores before tenant domains had them), _LOCAL and _S3 (1 = run on that backend),
 //! _DEDUP_TENANTS (4: tenants of the sample workdir whose cross-tenant dedup is counted, 0 to
 //! skip). `--small` is 100 timelines and 200,000 foreign chunks (about a minute).
 
@@ -155,8 +156,9 @@ async fn measure_span(
     (v, bytes)
 }
 
-/// A new writer's start on the store as it is: seconds, requests, peak RSS it added.
-async fn writer_start(u: &Under) -> Value {
+/// A new writer's start on the store as it is: seconds, requests, peak RSS it added; and the
+/// writer.
+async fn writer_start(u: &Under) -> (Value, Writer) {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe {
@@ -170,9 +172,10 @@ async fn writer_start(u: &Under) -> Value {
     let writer = Writer::new(store).await.unwrap();
     let secs = started.elapsed().as_secs_f64();
     let peak_added = peak_rss().saturating_sub(rss_before);
-    json!({"start_ms": secs * 1e3, "start_requests": u.requests() - before,
+    let v = json!({"start_ms": secs * 1e3, "start_requests": u.requests() - before,
         "start_peak_rss_added": peak_added, "index_heap_bytes": writer.index_heap_bytes(),
-        "known_chunks": writer.known_chunks()})
+        "known_chunks": writer.known_chunks()});
+    (v, writer)
 }
 
 /// The sample windows: `k.sample` checkpoints ending at 1%, 50% and 100% of the run.
@@ -205,7 +208,7 @@ async fn run_backend(u: &Under, k: &Knobs, quiet: bool) -> Value {
         cursor = range.end;
         let (mut v, bytes) = measure_span(&writer, u, k, range).await;
         logical += bytes;
-        let start = writer_start(u).await;
+        let start = writer_start(u).await.0;
         v.as_object_mut()
             .unwrap()
             .extend(start.as_object().unwrap().clone());
@@ -378,31 +381,50 @@ async fn restore_one(u: &Under, k: &Knobs, quiet: bool) -> Value {
     json!({"secs": secs, "requests": reqs, "files": r.files, "bytes": r.bytes, "range_reads": r.range_reads})
 }
 
-/// A writer's start beside `chunks` chunks other writers stored (synthesized index objects).
-async fn foreign_memory(root: &Path, chunks: u64, quiet: bool) -> Value {
+/// A writer's start and its first checkpoint (of its own tenant) beside `chunks` chunks other
+/// writers stored (synthesized index objects in `tenants` other tenants' domains, or in the
+/// legacy domain when 0): peak RSS added over both, and their requests.
+async fn foreign_memory(root: &Path, chunks: u64, tenants: u64, quiet: bool) -> Value {
     let backend: DynBackend = Arc::new(LocalBackend::new(root).unwrap());
     Store::open_or_create(backend.clone(), StoreConfig::default_config())
         .await
         .unwrap();
     let t = Instant::now();
-    let objects = synth::foreign_index(root, chunks).unwrap();
+    let objects = synth::foreign_index(root, chunks, tenants).unwrap();
     let synth_secs = t.elapsed().as_secs_f64();
     let opened = standard_stack(backend, &StackConfig::default());
     let u = Under {
         name: "foreign",
         backend: opened.backend,
         metrics: opened.metrics,
-        scratch: root.to_path_buf(),
+        scratch: root.with_extension("src"),
     };
-    let mut v = writer_start(&u).await;
-    let added = v["start_peak_rss_added"].as_u64().unwrap();
+    let rss_before = status_bytes("VmRSS:");
+    let (mut v, writer) = writer_start(&u).await;
+    let k = Knobs::from_env(true);
+    let before = u.requests();
+    let (secs, _) = checkpoint(&writer, &u, &k, 0).await;
+    // Peak since the start's reset, over the start and the first checkpoint.
+    let added = peak_rss().saturating_sub(rss_before);
+    v["first_checkpoint_ms"] = json!(secs * 1e3);
+    v["first_checkpoint_requests"] = json!(u.requests() - before);
+    v["peak_rss_added"] = json!(added);
     say!(
         quiet,
-        "writer beside {chunks} foreign chunks ({objects} index objects, synthesized in {synth_secs:.0} s): start {:.0} ms, +{:.0} MiB peak RSS (acceptance: 64 MiB)",
+        "writer beside {chunks} foreign chunks ({objects} index objects in {}, synthesized in {synth_secs:.0} s): start {:.0} ms, {} requests; first checkpoint {:.0} ms, {} requests; +{:.1} MiB peak RSS over both (acceptance: 64 MiB)",
+        if tenants == 0 {
+            "the legacy domain".to_string()
+        } else {
+            format!("{tenants} tenants' domains")
+        },
         v["start_ms"].as_f64().unwrap(),
+        v["start_requests"],
+        secs * 1e3,
+        v["first_checkpoint_requests"],
         mib(added)
     );
     v["foreign_chunks"] = json!(chunks);
+    v["foreign_tenants"] = json!(tenants);
     v["index_objects"] = json!(objects);
     v["within_64_mib"] = json!(added <= 64 << 20);
     v
@@ -454,7 +476,8 @@ fn main() {
     }
     if k.foreign_chunks > 0 {
         let root = tmp.path().join("foreign");
-        out["foreign"] = rt.block_on(foreign_memory(&root, k.foreign_chunks, quiet));
+        let tenants = env_or("LAYERCAS_SCALE_FOREIGN_TENANTS", 100);
+        out["foreign"] = rt.block_on(foreign_memory(&root, k.foreign_chunks, tenants, quiet));
         std::fs::remove_dir_all(&root).unwrap();
     }
     for (name, on) in [

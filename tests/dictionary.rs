@@ -119,15 +119,7 @@ async fn round_trip_on(store: Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_written_before_dictionaries_restores_and_takes_new_checkpoints() {
     let (_s, store_dir) = tempdir();
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/store-v1");
-    for e in walkdir::WalkDir::new(&fixture).into_iter().flatten() {
-        let to = store_dir.join(e.path().strip_prefix(&fixture).unwrap());
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&to).unwrap();
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
+    copy_fixture("store-v1", &store_dir);
     let store = Store::open(local_backend(&store_dir)).await.unwrap();
     let (tenant, timeline) = (
         "0102030405060708090a0b0c0d0e0f10".parse().unwrap(),

@@ -474,14 +474,18 @@ fn gc_state_vector() {
     };
     let bytes = check(
         "gc_state",
-        "gc state (kind 6): generation 7, window 60000 ms, Condemned 01.. and 02.., \
+        "gc state (kind 6, version 2): generation 7, window 60000 ms, Condemned 01.. and 02.., \
          03.. deleted in generation 5, history from 0",
         &state.encode(),
     );
     // msgpack [generation, window_ms, phase (str), condemned (array of bin 32, sorted),
-    // deleted (array of [generation, array of bin 32]), history_from].
+    // deleted (array of [generation, array of bin 32]), history_from]. Version 2 (tenant index
+    // domains, format-spec 11); version 1 has the same body and still reads.
+    let body = envelope_body_version(&bytes, 6, 2);
+    assert_eq!(GcState::decode(&seal(6, body)).unwrap(), state);
+    assert!(GcState::decode(&seal_version(6, 3, body)).is_err());
     assert_eq!(
-        envelope_body(&bytes, 6),
+        body,
         spelled(&format!(
             "96 07 cd ea60 a9 436f6e64656d6e6564 92 c4 20 {} c4 20 {} 91 92 05 91 c4 20 {} 00",
             "01".repeat(32),

@@ -288,8 +288,9 @@ fn casctl_sync(store: &Path, work: &Path, download: bool) -> Command {
     c
 }
 
-/// Two processes syncing disjoint tenants into one store both succeed, and the second one,
-/// started after the first finished, stores almost nothing for data the first stored.
+/// Two processes syncing disjoint tenants into one store both succeed; a third, syncing the
+/// first one's data under other tenant ids, stores it again: dedup domains are per tenant
+/// (format-spec 6.1), so a writer never reads other tenants' index objects.
 #[test]
 fn two_processes_share_a_store_and_deduplicate() {
     let (_s, store) = tempdir();
@@ -339,8 +340,8 @@ fn two_processes_share_a_store_and_deduplicate() {
     let grew = store_bytes(&store) - before;
     let size: u64 = read_tree(&work_c).values().map(|v| v.len() as u64).sum();
     assert!(
-        grew * 100 < size,
-        "re-stored {grew} of {size} bytes another writer already stored"
+        grew * 20 > size,
+        "stored only {grew} of {size} bytes of another tenant's data: its index was read"
     );
 }
 

@@ -58,10 +58,20 @@ pub fn file_name(round: u64, file: u64) -> String {
     )
 }
 
+/// The tenant of the `n`th foreign writer (never one of [`ids`]'s).
+pub fn foreign_tenant(n: u64) -> TenantId {
+    let mut t = [0x3d; 16];
+    t[8..].copy_from_slice(&n.to_be_bytes());
+    TenantId(t)
+}
+
 /// Writes index objects (and empty pack files, so that they list) placing `chunks` random
 /// chunks, 512 to a pack and 64 packs to an index object, directly into the local store at
-/// `root` (no fsync: this only feeds a memory measurement). Returns the index objects written.
-pub fn foreign_index(root: &Path, chunks: u64) -> std::io::Result<u64> {
+/// `root` (no fsync: this only feeds a memory measurement). With `tenants` > 0 the objects go
+/// round-robin into the level-0 domains of that many foreign tenants (as checkpoints of other
+/// writers put them); with 0, into the legacy domain (as every writer did before tenant
+/// domains). Returns the index objects written.
+pub fn foreign_index(root: &Path, chunks: u64, tenants: u64) -> std::io::Result<u64> {
     const PER_PACK: u64 = 512;
     const PACKS_PER_OBJECT: u64 = 64;
     let mut rng = fastrand::Rng::with_seed(42);
@@ -94,11 +104,12 @@ pub fn foreign_index(root: &Path, chunks: u64) -> std::io::Result<u64> {
         }
         obj.packs.sort_by_key(|(p, _)| *p);
         let bytes = obj.encode();
-        write_key(
-            root,
-            layout::index_key(&IndexId::of(&bytes)).as_str(),
-            &bytes,
-        )?;
+        let id = IndexId::of(&bytes);
+        let key = match tenants {
+            0 => layout::index_key(&id),
+            n => layout::tenant_index_key(&foreign_tenant(objects % n), 0, &id),
+        };
+        write_key(root, key.as_str(), &bytes)?;
         objects += 1;
     }
     Ok(objects)

@@ -19,6 +19,13 @@ pub const MAX_GC_STATE_BODY: u64 = 64 << 20;
 /// Window a writer assumes when no gc state exists yet, and the least a gc creating the state
 /// waits.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+/// The envelope version this code writes: 2 marks a store whose index objects may live in
+/// tenant domains (format-spec sections 6 and 11), which binaries knowing only version 1 must
+/// refuse instead of misreading. Version 1 (same body) is still read.
+pub const GC_STATE_VERSION: u8 = 2;
+/// The versions this code reads.
+pub const GC_STATE_VERSIONS: [u8; 2] = [1, GC_STATE_VERSION];
+
 /// Generations of deletions remembered in [`GcState::deleted`].
 pub const DELETED_HISTORY: usize = 16;
 
@@ -69,14 +76,21 @@ impl GcState {
         Duration::from_millis(self.window_ms)
     }
 
-    /// The object's bytes.
+    /// The object's bytes, at [`GC_STATE_VERSION`].
     pub fn encode(&self) -> Vec<u8> {
-        envelope::seal(Kind::GcState, &envelope::encode_msgpack(self))
+        let body = envelope::encode_msgpack(self);
+        envelope::seal_version(Kind::GcState, GC_STATE_VERSION, &body)
     }
 
-    /// Parses a gc state object.
+    /// Parses a gc state object of any version in [`GC_STATE_VERSIONS`].
     pub fn decode(bytes: &[u8]) -> Result<GcState, DecodeError> {
-        let body = envelope::open(Kind::GcState, bytes, MAX_GC_STATE_BODY)?;
+        Ok(GcState::decode_versioned(bytes)?.1)
+    }
+
+    /// Like [`GcState::decode`], also returning the envelope version found.
+    pub fn decode_versioned(bytes: &[u8]) -> Result<(u8, GcState), DecodeError> {
+        let (version, body) =
+            envelope::open_versions(Kind::GcState, &GC_STATE_VERSIONS, bytes, MAX_GC_STATE_BODY)?;
         let s: GcState = envelope::decode_msgpack("gc state", body)?;
         let bad = |reason: String| Err(DecodeError::new("gc state", reason));
         if !s.condemned.is_sorted() {
@@ -91,7 +105,7 @@ impl GcState {
                 s.generation
             ));
         }
-        Ok(s)
+        Ok((version, s))
     }
 
     /// Packs a writer must not reference: condemned now, or deleted in generation `since` or
@@ -142,7 +156,15 @@ mod tests {
         }
         assert_eq!(s.deleted.len(), DELETED_HISTORY);
         assert_eq!(s.history_from, 4);
-        assert_eq!(GcState::decode(&s.encode()).unwrap(), s);
+        assert_eq!(
+            GcState::decode_versioned(&s.encode()).unwrap(),
+            (2, s.clone())
+        );
+        let body = envelope::encode_msgpack(&s);
+        let v1 = envelope::seal_version(Kind::GcState, 1, &body);
+        assert_eq!(GcState::decode_versioned(&v1).unwrap(), (1, s.clone()));
+        let v3 = envelope::seal_version(Kind::GcState, 3, &body);
+        assert!(GcState::decode(&v3).is_err());
         let unusable = s.unusable_since(18);
         assert!(unusable.contains(&PackId::of(&19u64.to_le_bytes())));
         assert!(unusable.contains(&PackId::of(&18u64.to_le_bytes())));

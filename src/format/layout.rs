@@ -3,7 +3,8 @@
 //! ```text
 //! config                                        the store configuration
 //! packs/<first 2 hex of id>/<pack id, 64 hex>    pack objects
-//! index/<index id, 64 hex>                       index objects
+//! index/<index id, 64 hex>                       index objects of the legacy domain
+//! index/t/<tenant, 32 hex>/<level>/<id, 64 hex>   index objects of a tenant's domain
 //! manifests/<tenant>/<timeline>/<lsn, 16 HEX>    one manifest per checkpoint
 //! gc/state                                      the gc state (the fence between gc and writers)
 //! intents/<id, 64 hex>                          packs a writer's commit is about to reference
@@ -52,7 +53,32 @@ pub fn pack_key(id: &PackId) -> Key {
     key(format!("{PACKS}{}/{hex}", &hex[..2]))
 }
 
-/// Key of an index object.
+/// Prefix of every tenant's index domain.
+pub const TENANT_INDEX: &str = "index/t/";
+
+/// Levels a tenant domain's keys may carry (one decimal digit; format-spec section 2).
+pub const MAX_INDEX_LEVEL: u8 = 9;
+
+/// Where an index object lives: the legacy domain every reader reads, or a tenant's domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndexDomain {
+    /// `index/<id>`: read by every writer and reader.
+    Legacy,
+    /// `index/t/<tenant>/<level>/<id>`: read only for that tenant's checkpoints and restores.
+    Tenant(TenantId, u8),
+}
+
+impl IndexDomain {
+    /// The tenant of a tenant domain.
+    pub fn tenant(&self) -> Option<TenantId> {
+        match self {
+            IndexDomain::Legacy => None,
+            IndexDomain::Tenant(t, _) => Some(*t),
+        }
+    }
+}
+
+/// Key of an index object in the legacy domain.
 pub fn index_key(id: &IndexId) -> Key {
     key(format!("{INDEX}{id}"))
 }
@@ -67,6 +93,25 @@ pub fn parse_manifest_cache_key(key: &Key) -> Option<u8> {
     let hex = key.as_str().strip_prefix(MANIFEST_CACHE)?;
     let shard = u8::from_str_radix(hex, 16).ok()?;
     (hex == format!("{shard:02x}")).then_some(shard)
+}
+
+/// Key of an index object of `tenant`'s domain at `level` (at most [`MAX_INDEX_LEVEL`]).
+pub fn tenant_index_key(tenant: &TenantId, level: u8, id: &IndexId) -> Key {
+    let level = level.min(MAX_INDEX_LEVEL);
+    key(format!("{TENANT_INDEX}{tenant}/{level}/{id}"))
+}
+
+/// Key of an index object in `domain`.
+pub fn domain_index_key(domain: IndexDomain, id: &IndexId) -> Key {
+    match domain {
+        IndexDomain::Legacy => index_key(id),
+        IndexDomain::Tenant(t, level) => tenant_index_key(&t, level, id),
+    }
+}
+
+/// Prefix listing every index object of `tenant`'s domain (all levels).
+pub fn tenant_index_prefix(tenant: &TenantId) -> Prefix {
+    Prefix::new(format!("{TENANT_INDEX}{tenant}/")).expect("valid prefix")
 }
 
 /// Key of a compression dictionary.
@@ -128,11 +173,31 @@ pub fn parse_pack_key(key: &Key) -> Option<PackId> {
     (dir == &hex[..2] && hex == id.to_hex()).then_some(id)
 }
 
-/// The index id of an index key, if it is one.
-pub fn parse_index_key(key: &Key) -> Option<IndexId> {
-    let hex = key.as_str().strip_prefix(INDEX)?;
+/// The domain and index id of an index key of either form, if it is one. Total and strict:
+/// lower-case hex of the exact lengths, one level digit, nothing else (the key printed back
+/// from the result must be the key given).
+pub fn parse_index_key(key: &Key) -> Option<(IndexDomain, IndexId)> {
+    let rest = key.as_str().strip_prefix(INDEX)?;
+    let domain = match rest.strip_prefix("t/") {
+        None => IndexDomain::Legacy,
+        Some(rest) => {
+            let (tenant, rest) = rest.split_once('/')?;
+            let (level, _) = rest.split_once('/')?;
+            let level = match level.as_bytes() {
+                [d] if d.is_ascii_digit() => d - b'0',
+                _ => return None,
+            };
+            IndexDomain::Tenant(tenant.parse().ok()?, level)
+        }
+    };
+    let hex = key.as_str().rsplit('/').next()?;
     let id: IndexId = hex.parse().ok()?;
-    (hex == id.to_hex()).then_some(id)
+    (domain_index_key(domain, &id) == *key).then_some((domain, id))
+}
+
+/// Whether `key` is an index key of either form.
+pub fn is_index_key(key: &Key) -> bool {
+    parse_index_key(key).is_some()
 }
 
 /// Tenant, timeline and LSN of a manifest key, if it is one.
@@ -157,7 +222,29 @@ mod tests {
         let p = PackId::of(b"x");
         assert_eq!(parse_pack_key(&pack_key(&p)), Some(p));
         let i = IndexId::of(b"y");
-        assert_eq!(parse_index_key(&index_key(&i)), Some(i));
+        assert_eq!(
+            parse_index_key(&index_key(&i)),
+            Some((IndexDomain::Legacy, i))
+        );
+        let t = TenantId([0xab; 16]);
+        let k = tenant_index_key(&t, 3, &i);
+        assert_eq!(k.as_str(), format!("index/t/{t}/3/{i}"));
+        assert_eq!(parse_index_key(&k), Some((IndexDomain::Tenant(t, 3), i)));
+        assert!(k.as_str().starts_with(tenant_index_prefix(&t).as_str()));
+        for bad in [
+            format!("index/t/{t}/10/{i}"),
+            format!("index/t/{t}/x/{i}"),
+            format!("index/t/{t}/3/{i}/x"),
+            format!("index/t/{t}/3/{}", i.to_hex().to_uppercase()),
+            format!("index/t/{}/3/{i}", t.to_hex().to_uppercase()),
+            format!("index/t/{t}/{i}"),
+            format!("index/t/{t}/3/{}", &i.to_hex()[1..]),
+            format!("index/x/{t}/3/{i}"),
+            format!("index/t/{i}"),
+        ] {
+            let k = Key::new(bad.clone()).unwrap();
+            assert!(parse_index_key(&k).is_none(), "{bad}");
+        }
         let (t, tl) = (TenantId([1; 16]), TimelineId([2; 16]));
         let k = manifest_key(&t, &tl, Lsn(0x16_B374_D848));
         assert_eq!(k.as_str(), format!("manifests/{t}/{tl}/00000016B374D848"));

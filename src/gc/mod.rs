@@ -37,6 +37,7 @@
 //! update live in the submodules; the writer's side of the fence is `write::fence`.
 
 pub(crate) mod compact;
+pub(crate) mod domains;
 pub mod intents;
 mod manifest_cache;
 pub(crate) mod missing;
@@ -211,7 +212,9 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     cache.save(store, &first.manifests).await;
     compact::write_bases(store, &plan).await?;
     progress.phase("repack");
-    let (new_packs, written) = reclaim::repack(store, &reclaim, &sections, &progress).await?;
+    let owned = domains::owned(remaining(&first, &plan));
+    let (new_packs, written) =
+        reclaim::repack(store, &reclaim, (&sections, &owned), &progress).await?;
     report.packs_written = new_packs.len();
     report.bytes_written = written;
     let carried = held
@@ -228,6 +231,11 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         let dropped = compact::deletable(&plan, &building_on);
         delete_manifests(store, &dropped, &mut report).await?;
         report.intents_cleared += intents::clear(store, all.settled(&listed)).await?;
+        // Nothing doomed: only legacy sections move and domains merge or gain what they lack.
+        let nothing = BTreeSet::new();
+        let rewrite =
+            domains::rewrite_indexes(store, &first.indexes, &first.packs, &nothing, &owned).await?;
+        count_rewrite(&mut report, rewrite);
         held
     } else {
         progress.phase("condemn");
@@ -340,13 +348,13 @@ async fn reclaim_condemned(
     // Manifests about to be deleted do not keep chunks live; those a checkpoint builds on do.
     let dropped = compact::deletable(plan, &building_on);
     let going: BTreeSet<&Key> = dropped.iter().map(|s| &s.r.key).collect();
-    let live = reclaim::live_chunks(
-        second
-            .manifests
-            .iter()
-            .filter(|s| !going.contains(&s.r.key))
-            .map(|s| &s.manifest),
-    );
+    let kept: Vec<&crate::format::manifest::Manifest> = second
+        .manifests
+        .iter()
+        .filter(|s| !going.contains(&s.r.key))
+        .map(|s| &s.manifest)
+        .collect();
+    let live = reclaim::live_chunks(kept.iter().copied());
     let mut sections = reclaim::sections(&second.index_objects());
     let unreadable = add_unindexed_tables(store, &mut sections, &second.packs, &condemned).await;
     let mut rescued = reclaim::rescued(&sections, &second.packs, &live, &condemned);
@@ -360,10 +368,10 @@ async fn reclaim_condemned(
     // Dropped manifests first: a run killed later leaves no manifest naming a chunk whose index
     // section or pack is gone.
     delete_manifests(store, &dropped, report).await?;
-    let rewrite = reclaim::rewrite_indexes(store, &second.indexes, &second.packs, &doomed).await?;
-    report.index_objects_deleted = rewrite.deleted;
-    report.index_objects_written = rewrite.written;
-    report.bytes_freed += rewrite.bytes_freed;
+    let owned = domains::owned(kept.iter().copied());
+    let rewrite =
+        domains::rewrite_indexes(store, &second.indexes, &second.packs, &doomed, &owned).await?;
+    count_rewrite(report, rewrite);
     progress.phase("delete");
     progress.set_total(doomed.iter().filter_map(|p| second.packs.get(p)).sum());
     let keys: Vec<Key> = doomed.iter().map(layout::pack_key).collect();
@@ -380,6 +388,12 @@ async fn reclaim_condemned(
     let listed: BTreeSet<Key> = second.manifests.iter().map(|s| s.r.key.clone()).collect();
     report.intents_cleared += intents::clear(store, intents.settled(&listed)).await?;
     Ok(held)
+}
+
+fn count_rewrite(report: &mut GcReport, rewrite: domains::IndexRewrite) {
+    report.index_objects_deleted = rewrite.deleted;
+    report.index_objects_written = rewrite.written;
+    report.bytes_freed += rewrite.bytes_freed;
 }
 
 /// Adds the own tables of condemned packs no index object names, so that re-marking sees what

@@ -2,8 +2,9 @@
 //! into new packs, deciding after the window which condemned packs may really go, and rewriting
 //! index objects without them.
 //!
-//! Owns these computations and the repack/index writes (packs first, then the index object that
-//! names them, through the writer's `write::packer` routines). Must not touch manifests or the gc state.
+//! Owns these computations and the repack writes (packs first, then the index objects that
+//! name them, through `gc::domains`). Must not touch manifests or the gc state; where index
+//! sections go is `gc::domains`.
 //!
 //! A damaged pack (shorter than its index says, or a blob failing its check) is never copied
 //! from: repack skips it whole with a warning, so the re-mark keeps it while it holds a live
@@ -23,10 +24,6 @@ use crate::progress::DynProgress;
 use crate::store::Store;
 use crate::write::packer;
 
-/// Index objects are merged when there are more than this many.
-pub const MAX_INDEX_OBJECTS: usize = 16;
-/// Entries per merged index object.
-const ENTRIES_PER_INDEX: usize = 1 << 20;
 /// Packs smaller than this are consolidated by default ([`ReclaimPlan::consolidate`]).
 pub const SMALL_PACK: u64 = 4 << 20;
 
@@ -192,12 +189,13 @@ pub fn rescued(
         .collect()
 }
 
-/// Copies the planned live blobs into new packs, uploads them, then creates the index object
-/// naming them. Returns the new packs' ids and bytes written.
+/// Copies the planned live blobs into new packs, uploads them, then creates the index objects
+/// naming them in the domains of the tenants of `owned` whose chunks they hold
+/// ([`super::domains::create_for_owners`]). Returns the new packs' ids and bytes written.
 pub async fn repack(
     store: &Store,
     plan: &ReclaimPlan,
-    sections: &BTreeMap<PackId, Vec<BlobEntry>>,
+    (sections, owned): (&BTreeMap<PackId, Vec<BlobEntry>>, &super::domains::Owned),
     progress: &DynProgress,
 ) -> Result<(Vec<PackId>, u64)> {
     progress.set_total(plan.bytes_copied);
@@ -230,11 +228,9 @@ pub async fn repack(
     if !builder.is_empty() {
         bytes += upload(store, builder, &mut written).await?;
     }
-    if !written.is_empty() {
-        bytes += packer::create_index(store.backend(), written.clone())
-            .await?
-            .len;
-    }
+    bytes += super::domains::create_for_owners(store, &written, owned)
+        .await?
+        .1;
     Ok((written.into_iter().map(|(p, _)| p).collect(), bytes))
 }
 
@@ -286,72 +282,6 @@ async fn upload(
     let uploaded = packer::upload_pack(store.backend(), sealed).await?;
     written.push((uploaded.id, uploaded.entries));
     Ok(uploaded.len)
-}
-
-/// Index objects rewritten: how many were deleted and written.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IndexRewrite {
-    pub deleted: usize,
-    pub written: usize,
-    pub bytes_freed: u64,
-}
-
-/// Rewrites the index objects that name a pack in `gone` or one that does not exist (all of
-/// them when there are more than [`MAX_INDEX_OBJECTS`]): new objects first, then the old ones
-/// are deleted.
-pub async fn rewrite_indexes(
-    store: &Store,
-    indexes: &BTreeMap<Key, (u64, IndexObject)>,
-    packs: &HashMap<PackId, u64>,
-    gone: &BTreeSet<PackId>,
-) -> Result<IndexRewrite> {
-    let stale = |p: &PackId| gone.contains(p) || !packs.contains_key(p);
-    let merge_all = indexes.len() > MAX_INDEX_OBJECTS;
-    let inputs: Vec<&Key> = indexes
-        .iter()
-        .filter(|(_, (_, o))| merge_all || o.packs.iter().any(|(p, _)| stale(p)))
-        .map(|(k, _)| k)
-        .collect();
-    let mut out = IndexRewrite::default();
-    if inputs.is_empty() {
-        return Ok(out);
-    }
-    let mut seen = HashSet::new();
-    let mut current = IndexObject::default();
-    let mut entries = 0;
-    let mut outputs = HashSet::new();
-    for k in &inputs {
-        for (p, es) in &indexes[*k].1.packs {
-            if stale(p) || !seen.insert(*p) {
-                continue;
-            }
-            entries += es.len();
-            current.packs.push((*p, es.clone()));
-            if entries >= ENTRIES_PER_INDEX {
-                outputs.insert(write_merged(store, std::mem::take(&mut current)).await?);
-                entries = 0;
-            }
-        }
-    }
-    if !current.packs.is_empty() {
-        outputs.insert(write_merged(store, current).await?);
-    }
-    out.written = outputs.len();
-    let gone: Vec<Key> = inputs
-        .into_iter()
-        .filter(|k| !outputs.contains(*k))
-        .cloned()
-        .collect();
-    crate::backend::delete_batched(store.backend().as_ref(), &gone, |_| {}).await?;
-    out.deleted = gone.len();
-    out.bytes_freed = gone.iter().map(|k| indexes[k].0).sum();
-    Ok(out)
-}
-
-async fn write_merged(store: &Store, object: IndexObject) -> Result<Key> {
-    Ok(packer::create_index(store.backend(), object.packs)
-        .await?
-        .key)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `repair index` (`casctl repair index`): rebuilds index objects from pack tables for every
 //! listed pack no readable index object names, so that the chunks of a store whose index object
-//! was lost resolve again.
+//! was lost resolve again. A rebuilt section goes to the domain of every tenant whose manifests
+//! reference a chunk of its pack, to the legacy domain when none does.
 //!
 //! The packs exist already, so the normal write order holds: only the index object naming them
 //! is created (content-addressed, `Create`; an identical object already there is fine). A pack
@@ -18,10 +19,6 @@ use crate::format::layout;
 use crate::format::pack::BlobEntry;
 use crate::id::PackId;
 use crate::store::Store;
-use crate::write::packer;
-
-/// Entries per index object written by a repair.
-const ENTRIES_PER_INDEX: usize = 1 << 20;
 
 /// A pack that could not be adopted.
 #[derive(Clone, Debug, Serialize)]
@@ -85,10 +82,18 @@ pub async fn repair_index(store: &Store, dry_run: bool) -> Result<RepairReport> 
         .collect();
     report.entries_adopted = adopt.iter().map(|(_, es)| es.len()).sum();
     if !dry_run {
-        for batch in batches(adopt) {
-            let created = packer::create_index(store.backend(), batch).await?;
-            report.index_objects_written.push(created.key.to_string());
-        }
+        // Each adopted pack goes to the domains of the tenants whose manifests reference its
+        // chunks, the legacy domain when none does (format-spec section 6).
+        let manifests = store
+            .read_manifests(
+                &store
+                    .list_manifests(&layout::prefix(layout::MANIFESTS))
+                    .await?,
+            )
+            .await?;
+        let owned = super::domains::owned(&manifests);
+        let (keys, _) = super::domains::create_for_owners(store, &adopt, &owned).await?;
+        report.index_objects_written = keys.iter().map(|k| k.to_string()).collect();
     }
     Ok(report)
 }
@@ -110,19 +115,4 @@ async fn named_packs(store: &Store, report: &mut RepairReport) -> Result<BTreeSe
         }
     }
     Ok(named)
-}
-
-/// Splits adopted packs into index objects of about [`ENTRIES_PER_INDEX`] entries each.
-fn batches(adopt: Vec<(PackId, Vec<BlobEntry>)>) -> Vec<Vec<(PackId, Vec<BlobEntry>)>> {
-    let mut out: Vec<Vec<(PackId, Vec<BlobEntry>)>> = Vec::new();
-    let mut entries = ENTRIES_PER_INDEX;
-    for (p, es) in adopt {
-        if entries >= ENTRIES_PER_INDEX {
-            out.push(Vec::new());
-            entries = 0;
-        }
-        entries += es.len();
-        out.last_mut().expect("pushed").push((p, es));
-    }
-    out
 }

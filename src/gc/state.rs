@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::layout;
 
 pub use crate::format::gc_state::{
-    DEFAULT_WINDOW, DELETED_HISTORY, GcState, MAX_GC_STATE_BODY, Phase,
+    DEFAULT_WINDOW, DELETED_HISTORY, GC_STATE_VERSION, GcState, MAX_GC_STATE_BODY, Phase,
 };
 pub use crate::store::gc_state::{Versioned, read};
 
@@ -47,4 +47,34 @@ pub async fn update(
         .into());
     }
     Ok(now)
+}
+
+/// Marks the store for binaries that know tenant index domains (format-spec 11 and 13.1):
+/// writes the gc state back unchanged at [`GC_STATE_VERSION`] when it is older, or creates the
+/// initial state when there is none, so that older writers and gc refuse the store instead of
+/// misreading it. The one write of the state not made by gc: conditional like gc's, and it
+/// changes no field, so a gc whose update it overtakes only stops (its etag changed) and no
+/// writer's fence sees a different state. Called before a writer creates its first index object.
+pub async fn mark_version(backend: &DynBackend) -> Result<()> {
+    let key = layout::gc_state_key();
+    for _ in 0..crate::store::GC_RACE_RETRIES {
+        let prev = read(backend).await?;
+        if prev.version >= GC_STATE_VERSION {
+            return Ok(());
+        }
+        let (state, mode) = match (&prev.state, &prev.etag) {
+            (None, _) => (GcState::initial(DEFAULT_WINDOW), PutMode::Create),
+            (Some(s), Some(e)) => (s.clone(), PutMode::Update(e.clone())),
+            (Some(_), None) => return Err(Error::InvalidInput("gc state has no etag".into())),
+        };
+        let payload = Payload::from_bytes(Bytes::from(state.encode()));
+        match backend.put(&key, payload, mode).await {
+            Ok(()) => return Ok(()),
+            Err(BackendError::AlreadyExists { .. } | BackendError::PreconditionFailed { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Fenced(
+        "the gc state kept changing while marking its version; retry".into(),
+    ))
 }

@@ -189,7 +189,12 @@ impl Store {
         progress: DynProgress,
     ) -> Result<RestoreReport> {
         let state = self.checkpoint_state(tenant, timeline, at).await?;
-        let index = self.load_index().await?;
+        let chunks: Vec<_> = state
+            .files
+            .values()
+            .flat_map(|f| f.chunks.iter().map(|c| c.id))
+            .collect();
+        let index = self.load_tenant_index_for(tenant, &chunks).await?;
         self.restore_state(&index, &state, to, opts, progress).await
     }
 }

@@ -132,9 +132,17 @@ impl ChunkIndex {
     /// A new index holding only those of `chunks` this one knows, at the same locations: what a
     /// restore needs, so that it can plan without holding a lock on the whole index.
     pub fn subset<'a>(&self, chunks: impl IntoIterator<Item = &'a ChunkId>) -> ChunkIndex {
+        ChunkIndex::from_locations(
+            chunks
+                .into_iter()
+                .filter_map(|c| self.get(c).map(|l| (*c, l))),
+        )
+    }
+
+    /// An index of exactly these chunks at these locations (the first location of a chunk wins).
+    pub fn from_locations(found: impl IntoIterator<Item = (ChunkId, Location)>) -> ChunkIndex {
         let mut out = ChunkIndex::new();
-        for c in chunks {
-            let Some(loc) = self.get(c) else { continue };
+        for (c, loc) in found {
             let Ok(offset) = u32::try_from(loc.offset) else {
                 continue;
             };
@@ -144,13 +152,13 @@ impl ChunkIndex {
                 out.packs.push(loc.pack);
             }
             let slot = Slot {
-                chunk: *c,
+                chunk: c,
                 pack,
                 offset,
                 stored: loc.stored_len | flag_bits(loc.compression),
                 raw: loc.raw_len,
             };
-            out.recent.insert(*c, slot);
+            out.recent.entry(c).or_insert(slot);
         }
         out.compact();
         out

@@ -16,6 +16,9 @@ pub struct Versioned {
     pub state: Option<GcState>,
     /// Its etag, for the conditional update that follows.
     pub etag: Option<String>,
+    /// Its envelope version (0 when absent): below `format::gc_state::GC_STATE_VERSION` in a store no binary
+    /// knowing tenant index domains has marked yet.
+    pub version: u8,
 }
 
 /// Reads the gc state. Absent is `state: None`.
@@ -26,13 +29,15 @@ pub async fn read(backend: &DynBackend) -> Result<Versioned> {
             return Ok(Versioned {
                 state: None,
                 etag: None,
+                version: 0,
             });
         }
         other => other?,
     };
     let etag = got.meta.etag.clone();
     let bytes = crate::backend::collect_stream(got.body, MAX_GC_STATE_BODY + 64).await?;
-    let state = GcState::decode(&bytes).map_err(|e| Error::corrupt(&key, e))?;
+    let (version, state) =
+        GcState::decode_versioned(&bytes).map_err(|e| Error::corrupt(&key, e))?;
     let etag = match etag {
         Some(e) => Some(e),
         None => backend.head(&key).await?.etag,
@@ -40,5 +45,6 @@ pub async fn read(backend: &DynBackend) -> Result<Versioned> {
     Ok(Versioned {
         state: Some(state),
         etag,
+        version,
     })
 }

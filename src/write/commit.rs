@@ -18,7 +18,7 @@ use crate::format::layout;
 use crate::format::manifest::{self, ChunkRef, FileEntry, Manifest, TimelineState};
 use crate::id::{ChunkId, FileHash, Lsn, PackId, TenantId, TimelineId};
 use crate::progress::DynProgress;
-use crate::store::index_cache::IndexCache;
+use crate::store::index_cache::{DomainIndex, Domains, IndexCache};
 use crate::store::{GC_RACE_RETRIES, ManifestRef, Store};
 use crate::write::fence::{Fence, Guard, IndexAction, References, Start};
 use crate::write::packer::{self, IngestCtx, UploadedPack};
@@ -30,16 +30,20 @@ use crate::write::source::{self, Job};
 /// Times a checkpoint stores chunks again because gc condemned packs it meant to reference.
 const FENCE_RETRIES: usize = 3;
 
-/// A writer: a store plus the chunk index it deduplicates against. Keep one for many checkpoints
-/// so the index is loaded once; it learns the packs it writes.
+/// A writer: a store plus the chunk indexes it deduplicates against, one per dedup domain (the
+/// legacy one, loaded at once, and each tenant's, loaded on its first checkpoint: format-spec
+/// section 6). Keep one for many checkpoints so each is loaded once; it learns the packs it
+/// writes.
 pub struct Writer {
     store: Store,
-    index: IndexCache,
+    index: Domains,
     /// The newest known state of each timeline this writer recorded, to avoid re-reading its
     /// manifests for the next checkpoint.
     states: Mutex<HashMap<(TenantId, TimelineId), TimelineState>>,
     /// The gc generation applied to `index`.
     fence: Fence,
+    /// Whether the gc state is known to carry the version of tenant domains (section 11).
+    marked: std::sync::atomic::AtomicBool,
 }
 
 /// What storing a checkpoint's files produced: the added entries, the packs written and the
@@ -47,16 +51,17 @@ pub struct Writer {
 type Stored = (Vec<FileEntry>, Vec<UploadedPack>, Guard);
 
 impl Writer {
-    /// Loads the store's index.
+    /// Loads the store's legacy index domain (tenants' domains load on their first checkpoint).
     pub async fn new(store: Store) -> Result<Writer> {
         let fence = Fence::new();
         let unusable = fence.prime(store.backend()).await?;
-        let index = IndexCache::load(&store, &unusable).await?;
+        let index = Domains::load(&store, &unusable).await?;
         Ok(Writer {
             store,
             index,
             states: Mutex::new(HashMap::new()),
             fence,
+            marked: Default::default(),
         })
     }
 
@@ -65,19 +70,30 @@ impl Writer {
         &self.store
     }
 
-    /// Number of chunks known to be stored.
+    /// Number of chunks known to be stored, over the domains loaded.
     pub fn known_chunks(&self) -> usize {
-        self.index.read().len()
+        self.index.totals().0
     }
 
-    /// Heap bytes the chunk index holds for its entries.
+    /// Heap bytes the chunk indexes hold for their entries.
     pub fn index_heap_bytes(&self) -> usize {
-        self.index.read().entry_heap_bytes()
+        self.index.totals().1
     }
 
-    /// Merges index objects written by others since this writer loaded or last refreshed.
+    /// Merges index objects written by others, in the domains loaded, since this writer loaded
+    /// or last refreshed them.
     pub async fn refresh_index(&self) -> Result<usize> {
         self.index.refresh(&self.store).await
+    }
+
+    /// `tenant`'s dedup domain, loaded on first use (leaving out what the gc state says no
+    /// checkpoint may reference; the fence drops later changes from every loaded domain).
+    async fn tenant_cache(&self, tenant: &TenantId) -> Result<Arc<IndexCache>> {
+        if let Some(c) = self.index.loaded(tenant) {
+            return Ok(c);
+        }
+        let unusable = self.fence.unusable_now(self.store.backend()).await?;
+        self.index.tenant(&self.store, tenant, &unusable).await
     }
 
     /// Restores a timeline (at `at`, or its newest checkpoint) into `to`, finding chunks through
@@ -91,16 +107,26 @@ impl Writer {
         progress: DynProgress,
     ) -> Result<crate::restore::RestoreReport> {
         let state = self.store.checkpoint_state(tenant, timeline, at).await?;
+        let cache = self.tenant_cache(tenant).await?;
         self.refresh_index().await?;
+        // Dictionaries are older than the packs whose blobs name them: loaded after the index.
+        self.store.load_dictionaries().await?;
         // Only the chunks this state needs, copied under the lock; planning (which hashes files
         // already present) then runs on the blocking pool without holding it.
-        let needed = {
-            let all = state
-                .files
-                .values()
-                .flat_map(|f| f.chunks.iter().map(|c| &c.id));
-            self.index.read().subset(all)
-        };
+        let all: Vec<ChunkId> = state
+            .files
+            .values()
+            .flat_map(|f| f.chunks.iter().map(|c| c.id))
+            .collect();
+        let mut needed = self.index.view(&cache).subset(&all);
+        if all.iter().any(|c| !needed.contains(c)) {
+            // A listing is not a snapshot: list the domain again before failing (section 6).
+            needed = self
+                .store
+                .load_tenant_index_for(tenant, &all)
+                .await?
+                .subset(&all);
+        }
         let (store, to, p) = (self.store.clone(), to.to_path_buf(), progress.clone());
         let plan = tokio::task::spawn_blocking(move || {
             // The sync loop's download: `to` ends as exactly the checkpoint's state.
@@ -149,7 +175,7 @@ impl Writer {
         let prev_lsn = prev.as_ref().map(|p| p.lsn);
         let checked = self.still_newest(&req, prev_lsn).await;
         if let Err(e) = match checked {
-            Ok(()) => self.commit_index(packs, &mut report).await,
+            Ok(()) => self.commit_index(&req.tenant, packs, &mut report).await,
             Err(e) => Err(e),
         } {
             guard.release(self.store.backend()).await;
@@ -232,21 +258,27 @@ impl Writer {
         )))
     }
 
-    /// Applies the gc state to the index before deduplicating against it (fence step 1).
-    async fn apply_gc_state(&self) -> Result<Start> {
+    /// Applies the gc state to the indexes before deduplicating against `cache` and the legacy
+    /// domain (fence step 1): every loaded domain forgets the packs the state forbids; the two
+    /// this checkpoint uses catch up with the index objects gc wrote (the others on their
+    /// tenant's next checkpoint).
+    async fn apply_gc_state(&self, cache: &IndexCache) -> Result<Start> {
         let (action, start) = self.fence.before_dedup(self.store.backend()).await?;
-        let drop = match action {
-            IndexAction::Keep => return Ok(start),
+        match action {
+            IndexAction::Keep => {}
             IndexAction::Drop(packs) => {
-                self.refresh_index().await?;
-                packs
+                self.index.mark_behind(false);
+                self.index.drop_packs(&packs);
             }
             IndexAction::Reload(packs) => {
-                self.index.reload(&self.store).await?;
-                packs
+                self.index.mark_behind(true);
+                self.index.drop_packs(&packs);
             }
-        };
-        self.index.drop_packs(&drop);
+        }
+        if self.index.behind(cache) {
+            let unusable = self.fence.unusable_now(self.store.backend()).await?;
+            self.index.catch_up(&self.store, cache, &unusable).await?;
+        }
         Ok(start)
     }
 
@@ -260,11 +292,14 @@ impl Writer {
         report: &mut CheckpointReport,
         progress: DynProgress,
     ) -> Result<Stored> {
+        let cache = self.tenant_cache(&req.tenant).await?;
+        let view = self.index.view(&cache);
         for attempt in 0..=FENCE_RETRIES {
-            let start = self.apply_gc_state().await?;
+            let start = self.apply_gc_state(&cache).await?;
             let retry = attempt > 0;
+            let files = (&req.files[..], view.clone());
             let (added, packs) = self
-                .store_files(&req.files, opts, prev, retry, report, progress.clone())
+                .store_files(files, opts, prev, retry, report, progress.clone())
                 .await?;
             let own: HashMap<ChunkId, PackId> = packs
                 .iter()
@@ -280,11 +315,7 @@ impl Writer {
                 own: &own,
             };
             let backend = self.store.backend();
-            match self
-                .fence
-                .guard(backend, self.index.shared(), refs, start)
-                .await?
-            {
+            match self.fence.guard(backend, &view, refs, start).await? {
                 Ok(guard) => return Ok((added, packs, guard)),
                 Err(bad) => {
                     tracing::info!(
@@ -304,7 +335,7 @@ impl Writer {
     /// Stores the content of every changed file; returns their entries and the packs written.
     async fn store_files(
         &self,
-        files: &[SourceFile],
+        (files, index): (&[SourceFile], DomainIndex),
         opts: CheckpointOptions,
         prev: Option<&TimelineState>,
         retry: bool,
@@ -324,7 +355,7 @@ impl Writer {
             .collect();
         let (tx, uploader) = packer::start_uploads(self.store.backend().clone());
         let dict = self.store.load_dictionaries().await?;
-        let ctx = IngestCtx::new(&self.store, self.index.shared().clone(), tx, progress, dict);
+        let ctx = IngestCtx::new(&self.store, index, tx, progress, dict);
         let ctx = Arc::new(ctx);
         let outcomes = source::ingest_all(ctx.clone(), jobs, known, opts.immutable_names).await;
         let ctx = Arc::try_unwrap(ctx)
@@ -343,9 +374,11 @@ impl Writer {
         Ok((added, packs))
     }
 
-    /// Creates the index object naming `packs` (already durable) and teaches the writer's index.
+    /// Creates the index object naming `packs` (already durable) in level 0 of `tenant`'s domain
+    /// and teaches the writer's index of that domain.
     async fn commit_index(
         &self,
+        tenant: &TenantId,
         packs: Vec<UploadedPack>,
         report: &mut CheckpointReport,
     ) -> Result<()> {
@@ -353,9 +386,15 @@ impl Writer {
             return Ok(());
         }
         let sections = packs.into_iter().map(|p| (p.id, p.entries)).collect();
-        let created = packer::create_index(self.store.backend(), sections).await?;
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.marked.load(Relaxed) {
+            crate::gc::state::mark_version(self.store.backend()).await?;
+            self.marked.store(true, Relaxed);
+        }
+        let domain = layout::IndexDomain::Tenant(*tenant, 0);
+        let created = packer::create_index(self.store.backend(), domain, sections).await?;
         report.index_objects_written = 1;
-        self.index.add_object(&created.object);
+        self.tenant_cache(tenant).await?.add_object(&created.object);
         Ok(())
     }
 

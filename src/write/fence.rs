@@ -18,7 +18,7 @@
 //! else to the store.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -29,8 +29,8 @@ use crate::format::gc_state::GcState;
 use crate::format::intent::Intent;
 use crate::format::layout;
 use crate::id::{ChunkId, Lsn, PackId, TenantId, TimelineId};
-use crate::store::chunk_index::ChunkIndex;
 use crate::store::gc_state as state;
+use crate::store::index_cache::DomainIndex;
 
 /// Times a guard waits for gc to rescue this checkpoint's own condemned packs before giving up
 /// and storing them again, and the first wait (doubling up to 32x).
@@ -110,6 +110,13 @@ impl Fence {
         Ok(gc.map(|g| g.unusable_since(0)).unwrap_or_default())
     }
 
+    /// Packs no checkpoint may reference under the gc state as read now, for a domain loaded
+    /// after [`Fence::prime`] (the fence's own generation is left as it is).
+    pub async fn unusable_now(&self, backend: &DynBackend) -> Result<BTreeSet<PackId>> {
+        let gc = state::read(backend).await?.state;
+        Ok(gc.map(|g| g.unusable_since(0)).unwrap_or_default())
+    }
+
     /// Reads the gc state; says what the shared index must forget and returns this
     /// checkpoint's start generation.
     pub async fn before_dedup(&self, backend: &DynBackend) -> Result<(IndexAction, Start)> {
@@ -134,7 +141,7 @@ impl Fence {
     pub async fn guard(
         &self,
         backend: &DynBackend,
-        index: &RwLock<ChunkIndex>,
+        index: &DomainIndex,
         refs: References<'_>,
         start: Start,
     ) -> Result<std::result::Result<Guard, BTreeSet<PackId>>> {
@@ -242,11 +249,10 @@ async fn missing(backend: &DynBackend, packs: &[PackId]) -> Result<Vec<PackId>> 
 /// The pack of every chunk (own packs first), or `None` when a chunk resolves nowhere (its pack
 /// was dropped from the index since the chunk was reused).
 fn resolve(
-    index: &RwLock<ChunkIndex>,
+    index: &DomainIndex,
     own: &HashMap<ChunkId, PackId>,
     chunks: &[ChunkId],
 ) -> Option<Vec<PackId>> {
-    let index = index.read().expect("index lock");
     let mut packs = BTreeSet::new();
     for c in chunks {
         packs.insert(

@@ -24,7 +24,7 @@ use crate::format::pack::{self, BlobEntry, PackBuilder, SealedPack};
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::progress::DynProgress;
 use crate::store::Store;
-use crate::store::chunk_index::ChunkIndex;
+use crate::store::index_cache::DomainIndex;
 use crate::write::request::CheckpointReport;
 
 /// Sealed packs waiting for an upload slot.
@@ -69,7 +69,7 @@ pub(crate) struct IngestCtx {
     samples: Mutex<Option<Samples>>,
     pack_target: u64,
     /// Chunks stored before this checkpoint began.
-    index: Arc<RwLock<ChunkIndex>>,
+    index: DomainIndex,
     /// Chunks this checkpoint has put into a pack.
     session: Mutex<HashSet<ChunkId>>,
     builder: Mutex<PackBuilder>,
@@ -84,7 +84,7 @@ impl IngestCtx {
     /// [`dict::TRAIN_BYTES`] of new chunks train it.
     pub(crate) fn new(
         store: &Store,
-        index: Arc<RwLock<ChunkIndex>>,
+        index: DomainIndex,
         tx: PackSender,
         progress: DynProgress,
         dict: Option<Arc<dict::Dictionary>>,
@@ -115,8 +115,7 @@ impl IngestCtx {
 
     /// Claims `id` for this checkpoint unless it is stored or claimed already.
     fn claim(&self, id: &ChunkId) -> bool {
-        !self.index.read().expect("index lock").contains(id)
-            && self.session.lock().expect("session lock").insert(*id)
+        !self.index.contains(id) && self.session.lock().expect("session lock").insert(*id)
     }
 
     /// Hashes a batch of chunks, compresses the ones nobody stored yet, adds them to packs.
@@ -422,10 +421,12 @@ pub(crate) struct CreatedIndex {
     pub object: IndexObject,
 }
 
-/// Creates the index object naming `packs`, which must all be durable already (the second
-/// step of the write order). Sections are sorted by pack id, so equal content gets one key.
+/// Creates the index object naming `packs` in `domain`; they must all be durable already (the
+/// second step of the write order). Sections are sorted by pack id, so equal content gets one
+/// key.
 pub(crate) async fn create_index(
     backend: &DynBackend,
+    domain: layout::IndexDomain,
     packs: Vec<(PackId, Vec<BlobEntry>)>,
 ) -> Result<CreatedIndex> {
     let mut object = IndexObject { packs };
@@ -441,7 +442,7 @@ pub(crate) async fn create_index(
         )));
     }
     let len = bytes.len() as u64;
-    let key = layout::index_key(&IndexId::of(&bytes));
+    let key = layout::domain_index_key(domain, &IndexId::of(&bytes));
     match backend.create_bytes(&key, Bytes::from(bytes)).await {
         Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(CreatedIndex { key, len, object }),
         Err(e) => Err(e.into()),
@@ -478,7 +479,9 @@ mod tests {
                 (PackId(id), Vec::new())
             })
             .collect();
-        let e = create_index(&backend, too_many).await.unwrap_err();
+        let e = create_index(&backend, layout::IndexDomain::Legacy, too_many)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("exceeds the format's limits"), "{e}");
         let listed = backend.list_all(&layout::prefix(layout::INDEX)).await;
         assert!(listed.unwrap().is_empty());

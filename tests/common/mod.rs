@@ -107,6 +107,21 @@ pub async fn checkpoint_dir(writer: &Writer, dir: &Path, lsn: u64) -> Checkpoint
         .expect("checkpoint")
 }
 
+/// Copies the store fixture `tests/data/<name>` into `to`.
+pub fn copy_fixture(name: &str, to: &Path) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    for e in walkdir::WalkDir::new(&fixture).into_iter().flatten() {
+        let dest = to.join(e.path().strip_prefix(&fixture).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
 /// A fresh temporary directory that lives as long as the returned guard.
 pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().unwrap();
