@@ -1,6 +1,7 @@
-//! gc's manifest cache (format-spec 13.7) on the real S3 server: a run reads only the manifests
-//! that changed since the last run, a damaged or lying cache costs reads and never changes what
-//! gc decides, and a backend whose etags are not MD5 digests (local disk) never uses it.
+//! gc's cache (format-spec 13.7) on the real S3 server and on local disk: a run reads only the
+//! manifests and index objects that changed since the last run, a damaged or lying cache costs
+//! reads and never changes what gc decides, and a backend whose etags are not MD5 digests (local
+//! disk) never uses manifest copies (index copies are checked against their key on any backend).
 
 mod common;
 
@@ -28,9 +29,10 @@ fn config() -> StoreConfig {
     StoreConfig::new(ChunkerParams::fastcdc(256, 1024, 4096), 64 << 10, 1)
 }
 
-/// Checkpoints `timelines` x `per_timeline` small full checkpoints (one new file each).
-async fn fill(writer: &Writer, root: &Path, timelines: u8, per_timeline: u64) {
-    for t in 0..timelines {
+/// Checkpoints timelines `timelines` (ids `[t + 1; 16]`) with `per_timeline` small full
+/// checkpoints each (one new file each).
+async fn fill(writer: &Writer, root: &Path, timelines: std::ops::Range<u8>, per_timeline: u64) {
+    for t in timelines {
         let dir = root.join(format!("tl{t}"));
         for c in 0..per_timeline {
             let mut files = BTreeMap::new();
@@ -55,13 +57,29 @@ async fn gc_run(store: &Store) -> GcReport {
     gc::run(store, &opts, progress::none()).await.expect("gc")
 }
 
+/// The cache shards under `prefix` in the store.
+async fn shards_under(store: &Store, prefix: &str) -> Vec<layercas::backend::Key> {
+    let listed = store.list(&layout::prefix(prefix)).await.unwrap();
+    listed.into_iter().map(|m| m.key).collect()
+}
+
 /// The manifest cache shards in the store.
 async fn shards(store: &Store) -> Vec<layercas::backend::Key> {
-    let listed = store
-        .list(&layout::prefix(layout::MANIFEST_CACHE))
-        .await
-        .unwrap();
-    listed.into_iter().map(|m| m.key).collect()
+    shards_under(store, layout::MANIFEST_CACHE).await
+}
+
+/// Rewrites the shard at `key` so that each entry holds the next entry's (valid) bytes.
+async fn make_it_lie(store: &Store, key: &layercas::backend::Key) {
+    let backend = store.backend();
+    let good = CacheShard::decode(&backend.get_bytes(key, 1 << 30).await.unwrap()).unwrap();
+    let mut lying = good.clone();
+    let n = lying.entries.len();
+    assert!(n > 1, "a shard of {n} entries cannot lie by rotation");
+    for i in 0..n {
+        lying.entries[i].1 = good.entries[(i + 1) % n].1.clone();
+    }
+    let bytes = Payload::from_bytes(Bytes::from(lying.encode()));
+    backend.put(key, bytes, PutMode::Overwrite).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +91,7 @@ async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
         .await
         .unwrap();
     let writer = Writer::new(store.clone()).await.unwrap();
-    fill(&writer, &root, 3, 4).await;
+    fill(&writer, &root, 0..3, 4).await;
     let gets = async || {
         let before = opened.metrics.snapshot().op(Op::Get).requests;
         let report = gc_run(&store).await;
@@ -88,6 +106,7 @@ async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
     assert_eq!(shards(&store).await.len(), 1, "12 manifests fit one shard");
     let (idle, idle_gets) = gets().await;
     assert_eq!(idle.manifests_cached, 12, "{idle:?}");
+    assert!(idle.index_objects_cached > 0, "{idle:?}");
     assert_eq!(
         (
             idle.packs_deleted,
@@ -128,14 +147,7 @@ async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
 
     // A lying shard: each entry holds another manifest's (valid) bytes. No copy matches its
     // key's etag, so none is used, and the restore afterwards proves nothing was lost.
-    let good = CacheShard::decode(&backend.get_bytes(&key, 1 << 30).await.unwrap()).unwrap();
-    let mut lying = good.clone();
-    let n = lying.entries.len();
-    for i in 0..n {
-        lying.entries[i].1 = good.entries[(i + 1) % n].1.clone();
-    }
-    let bytes = Payload::from_bytes(Bytes::from(lying.encode()));
-    backend.put(&key, bytes, PutMode::Overwrite).await.unwrap();
+    make_it_lie(&store, &key).await;
     let lied_to = gc_run(&store).await;
     assert_eq!(lied_to.manifests_cached, 0, "{lied_to:?}");
     for t in 0..3u8 {
@@ -152,16 +164,40 @@ async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
 }
 
 #[tokio::test]
-async fn a_local_store_never_writes_or_uses_the_cache() {
+async fn a_local_store_uses_index_copies_but_never_manifest_copies() {
     let (_d, root) = tempdir();
     let store = Store::open_or_create(local_backend(&root.join("store")), config())
         .await
         .unwrap();
     let writer = Writer::new(store.clone()).await.unwrap();
-    fill(&writer, &root, 2, 2).await;
-    for _ in 0..2 {
-        let report = gc_run(&store).await;
-        assert_eq!(report.manifests_cached, 0, "{report:?}");
+    fill(&writer, &root, 0..2, 2).await;
+    let first = gc_run(&store).await;
+    assert_eq!(first.index_objects_cached, 0, "{first:?}");
+    // Two more checkpoints add index objects the first run's cache lacks.
+    fill(&writer, &root, 2..4, 1).await;
+    let second = gc_run(&store).await;
+    assert_eq!(
+        second.manifests_cached, 0,
+        "local etags are not MD5: {second:?}"
+    );
+    assert!(
+        shards(&store).await.is_empty(),
+        "no manifest shard is written"
+    );
+    let third = gc_run(&store).await;
+    assert!(third.index_objects_cached > 1, "{third:?}");
+    // A lying index shard: no copy hashes to its key, so none is used.
+    let key = shards_under(&store, layout::INDEX_CACHE).await.remove(0);
+    make_it_lie(&store, &key).await;
+    let lied_to = gc_run(&store).await;
+    assert_eq!(lied_to.index_objects_cached, 0, "{lied_to:?}");
+    for t in 0..2u8 {
+        let (_o, out) = tempdir();
+        let tl = TimelineId([t + 1; 16]);
+        store
+            .restore_timeline(&TENANT, &tl, None, &out, progress::none())
+            .await
+            .unwrap();
+        assert!(read_tree(&out) == read_tree(&root.join(format!("tl{t}"))));
     }
-    assert!(shards(&store).await.is_empty(), "local etags are not MD5");
 }

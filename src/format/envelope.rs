@@ -1,5 +1,5 @@
 //! The envelope around every small stored object (config, pack table, index, manifest, timeline
-//! metadata, dictionary, manifest cache): magic, kind, version, length, body, checksum.
+//! metadata, dictionary, gc cache shard): magic, kind, version, length, body, checksum.
 //!
 //! ```text
 //! offset  size  field
@@ -52,7 +52,7 @@ impl Kind {
             Kind::GcState => "gc state",
             Kind::Intent => "intent",
             Kind::Dictionary => "dictionary",
-            Kind::ManifestCache => "manifest cache",
+            Kind::ManifestCache => "gc cache shard",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! intents/<id, 64 hex>                          packs a writer's commit is about to reference
 //! dicts/<dictionary id, 64 hex>                 compression dictionaries (never deleted)
 //! gc/cache/manifests/<2 hex>                    gc's copies of manifests (a cache; may vanish)
+//! gc/cache/indexes/<2 hex>                      gc's copies of index objects (likewise)
 //! ```
 //! Owns key construction and parsing only.
 
@@ -30,8 +31,10 @@ pub const MANIFESTS: &str = "manifests/";
 pub const INTENTS: &str = "intents/";
 /// Prefix of all compression dictionaries.
 pub const DICTS: &str = "dicts/";
-/// Prefix of gc's manifest cache shards.
+/// Prefix of gc's cache shards of manifest copies.
 pub const MANIFEST_CACHE: &str = "gc/cache/manifests/";
+/// Prefix of gc's cache shards of index object copies.
+pub const INDEX_CACHE: &str = "gc/cache/indexes/";
 
 fn key(s: String) -> Key {
     Key::new(s).expect("layout keys are valid by construction")
@@ -83,14 +86,14 @@ pub fn index_key(id: &IndexId) -> Key {
     key(format!("{INDEX}{id}"))
 }
 
-/// Key of manifest cache shard `shard`.
-pub fn manifest_cache_key(shard: u8) -> Key {
-    key(format!("{MANIFEST_CACHE}{shard:02x}"))
+/// Key of shard `shard` of the gc cache under `prefix` ([`MANIFEST_CACHE`] or [`INDEX_CACHE`]).
+pub fn cache_key(prefix: &str, shard: u8) -> Key {
+    key(format!("{prefix}{shard:02x}"))
 }
 
-/// The shard number of a manifest cache key, if it is one (two lower-case hex digits).
-pub fn parse_manifest_cache_key(key: &Key) -> Option<u8> {
-    let hex = key.as_str().strip_prefix(MANIFEST_CACHE)?;
+/// The shard number of a gc cache key under `prefix`, if it is one (two lower-case hex digits).
+pub fn parse_cache_key(prefix: &str, key: &Key) -> Option<u8> {
+    let hex = key.as_str().strip_prefix(prefix)?;
     let shard = u8::from_str_radix(hex, 16).ok()?;
     (hex == format!("{shard:02x}")).then_some(shard)
 }

@@ -1,15 +1,16 @@
-//! Manifest cache shards (`gc/cache/manifests/<2 hex>`, envelope kind 9): copies of manifests'
-//! bytes that gc keeps so that a run reads only the manifests that changed (format-spec 13.7).
+//! gc cache shards (`gc/cache/manifests/<2 hex>` and `gc/cache/indexes/<2 hex>`, envelope kind
+//! 9): copies of manifests and index objects that gc keeps so that a run reads only the objects
+//! that changed (format-spec 13.7).
 //!
 //! ```text
 //! body  = entry_count (u32 LE) || entry_0 || ... || entry_{entry_count-1}
-//! entry = key_len (u16 LE) || key (UTF-8) || bytes_len (u32 LE) || manifest object bytes
+//! entry = key_len (u16 LE) || key (UTF-8) || bytes_len (u32 LE) || the object's bytes
 //! ```
-//! Keys are strictly ascending. An entry proves nothing by itself: gc uses it only when the MD5
-//! of its bytes equals the etag a listing reports for its key now.
+//! Keys are strictly ascending. An entry proves nothing by itself: gc uses it only when it is
+//! provably the object a listing shows now (`gc::cache`).
 //!
 //! Owns the encoding only. Must not decide what is cached or when an entry is trusted (that is
-//! `gc::manifest_cache`).
+//! `gc::cache`).
 
 use crate::backend::{Key, MAX_KEY_LEN};
 use crate::error::DecodeError;
@@ -17,13 +18,13 @@ use crate::format::envelope::{self, Kind};
 
 /// Largest shard body accepted.
 pub const MAX_SHARD_BODY: u64 = 256 << 20;
-/// Largest manifest a shard holds a copy of; larger ones are always read from the store.
-pub const MAX_CACHED_MANIFEST: usize = 1 << 20;
+/// Largest object a shard holds a copy of; larger ones are always read from the store.
+pub const MAX_CACHED_OBJECT: usize = 1 << 20;
 /// Fewest bytes an entry takes: both length fields.
 const MIN_ENTRY_LEN: usize = 2 + 4;
-const WHAT: &str = "manifest cache";
+const WHAT: &str = "gc cache shard";
 
-/// One shard: manifest keys and the bytes of the manifest object stored under each.
+/// One shard: object keys and the bytes of the object stored under each.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CacheShard {
     /// Entries in strictly ascending key order.
@@ -32,7 +33,7 @@ pub struct CacheShard {
 
 impl CacheShard {
     /// The object's bytes. Entries must be strictly ascending by key and each at most
-    /// [`MAX_CACHED_MANIFEST`] bytes (callers build shards from a sorted map and filter sizes).
+    /// [`MAX_CACHED_OBJECT`] bytes (callers build shards from a sorted map and filter sizes).
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
         body.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
@@ -61,10 +62,10 @@ impl CacheShard {
             let (key, after) = take_key(rest)?;
             let (len, after) = take(after, 4)?;
             let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-            if len > MAX_CACHED_MANIFEST {
+            if len > MAX_CACHED_OBJECT {
                 return Err(DecodeError::new(
                     WHAT,
-                    format!("entry of {len} bytes exceeds the limit of {MAX_CACHED_MANIFEST}"),
+                    format!("entry of {len} bytes exceeds the limit of {MAX_CACHED_OBJECT}"),
                 ));
             }
             let (manifest, after) = take(after, len)?;
@@ -142,7 +143,7 @@ mod tests {
         let big = CacheShard {
             entries: vec![(
                 Key::new("manifests/x").unwrap(),
-                vec![0; MAX_CACHED_MANIFEST + 1],
+                vec![0; MAX_CACHED_OBJECT + 1],
             )],
         };
         let err = CacheShard::decode(&big.encode()).unwrap_err();

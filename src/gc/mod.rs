@@ -36,10 +36,10 @@
 //! Owns the orchestration and the report. Retention, compaction, reclamation and the gc state's
 //! update live in the submodules; the writer's side of the fence is `write::fence`.
 
+mod cache;
 pub(crate) mod compact;
 pub(crate) mod domains;
 pub mod intents;
-mod manifest_cache;
 pub(crate) mod missing;
 pub(crate) mod reclaim;
 pub mod repair;
@@ -59,7 +59,7 @@ use crate::format::layout;
 use crate::id::PackId;
 use crate::progress::DynProgress;
 use crate::store::Store;
-use manifest_cache::ManifestCache;
+use cache::Caches;
 pub use reclaim::SMALL_PACK;
 use retention::{Retention, TimelineCheckpoints};
 use scan::{Scan, scan};
@@ -159,8 +159,10 @@ pub struct GcReport {
     /// Intents deleted because the manifest they guarded exists (or, with `clear_intents`,
     /// every intent).
     pub intents_cleared: usize,
-    /// Manifests the first scan took from gc's manifest cache instead of reading them.
+    /// Manifests the first scan took from gc's cache instead of reading them.
     pub manifests_cached: usize,
+    /// Index objects the first scan took from gc's cache instead of reading them.
+    pub index_objects_cached: usize,
     /// Chunks of kept manifests found nowhere (non-zero only with `allow_missing`).
     pub chunks_missing: usize,
     /// Bytes of the objects deleted.
@@ -197,9 +199,10 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         _ => BTreeSet::new(),
     };
     progress.phase("scan");
-    let mut cache = ManifestCache::load(store).await;
-    let mut first = scan(store, &mut cache).await?;
-    report.manifests_cached = cache.hits;
+    let mut caches = Caches::load(store).await;
+    let mut first = scan(store, &mut caches).await?;
+    report.manifests_cached = caches.manifests.hits;
+    report.index_objects_cached = caches.indexes.hits;
     first.packs.retain(|p, _| !doomed_before.contains(p));
     let (plan, sections, reclaim) = plan_run(store, &first, opts, &mut report).await?;
     if opts.dry_run {
@@ -209,7 +212,8 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
-    cache.save(store, &first.manifests).await;
+    caches.manifests.save(store, &first.listed.0).await;
+    caches.indexes.save(store, &first.listed.1).await;
     compact::write_bases(store, &plan).await?;
     progress.phase("repack");
     let owned = domains::owned(remaining(&first, &plan));
@@ -241,7 +245,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         progress.phase("condemn");
         let held = update(store, &held, Phase::Condemned, condemned.clone(), None).await?;
         let sets = (condemned, doomed_before);
-        let run = (&plan, &mut cache);
+        let run = (&plan, &mut caches);
         reclaim_condemned(store, held, sets, run, &mut report, &progress).await?
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
@@ -336,14 +340,14 @@ async fn reclaim_condemned(
     store: &Store,
     held: Versioned,
     (condemned, doomed_before): (BTreeSet<PackId>, BTreeSet<PackId>),
-    (plan, cache): (&compact::CompactPlan, &mut ManifestCache),
+    (plan, caches): (&compact::CompactPlan, &mut Caches),
     report: &mut GcReport,
     progress: &DynProgress,
 ) -> Result<Versioned> {
     progress.phase("re-mark");
     let intents = intents::read_all(store).await?;
     // Listed after the intents were read, as `intents::building_on` requires.
-    let second = scan(store, cache).await?;
+    let second = scan(store, caches).await?;
     let building_on = intents::building_on_scanned(&intents, &plan.listed, &second.manifests);
     // Manifests about to be deleted do not keep chunks live; those a checkpoint builds on do.
     let dropped = compact::deletable(plan, &building_on);

@@ -5,20 +5,21 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
-
 use crate::backend::{Key, ObjectMeta};
 use crate::error::Result;
-use crate::format::index::IndexObject;
+use crate::format::index::{IndexObject, MAX_INDEX_BODY};
 use crate::format::layout;
+use crate::format::manifest::MAX_MANIFEST_BODY;
 use crate::id::PackId;
-use crate::store::{READ_CONCURRENCY, Store};
+use crate::store::Store;
 
+use super::cache::Caches;
 use super::compact::Scanned;
-use super::manifest_cache::ManifestCache;
 
 /// A complete scan of the store.
 pub(crate) struct Scan {
+    /// The manifests and index objects as listed (what the caches save copies of).
+    pub(crate) listed: (Vec<ObjectMeta>, Vec<ObjectMeta>),
     pub(crate) manifests: Vec<Scanned>,
     pub(crate) indexes: BTreeMap<Key, (u64, IndexObject)>,
     pub(crate) packs: HashMap<PackId, u64>,
@@ -47,39 +48,39 @@ impl Scan {
 }
 
 /// Lists manifests, then index objects, then packs (so that every chunk a listed manifest names
-/// is in a listed index object whose packs are listed), and reads the first two kinds.
-/// Manifests come from `cache` where it holds exactly the listed object.
-pub(crate) async fn scan(store: &Store, cache: &mut ManifestCache) -> Result<Scan> {
+/// is in a listed index object whose packs are listed), and reads the first two kinds, taking
+/// from `caches` the copies that are exactly the listed objects.
+pub(crate) async fn scan(store: &Store, caches: &mut Caches) -> Result<Scan> {
     let listed = store.list(&layout::prefix(layout::MANIFESTS)).await?;
     let refs = store.list_manifests_from(&listed);
-    let etags: HashMap<&Key, Option<String>> =
-        listed.iter().map(|m| (&m.key, m.etag.clone())).collect();
-    let read = cache.read(store, &refs, &etags).await?;
-    let manifests = refs
-        .iter()
-        .zip(read)
-        .map(|(r, m)| Scanned {
-            etag: etags.get(&r.key).cloned().flatten(),
+    let by_key: HashMap<&Key, &ObjectMeta> = listed.iter().map(|m| (&m.key, m)).collect();
+    let manifest_meta: Vec<ObjectMeta> = refs.iter().map(|r| by_key[&r.key].clone()).collect();
+    let max = MAX_MANIFEST_BODY + 64;
+    let bytes = caches.manifests.read(store, &manifest_meta, max).await?;
+    let mut manifests = Vec::with_capacity(refs.len());
+    for ((r, meta), b) in refs.iter().zip(&manifest_meta).zip(bytes) {
+        manifests.push(Scanned {
+            etag: meta.etag.clone(),
             r: r.clone(),
-            manifest: m,
-        })
-        .collect();
-    let index_meta: HashMap<Key, u64> = store
+            manifest: Store::decode_manifest(r, &b)?,
+        });
+    }
+    let index_meta: Vec<ObjectMeta> = store
         .list(&layout::prefix(layout::INDEX))
         .await?
         .into_iter()
         .filter(|m| layout::parse_index_key(&m.key).is_some())
-        .map(|m| (m.key, m.size))
         .collect();
-    // Concurrently, as the manifests: any failed read still fails the scan (rule 13.4.2).
-    let indexes: BTreeMap<Key, (u64, IndexObject)> =
-        futures::stream::iter(index_meta.into_iter().map(|(k, size)| async move {
-            let obj = store.read_index(&k).await?;
-            Ok::<_, crate::Error>((k, (size, obj)))
-        }))
-        .buffer_unordered(READ_CONCURRENCY)
-        .try_collect()
+    // Any failed read fails the scan (rule 13.4.2).
+    let bytes = caches
+        .indexes
+        .read(store, &index_meta, MAX_INDEX_BODY + 64)
         .await?;
+    let mut indexes = BTreeMap::new();
+    for (m, b) in index_meta.iter().zip(bytes) {
+        let obj = Store::decode_index(&m.key, &b)?;
+        indexes.insert(m.key.clone(), (m.size, obj));
+    }
     let pack_meta = store.list(&layout::prefix(layout::PACKS)).await?;
     let ids = pack_meta
         .iter()
@@ -88,6 +89,7 @@ pub(crate) async fn scan(store: &Store, cache: &mut ManifestCache) -> Result<Sca
         .map(|(id, m)| ((id, m.size), (id, m.last_modified)))
         .unzip();
     Ok(Scan {
+        listed: (manifest_meta, index_meta),
         manifests,
         indexes,
         packs,

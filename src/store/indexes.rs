@@ -24,16 +24,24 @@ impl Store {
     /// Reads and checks one index object of either domain form: its bytes hash to its key and
     /// decode.
     pub async fn read_index(&self, key: &Key) -> Result<IndexObject> {
+        if layout::parse_index_key(key).is_none() {
+            return Err(Error::InvalidInput(format!("{key} is not an index key")));
+        }
+        let bytes = self.backend.get_bytes(key, MAX_INDEX_BODY + 64).await?;
+        Self::decode_index(key, &bytes)
+    }
+
+    /// Checks that `bytes` hash to the id in `key` and decodes them as an index object.
+    pub fn decode_index(key: &Key, bytes: &[u8]) -> Result<IndexObject> {
         let (_, id) = layout::parse_index_key(key)
             .ok_or_else(|| Error::InvalidInput(format!("{key} is not an index key")))?;
-        let bytes = self.backend.get_bytes(key, MAX_INDEX_BODY + 64).await?;
-        if IndexId::of(&bytes) != id {
+        if IndexId::of(bytes) != id {
             return Err(Error::corrupt(
                 key,
                 DecodeError::new("index", "content does not hash to its key"),
             ));
         }
-        IndexObject::decode(&bytes).map_err(|e| Error::corrupt(key, e))
+        IndexObject::decode(bytes).map_err(|e| Error::corrupt(key, e))
     }
 
     /// Every index object of every domain, keyed by its key.
