@@ -159,15 +159,7 @@ pub async fn verify(
 }
 
 fn is_foreign(key: &Key) -> bool {
-    let s = key.as_str();
-    let known = s == layout::CONFIG
-        || s == layout::GC_STATE
-        || layout::is_intent_key(key)
-        || layout::parse_pack_key(key).is_some()
-        || layout::parse_index_key(key).is_some()
-        || layout::parse_dict_key(key).is_some()
-        || layout::parse_manifest_key(key).is_some();
-    !known && !s.starts_with(layout::MANIFESTS)
+    !layout::is_layout_key(key) && !key.as_str().starts_with(layout::MANIFESTS)
 }
 
 /// Reads every index object; returns the chunk index and, per pack, the entries the indexes give.

@@ -91,7 +91,8 @@ async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
         .await
         .unwrap();
     let writer = Writer::new(store.clone()).await.unwrap();
-    fill(&writer, &root, 0..3, 4).await;
+    // 18 index objects in one tenant's domain: more than gc leaves unmerged (16).
+    fill(&writer, &root, 0..3, 6).await;
     let gets = async || {
         let before = opened.metrics.snapshot().op(Op::Get).requests;
         let report = gc_run(&store).await;
@@ -103,10 +104,18 @@ async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
 
     let first = gc_run(&store).await;
     assert_eq!(first.manifests_cached, 0, "no cache yet: {first:?}");
-    assert_eq!(shards(&store).await.len(), 1, "12 manifests fit one shard");
+    assert_eq!(shards(&store).await.len(), 1, "18 manifests fit one shard");
     let (idle, idle_gets) = gets().await;
-    assert_eq!(idle.manifests_cached, 12, "{idle:?}");
-    assert!(idle.index_objects_cached > 0, "{idle:?}");
+    assert_eq!(idle.manifests_cached, 18, "{idle:?}");
+    assert!(
+        first.index_objects_written > 0,
+        "the first run merges: {first:?}"
+    );
+    let indexes = shards_under(&store, layout::INDEX).await.len();
+    assert_eq!(
+        idle.index_objects_cached, indexes,
+        "the objects the first run wrote were copied by it: {idle:?}"
+    );
     assert_eq!(
         (
             idle.packs_deleted,
@@ -117,7 +126,7 @@ async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
         "the second run has nothing to do: {idle:?}"
     );
     let (again, again_gets) = gets().await;
-    assert_eq!(again.manifests_cached, 12, "{again:?}");
+    assert_eq!(again.manifests_cached, 18, "{again:?}");
     assert_eq!(again_gets, idle_gets, "an idle run's reads do not change");
 
     // A new checkpoint: only its manifest is read.
@@ -132,8 +141,8 @@ async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
     };
     writer.checkpoint(req, progress::none()).await.unwrap();
     let after_new = gc_run(&store).await;
-    assert_eq!(after_new.manifests_cached, 12, "{after_new:?}");
-    assert_eq!(gc_run(&store).await.manifests_cached, 13);
+    assert_eq!(after_new.manifests_cached, 18, "{after_new:?}");
+    assert_eq!(gc_run(&store).await.manifests_cached, 19);
 
     // A damaged shard: gc reads every manifest, decides the same, and repairs the cache.
     let key = shards(&store).await.remove(0);
@@ -143,7 +152,7 @@ async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
     let damaged = gc_run(&store).await;
     assert_eq!(damaged.manifests_cached, 0, "{damaged:?}");
     assert_eq!(damaged.packs_deleted + damaged.packs_repacked, 0);
-    assert_eq!(gc_run(&store).await.manifests_cached, 13, "rewritten");
+    assert_eq!(gc_run(&store).await.manifests_cached, 19, "rewritten");
 
     // A lying shard: each entry holds another manifest's (valid) bytes. No copy matches its
     // key's etag, so none is used, and the restore afterwards proves nothing was lost.
@@ -158,7 +167,7 @@ async fn gc_reads_only_manifests_that_changed_and_never_trusts_a_bad_copy() {
             .await
             .unwrap();
         let want = read_tree(&root.join(format!("tl{t}")));
-        assert_eq!(want.len(), 4);
+        assert_eq!(want.len(), 6);
         assert!(read_tree(&out) == want, "timeline {tl} restores as written");
     }
 }

@@ -117,6 +117,20 @@ pub fn tenant_index_prefix(tenant: &TenantId) -> Prefix {
     Prefix::new(format!("{TENANT_INDEX}{tenant}/")).expect("valid prefix")
 }
 
+/// Whether `key` has the form of some object of the layout (section 2 of the format spec).
+pub fn is_layout_key(key: &Key) -> bool {
+    let s = key.as_str();
+    s == CONFIG
+        || s == GC_STATE
+        || is_intent_key(key)
+        || parse_pack_key(key).is_some()
+        || parse_index_key(key).is_some()
+        || parse_dict_key(key).is_some()
+        || parse_manifest_key(key).is_some()
+        || parse_cache_key(MANIFEST_CACHE, key).is_some()
+        || parse_cache_key(INDEX_CACHE, key).is_some()
+}
+
 /// Key of a compression dictionary.
 pub fn dict_key(id: &crate::format::dict::DictId) -> Key {
     key(format!("{DICTS}{id}"))

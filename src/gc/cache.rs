@@ -223,6 +223,26 @@ impl ObjectCache {
     }
 }
 
+impl ObjectCache {
+    /// Lists the objects again, reads those not copied yet and saves: after a run that wrote
+    /// objects (bases, index objects), so that the next run finds them copied. Failures are
+    /// logged, never returned.
+    pub(crate) async fn refresh(&mut self, store: &Store, prefix: &str, max_len: u64) {
+        let wanted = |m: &ObjectMeta| match self.what {
+            Copies::Manifests => layout::parse_manifest_key(&m.key).is_some(),
+            Copies::Indexes => layout::parse_index_key(&m.key).is_some(),
+        };
+        let listed: Vec<ObjectMeta> = match store.list(&layout::prefix(prefix)).await {
+            Ok(l) => l.into_iter().filter(|m| wanted(m)).collect(),
+            Err(e) => return tracing::warn!(error = %e, "gc cache not refreshed"),
+        };
+        if let Err(e) = self.read(store, &listed, max_len).await {
+            return tracing::warn!(error = %e, "gc cache not refreshed");
+        }
+        self.save(store, &listed).await;
+    }
+}
+
 /// The two caches one gc run uses.
 pub(crate) struct Caches {
     pub(crate) manifests: ObjectCache,
@@ -237,5 +257,18 @@ impl Caches {
             ObjectCache::load(store, Copies::Indexes)
         );
         Caches { manifests, indexes }
+    }
+
+    /// Refreshes the manifest copies if `bases` were written, the index copies if `indexes`
+    /// were (see [`ObjectCache::refresh`]).
+    pub(crate) async fn refresh(&mut self, store: &Store, (bases, indexes): (bool, bool)) {
+        if bases {
+            let max = crate::format::manifest::MAX_MANIFEST_BODY + 64;
+            self.manifests.refresh(store, layout::MANIFESTS, max).await;
+        }
+        if indexes {
+            let max = crate::format::index::MAX_INDEX_BODY + 64;
+            self.indexes.refresh(store, layout::INDEX, max).await;
+        }
     }
 }

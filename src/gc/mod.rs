@@ -249,6 +249,12 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         reclaim_condemned(store, held, sets, run, &mut report, &progress).await?
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
+    // What this run wrote would otherwise be read by the next one (format-spec 13.7).
+    let wrote = (
+        report.manifests_folded > 0,
+        report.index_objects_written > 0,
+    );
+    caches.refresh(store, wrote).await;
     report.duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(?report, "gc finished");
     Ok(report)
