@@ -126,6 +126,16 @@ fn keep_all() -> GcOptions {
     o
 }
 
+/// verify, reading every byte, finds no error.
+async fn verify_reads_everything(store: &Store) {
+    let options = VerifyOptions {
+        read_data: true,
+        subset: None,
+    };
+    let v = verify(store, options, progress::none()).await.unwrap();
+    assert_eq!(v.errors(), 0, "{v:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_of_two_tenants_never_read_each_others_index_objects() {
     let (_s, dir) = tempdir();
@@ -219,17 +229,7 @@ async fn gc_moves_a_legacy_index_into_tenant_domains_and_everything_still_reads(
         .unwrap();
     assert_eq!(read_tree(&after), read_tree(&before));
     restores(&store, &root, A, 0x100).await;
-    let v = verify(
-        &store,
-        VerifyOptions {
-            read_data: true,
-            subset: None,
-        },
-        progress::none(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(v.errors(), 0, "{v:?}");
+    verify_reads_everything(&store).await;
     // A second run has nothing to move.
     let again = gc::run(&store, &keep_all(), progress::none())
         .await
@@ -331,15 +331,5 @@ async fn repacked_packs_are_named_in_the_domain_of_every_tenant_they_serve() {
             restores(&store, &root, t, lsn).await;
         }
     }
-    let v = verify(
-        &store,
-        VerifyOptions {
-            read_data: true,
-            subset: None,
-        },
-        progress::none(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(v.errors(), 0, "{v:?}");
+    verify_reads_everything(&store).await;
 }
