@@ -124,33 +124,12 @@ fn parse_dir_name<T: std::str::FromStr>(path: &Path, what: &str) -> Option<T> {
 pub fn read_metadata(dir: &Path, format: MetadataFormat) -> Result<TimelineMetadata, String> {
     let path = dir.join(METADATA_FILE_NAME);
     super::io_gate::reached(&path);
-    let bytes = open_regular(&path)
+    let bytes = crate::write::open_regular(&path)
         .and_then(|f| read_limited(f))
         .map_err(|e| format!("metadata file {}: {e}", path.display()))?;
     format
         .parse(&bytes)
         .map_err(|e| format!("metadata file {}: {e}", path.display()))
-}
-
-/// Opens `path` for reading if it is a regular file, neither following a symbolic link nor
-/// blocking on a fifo.
-fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => invalid("a symbolic link; layercas reads only regular files"),
-            _ => e,
-        })?;
-    if !file.metadata()?.is_file() {
-        return Err(invalid(
-            "not a regular file (fifo, socket or device); layercas reads only regular files",
-        ));
-    }
-    Ok(file)
 }
 
 /// Reads a metadata file the user named (it may be a pipe), refusing one larger than any format

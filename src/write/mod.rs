@@ -32,3 +32,4 @@ pub use packer::UPLOAD_CONCURRENCY;
 pub use request::{
     CheckpointMode, CheckpointOptions, CheckpointReport, CheckpointRequest, SourceFile,
 };
+pub(crate) use source::open_regular;

@@ -182,9 +182,30 @@ impl Stamp {
     }
 }
 
+/// Opens `path` for reading if it is a regular file, neither following a symbolic link (one
+/// swapped in after the caller listed the directory included) nor blocking on a fifo.
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => invalid("a symbolic link; layercas reads only regular files"),
+            _ => e,
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(invalid(
+            "not a regular file (fifo, socket or device); layercas reads only regular files",
+        ));
+    }
+    Ok(file)
+}
+
 /// Reads `path` once: hashes it, and chunks and stores it when it is large.
 fn read_once(ctx: &IngestCtx, path: &Path) -> Result<Snapshot> {
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let file = open_regular(path).map_err(|e| Error::io("open", path, e))?;
     let before = Stamp::of(&file).map_err(|e| Error::io("stat", path, e))?;
     hook::call(path, 0);
     let stat = file.try_clone().map_err(|e| Error::io("open", path, e))?;

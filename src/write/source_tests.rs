@@ -297,6 +297,39 @@ async fn immutable_names_carry_known_files_over_without_reading_them() {
     assert_eq!(restored(0x40).await[..3], [None, None, None]);
 }
 
+/// A file swapped for a symbolic link or a fifo after the caller listed it fails the checkpoint
+/// with an error naming it, without following the link or blocking on the fifo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_or_fifo_among_the_files_fails_without_being_read() {
+    let (_s, store_dir) = tempdir();
+    let (_w, work) = tempdir();
+    let store = local_store(&store_dir).await;
+    let writer = Writer::new(store).await.unwrap();
+    std::fs::write(work.join("target"), b"elsewhere").unwrap();
+    std::os::unix::fs::symlink(work.join("target"), work.join("link")).unwrap();
+    let fifo = std::ffi::CString::new(work.join("pipe").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    for (name, why) in [("link", "symbolic link"), ("pipe", "not a regular file")] {
+        let req = CheckpointRequest {
+            tenant: TENANT,
+            timeline: TIMELINE,
+            metadata: TimelineMetadata::at(Lsn(0x100)),
+            files: vec![SourceFile {
+                name: name.to_string(),
+                path: work.join(name),
+            }],
+            mode: CheckpointMode::Full,
+        };
+        let checkpoint = writer.checkpoint(req, progress::none());
+        let e = tokio::time::timeout(std::time::Duration::from_secs(60), checkpoint)
+            .await
+            .unwrap_or_else(|_| panic!("the checkpoint of {name} hung"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why) && e.contains(name), "{name}: {e}");
+    }
+}
+
 #[test]
 fn chunks_cut_window_by_window_are_those_of_the_whole_file() {
     use crate::format::chunker::Chunker;
