@@ -229,17 +229,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     let mut condemned: BTreeSet<PackId> = carried.into_iter().collect();
     condemned.extend(reclaim.dead.iter().chain(&reclaim.repack));
     let held = if condemned.is_empty() {
-        let listed: BTreeSet<Key> = first.manifests.iter().map(|s| s.r.key.clone()).collect();
-        let all = intents::read_all(store).await?;
-        let building_on = intents::building_on(store, &all, &plan.listed).await?;
-        let dropped = compact::deletable(&plan, &building_on);
-        delete_manifests(store, &dropped, &mut report).await?;
-        report.intents_cleared += intents::clear(store, all.settled(&listed)).await?;
-        // Nothing doomed: only legacy sections move and domains merge or gain what they lack.
-        let nothing = BTreeSet::new();
-        let rewrite =
-            domains::rewrite_indexes(store, &first.indexes, &first.packs, &nothing, &owned).await?;
-        count_rewrite(&mut report, rewrite);
+        settle_without_condemning(store, (&first, &plan, &owned), &mut report).await?;
         held
     } else {
         progress.phase("condemn");
@@ -258,6 +248,26 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     report.duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(?report, "gc finished");
     Ok(report)
+}
+
+/// The end of a run that condemns nothing (format-spec 13.4, last paragraph): intents are read
+/// and manifests listed before the dropped manifests are deleted; settled intents are cleared;
+/// index objects move between domains (nothing is doomed, so no section is dropped).
+async fn settle_without_condemning(
+    store: &Store,
+    (first, plan, owned): (&Scan, &compact::CompactPlan, &domains::Owned),
+    report: &mut GcReport,
+) -> Result<()> {
+    let all = intents::read_all(store).await?;
+    let building_on = intents::building_on(store, &all, &plan.listed).await?;
+    let dropped = compact::deletable(plan, &building_on);
+    delete_manifests(store, &dropped, report).await?;
+    report.intents_cleared += intents::clear(store, all.settled(&plan.listed)).await?;
+    let nothing = BTreeSet::new();
+    let rewrite =
+        domains::rewrite_indexes(store, &first.indexes, &first.packs, &nothing, owned).await?;
+    count_rewrite(report, rewrite);
+    Ok(())
 }
 
 /// Plans compaction and reclamation from the first scan, after checking that every chunk of
@@ -366,7 +376,8 @@ async fn reclaim_condemned(
         .collect();
     let live = reclaim::live_chunks(kept.iter().copied());
     let mut sections = reclaim::sections(&second.index_objects());
-    let unreadable = add_unindexed_tables(store, &mut sections, &second.packs, &condemned).await;
+    let unreadable =
+        reclaim::add_unindexed_tables(store, &mut sections, &second.packs, &condemned).await;
     let mut rescued = reclaim::rescued(&sections, &second.packs, &live, &condemned);
     rescued.extend(condemned.intersection(&intents.protected()));
     rescued.extend(unreadable);
@@ -404,36 +415,6 @@ fn count_rewrite(report: &mut GcReport, rewrite: domains::IndexRewrite) {
     report.index_objects_deleted = rewrite.deleted;
     report.index_objects_written = rewrite.written;
     report.bytes_freed += rewrite.bytes_freed;
-}
-
-/// Adds the own tables of condemned packs no index object names, so that re-marking sees what
-/// they hold (format-spec 13.4.7). Returns the packs whose table could not be read: they are
-/// kept, since what they hold is unknown.
-async fn add_unindexed_tables(
-    store: &Store,
-    sections: &mut BTreeMap<PackId, Vec<crate::format::pack::BlobEntry>>,
-    packs: &HashMap<PackId, u64>,
-    condemned: &BTreeSet<PackId>,
-) -> BTreeSet<PackId> {
-    let mut unreadable = BTreeSet::new();
-    let unindexed: Vec<PackId> = condemned
-        .iter()
-        .filter(|p| !sections.contains_key(*p))
-        .copied()
-        .collect();
-    for p in &unindexed {
-        let Some(size) = packs.get(p) else { continue };
-        match store.read_pack_table(*p, *size).await {
-            Ok(table) => {
-                sections.insert(*p, table);
-            }
-            Err(e) => {
-                tracing::warn!(pack = %p, error = %e, "unreadable condemned pack kept");
-                unreadable.insert(*p);
-            }
-        }
-    }
-    unreadable
 }
 
 fn compaction_plan(scan: &Scan, opts: &GcOptions) -> compact::CompactPlan {

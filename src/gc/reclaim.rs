@@ -369,3 +369,33 @@ mod tests {
         assert!(alone.repack.is_empty());
     }
 }
+
+/// Adds the own tables of condemned packs no index object names, so that re-marking sees what
+/// they hold (format-spec 13.4.7). Returns the packs whose table could not be read: they are
+/// kept, since what they hold is unknown.
+pub(crate) async fn add_unindexed_tables(
+    store: &Store,
+    sections: &mut BTreeMap<PackId, Vec<crate::format::pack::BlobEntry>>,
+    packs: &HashMap<PackId, u64>,
+    condemned: &BTreeSet<PackId>,
+) -> BTreeSet<PackId> {
+    let mut unreadable = BTreeSet::new();
+    let unindexed: Vec<PackId> = condemned
+        .iter()
+        .filter(|p| !sections.contains_key(*p))
+        .copied()
+        .collect();
+    for p in &unindexed {
+        let Some(size) = packs.get(p) else { continue };
+        match store.read_pack_table(*p, *size).await {
+            Ok(table) => {
+                sections.insert(*p, table);
+            }
+            Err(e) => {
+                tracing::warn!(pack = %p, error = %e, "unreadable condemned pack kept");
+                unreadable.insert(*p);
+            }
+        }
+    }
+    unreadable
+}
