@@ -26,11 +26,12 @@ pub enum Action {
     LoseResponse,
 }
 
-/// A rule: requests whose method equals `method` and whose path contains `path`, the first
-/// `times` of them.
+/// A rule: requests whose method equals `method` (any method for `*`) and whose path contains
+/// `path`; the first `skip` of them pass untouched, the next `times` get `action`.
 struct Rule {
     method: String,
     path: String,
+    skip: usize,
     times: usize,
     action: Action,
     held: Held,
@@ -49,6 +50,11 @@ impl Held {
     pub async fn arrived(&self, n: usize) {
         let mut rx = self.matched.subscribe();
         rx.wait_for(|m| *m >= n).await.expect("proxy alive");
+    }
+
+    /// How many requests matched the rule so far.
+    pub fn count(&self) -> usize {
+        *self.matched.borrow()
     }
 
     /// Lets every held request (and every later one) through.
@@ -73,6 +79,7 @@ pub struct HoldProxy {
     /// `http://127.0.0.1:PORT`: use it as the endpoint URL.
     pub url: String,
     rules: Arc<Mutex<Vec<Rule>>>,
+    requests: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl HoldProxy {
@@ -85,17 +92,43 @@ impl HoldProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
-        let r = rules.clone();
+        let requests: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let (r, n) = (rules.clone(), requests.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(serve(client, upstream.clone(), r.clone()));
+                tokio::spawn(serve(client, upstream.clone(), r.clone(), n.clone()));
             }
         });
-        HoldProxy { url, rules }
+        HoldProxy {
+            url,
+            rules,
+            requests,
+        }
+    }
+
+    /// How many requests with `method` (any for `*`) whose path contains `path` reached the
+    /// proxy so far (whole ones, whatever their rule).
+    pub fn requests(&self, method: &str, path: &str) -> usize {
+        let log = self.requests.lock().unwrap();
+        log.iter()
+            .filter(|(m, p)| (method == "*" || m == method) && p.contains(path))
+            .count()
     }
 
     /// Adds a rule for the next `times` requests with `method` whose path contains `path`.
     pub fn rule(&self, method: &str, path: &str, times: usize, action: Action) -> Held {
+        self.rule_after(0, method, path, times, action)
+    }
+
+    /// Like [`HoldProxy::rule`], but the first `skip` matching requests pass untouched.
+    pub fn rule_after(
+        &self,
+        skip: usize,
+        method: &str,
+        path: &str,
+        times: usize,
+        action: Action,
+    ) -> Held {
         let held = Held {
             matched: watch::channel(0).0,
             released: Arc::new(Notify::new()),
@@ -104,6 +137,7 @@ impl HoldProxy {
         self.rules.lock().unwrap().push(Rule {
             method: method.into(),
             path: path.into(),
+            skip,
             times,
             action,
             held: held.clone(),
@@ -114,7 +148,12 @@ impl HoldProxy {
 
 /// Reads one request (head and `Content-Length` body), applies the first matching rule, relays
 /// the server's answer until it closes.
-async fn serve(mut client: TcpStream, upstream: String, rules: Arc<Mutex<Vec<Rule>>>) {
+async fn serve(
+    mut client: TcpStream,
+    upstream: String,
+    rules: Arc<Mutex<Vec<Rule>>>,
+    requests: Arc<Mutex<Vec<(String, String)>>>,
+) {
     let Some(request) = read_request(&mut client).await else {
         return;
     };
@@ -123,11 +162,19 @@ async fn serve(mut client: TcpStream, upstream: String, rules: Arc<Mutex<Vec<Rul
             .to_string();
     let mut parts = line.split(' ');
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    requests.lock().unwrap().push((method.into(), path.into()));
     let matched = {
         let mut rules = rules.lock().unwrap();
         rules
             .iter_mut()
-            .find(|r| r.times > 0 && r.method == method && path.contains(&r.path))
+            .find(|r| {
+                r.times > 0 && (r.method == "*" || r.method == method) && path.contains(&r.path)
+            })
+            .and_then(|r| {
+                let pass = r.skip > 0;
+                r.skip = r.skip.saturating_sub(1);
+                (!pass).then_some(r)
+            })
             .map(|r| {
                 r.times -= 1;
                 if !matches!(r.action, Action::HoldAnswer) {

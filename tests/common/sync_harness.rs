@@ -165,39 +165,3 @@ impl layercas::backend::Backend for PanicOnce {
         self.inner.delete(key).await
     }
 }
-
-/// Starts `command` ten times, SIGKILLs it at points spread over twice `full` (a run under load
-/// may take longer than the one measured), and runs `check(i)`
-/// after each kill; `check` says whether the run left partial work behind. Returns how many
-/// kills cut a run in the middle of its work: the process was still running when killed (it
-/// died of the signal, not of its own accord) and `check` saw partial work. A run that finished
-/// before its kill point left nothing to cut: `reset` then starts the work over, so the later
-/// points still land in the middle of a run however `full` compared with this run's speed.
-pub fn kill_at_spread_points(
-    full: std::time::Duration,
-    command: impl Fn() -> std::process::Command,
-    reset: impl Fn(),
-    check: impl Fn(usize) -> bool,
-) -> usize {
-    let kills = 10;
-    let mut cut = 0;
-    for i in 0..kills {
-        let mut child = command()
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(full.mul_f64(2.0 * i as f64 / kills as f64));
-        let running = child.try_wait().unwrap().is_none();
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        let partial = check(i);
-        if running && !status.success() && partial {
-            cut += 1;
-        }
-        if !running {
-            reset();
-        }
-    }
-    cut
-}

@@ -50,6 +50,15 @@ impl Target {
 
     /// `casctl --store <this store>`, with the S3 endpoint and credentials where needed.
     pub fn casctl(&self) -> Command {
+        self.casctl_at(None)
+    }
+
+    /// The same, but sending S3 requests to `endpoint` (a proxy in front of the server).
+    pub fn casctl_through(&self, endpoint: &str) -> Command {
+        self.casctl_at(Some(endpoint))
+    }
+
+    fn casctl_at(&self, _endpoint: Option<&str>) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_casctl"));
         c.env_remove("LAYERCAS_STORE");
         match self {
@@ -63,7 +72,7 @@ impl Target {
                     "--store",
                     url,
                     "--endpoint",
-                    &server.endpoint,
+                    _endpoint.unwrap_or(&server.endpoint),
                     "--region",
                     "us-east-1",
                 ]);
@@ -112,6 +121,16 @@ impl Target {
         runtime()
             .block_on(b.put(&Key::new(key).unwrap(), payload, PutMode::Overwrite))
             .unwrap();
+    }
+
+    /// Deletes every object of the store.
+    pub fn clear(&self) {
+        let b = self.backend();
+        for key in self.keys("") {
+            runtime()
+                .block_on(b.delete(&Key::new(&key).unwrap()))
+                .unwrap();
+        }
     }
 
     /// Whether an object exists.
