@@ -18,8 +18,12 @@
 mod common;
 #[path = "scale/dedup.rs"]
 mod dedup;
+#[path = "scale/foreign.rs"]
+mod foreign;
 #[path = "common/s3.rs"]
 mod s3;
+#[path = "scale/side_by_side.rs"]
+mod side_by_side;
 #[path = "scale/synth.rs"]
 mod synth;
 #[path = "scale/under.rs"]
@@ -31,7 +35,6 @@ use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
 use layercas::backend::local::LocalBackend;
-use layercas::backend::open::{StackConfig, standard_stack};
 use layercas::backend::{BackendExt, DynBackend, Prefix};
 use layercas::format::layout;
 use layercas::gc::{self, GcOptions};
@@ -91,6 +94,7 @@ macro_rules! say {
         if $json { eprintln!($($arg)*) } else { println!($($arg)*) }
     };
 }
+pub(crate) use say;
 
 /// Checkpoint number `i` of the run: timeline `i % timelines`, round `i / timelines`; writes its
 /// new files to scratch, records them, removes them. Returns seconds and logical bytes.
@@ -195,7 +199,7 @@ fn windows(k: &Knobs) -> Vec<(&'static str, std::ops::Range<u64>)> {
 }
 
 /// The whole run on one backend; returns its figures.
-async fn run_backend(u: &Under, k: &Knobs, quiet: bool) -> Value {
+async fn run_backend(u: &Under, reference: &Under, k: &Knobs, quiet: bool) -> Value {
     let store = Store::open_or_create(u.backend.clone(), StoreConfig::default_config())
         .await
         .unwrap();
@@ -226,9 +230,24 @@ async fn run_backend(u: &Under, k: &Knobs, quiet: bool) -> Value {
         points.insert(label.to_string(), v);
     }
     let ingest_secs = started.elapsed().as_secs_f64();
+    let one_percent = windows(k)[0].1.end;
+    let side = side_by_side::compare(&writer, u, reference, k, (one_percent, k.total())).await;
+    say!(
+        quiet,
+        "{} side by side, alternating: checkpoint {:.1} ms into this store, {:.1} ms into one filled to 1% ({:.2}x; pairwise median {:.2}x); requests {} and {}",
+        u.name,
+        side["full"]["checkpoint_ms"].as_f64().unwrap(),
+        side["at_1_percent"]["checkpoint_ms"].as_f64().unwrap(),
+        side["checkpoint_ms_ratio"].as_f64().unwrap(),
+        side["checkpoint_ms_pairwise_median_ratio"]
+            .as_f64()
+            .unwrap(),
+        side["full"]["checkpoint_requests"],
+        side["at_1_percent"]["checkpoint_requests"]
+    );
     drop(writer);
     let mut out = json!({"checkpoints": k.total(), "logical_bytes": logical, "ingest_secs": ingest_secs,
-        "checkpoints_per_sec": k.total() as f64 / ingest_secs, "points": points});
+        "checkpoints_per_sec": k.total() as f64 / ingest_secs, "points": points, "side_by_side": side});
     let ms = points_ratio(&out["points"], "checkpoint_ms");
     let reqs = points_ratio(&out["points"], "checkpoint_requests");
     out["checkpoint_ms_100_over_1"] = json!(ms);
@@ -381,55 +400,6 @@ async fn restore_one(u: &Under, k: &Knobs, quiet: bool) -> Value {
     json!({"secs": secs, "requests": reqs, "files": r.files, "bytes": r.bytes, "range_reads": r.range_reads})
 }
 
-/// A writer's start and its first checkpoint (of its own tenant) beside `chunks` chunks other
-/// writers stored (synthesized index objects in `tenants` other tenants' domains, or in the
-/// legacy domain when 0): peak RSS added over both, and their requests.
-async fn foreign_memory(root: &Path, chunks: u64, tenants: u64, quiet: bool) -> Value {
-    let backend: DynBackend = Arc::new(LocalBackend::new(root).unwrap());
-    Store::open_or_create(backend.clone(), StoreConfig::default_config())
-        .await
-        .unwrap();
-    let t = Instant::now();
-    let objects = synth::foreign_index(root, chunks, tenants).unwrap();
-    let synth_secs = t.elapsed().as_secs_f64();
-    let opened = standard_stack(backend, &StackConfig::default());
-    let u = Under {
-        name: "foreign",
-        backend: opened.backend,
-        metrics: opened.metrics,
-        scratch: root.with_extension("src"),
-    };
-    let rss_before = status_bytes("VmRSS:");
-    let (mut v, writer) = writer_start(&u).await;
-    let k = Knobs::from_env(true);
-    let before = u.requests();
-    let (secs, _) = checkpoint(&writer, &u, &k, 0).await;
-    // Peak since the start's reset, over the start and the first checkpoint.
-    let added = peak_rss().saturating_sub(rss_before);
-    v["first_checkpoint_ms"] = json!(secs * 1e3);
-    v["first_checkpoint_requests"] = json!(u.requests() - before);
-    v["peak_rss_added"] = json!(added);
-    say!(
-        quiet,
-        "writer beside {chunks} foreign chunks ({objects} index objects in {}, synthesized in {synth_secs:.0} s): start {:.0} ms, {} requests; first checkpoint {:.0} ms, {} requests; +{:.1} MiB peak RSS over both (acceptance: 64 MiB)",
-        if tenants == 0 {
-            "the legacy domain".to_string()
-        } else {
-            format!("{tenants} tenants' domains")
-        },
-        v["start_ms"].as_f64().unwrap(),
-        v["start_requests"],
-        secs * 1e3,
-        v["first_checkpoint_requests"],
-        mib(added)
-    );
-    v["foreign_chunks"] = json!(chunks);
-    v["foreign_tenants"] = json!(tenants);
-    v["index_objects"] = json!(objects);
-    v["within_64_mib"] = json!(added <= 64 << 20);
-    v
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quiet = args.iter().any(|a| a == "--json");
@@ -477,7 +447,12 @@ fn main() {
     if k.foreign_chunks > 0 {
         let root = tmp.path().join("foreign");
         let tenants = env_or("LAYERCAS_SCALE_FOREIGN_TENANTS", 100);
-        out["foreign"] = rt.block_on(foreign_memory(&root, k.foreign_chunks, tenants, quiet));
+        out["foreign"] = rt.block_on(foreign::foreign_memory(
+            &root,
+            k.foreign_chunks,
+            tenants,
+            quiet,
+        ));
         std::fs::remove_dir_all(&root).unwrap();
     }
     for (name, on) in [
@@ -487,15 +462,19 @@ fn main() {
         if on == 0 {
             continue;
         }
-        let scratch = tmp.path().join(name);
-        std::fs::create_dir_all(&scratch).unwrap();
-        let u = if name == "s3" {
-            s3_under(&rt, &scratch)
-        } else {
-            local_under(&scratch)
+        let (scratch, ref_scratch) = (tmp.path().join(name), tmp.path().join(format!("{name}-1%")));
+        let under = |dir: &Path, tag: &str| {
+            std::fs::create_dir_all(dir).unwrap();
+            if name == "s3" {
+                s3_under(&rt, dir, tag)
+            } else {
+                local_under(dir)
+            }
         };
-        out[name] = rt.block_on(run_backend(&u, &k, quiet));
+        let (u, reference) = (under(&scratch, "run"), under(&ref_scratch, "ref"));
+        out[name] = rt.block_on(run_backend(&u, &reference, &k, quiet));
         std::fs::remove_dir_all(&scratch).unwrap();
+        std::fs::remove_dir_all(&ref_scratch).unwrap();
     }
     println!("{out}");
 }

@@ -36,9 +36,10 @@ pub fn local_under(scratch: &Path) -> Under {
     }
 }
 
-/// A fresh bucket on the S3 server (started here unless `LAYERCAS_S3_ENDPOINT` is set).
-pub fn s3_under(rt: &tokio::runtime::Runtime, scratch: &Path) -> Under {
-    let opened = crate::s3::bucket(rt, &format!("scale-{}", std::process::id()));
+/// A fresh bucket on the S3 server (started here unless `LAYERCAS_S3_ENDPOINT` is set), named
+/// by `tag` and this process.
+pub fn s3_under(rt: &tokio::runtime::Runtime, scratch: &Path, tag: &str) -> Under {
+    let opened = crate::s3::bucket(rt, &format!("scale-{tag}-{}", std::process::id()));
     Under {
         name: "s3",
         backend: opened.backend,
