@@ -10,6 +10,9 @@
 //!   write of each opened backend removes such leftovers (never a live writer's file).
 //! - [`LocalBackend::open`] writes nothing, so a read-only store can be listed and read; only
 //!   [`LocalBackend::new`] creates the root directory.
+//! - An object of up to 4 MiB carries the MD5 of its bytes in a user attribute, and its etag is
+//!   that MD5, as S3's is for an object written by one PUT; other objects (or a filesystem
+//!   without user attributes) get a tag of inode, change time and size.
 //! - `Update(etag)` holds an exclusive advisory lock (`File::lock`) on `<root>/.lock` while it
 //!   compares and renames, so updates from several processes serialise.
 //! - A key can never resolve outside the root: keys cannot hold `..` or start with `/`, and every
@@ -26,6 +29,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use rustix::fs::XattrFlags;
 use tokio::io::AsyncWriteExt;
 
 use super::{Backend, BackendError, GetResult, Key, ObjectMeta, Payload, Prefix, PutMode};
@@ -36,6 +41,11 @@ pub use staging::{STAGING_DIR, StagingReport};
 
 /// Lock file serialising conditional updates.
 const LOCK_FILE: &str = ".lock";
+/// The user attribute holding the MD5 (hex) of an object's bytes, set when it is written.
+const MD5_XATTR: &str = "user.layercas.md5";
+/// Objects up to this size get an MD5 etag, as S3 gives an object written by one PUT (gc uses
+/// it to prove that its copy of a manifest is the listed object). Larger ones are not hashed.
+const MD5_ETAG_MAX: u64 = 4 << 20;
 
 /// A store in a local directory.
 #[derive(Clone, Debug)]
@@ -147,15 +157,25 @@ impl LocalBackend {
             let mut file = tokio::fs::File::from_std(lock.try_clone()?);
             let mut body = payload.stream();
             let mut written = 0u64;
+            let mut md5 = (payload.len() <= MD5_ETAG_MAX).then(Md5::new);
             while let Some(piece) = body.try_next().await.map_err(io::Error::other)? {
                 file.write_all(&piece).await?;
                 written += piece.len() as u64;
+                if let Some(h) = &mut md5 {
+                    h.update(&piece);
+                }
             }
             if written != payload.len() {
                 return Err(io::Error::other(format!(
                     "payload gave {written} bytes, expected {}",
                     payload.len()
                 )));
+            }
+            if let Some(h) = md5 {
+                // Where the filesystem has no user attributes, the etag stays the inode's.
+                let hex = hex::encode(h.finalize());
+                let _ =
+                    rustix::fs::fsetxattr(&lock, MD5_XATTR, hex.as_bytes(), XattrFlags::empty());
             }
             file.sync_all().await
         }
@@ -201,7 +221,7 @@ impl LocalBackend {
                 let _lock = FileLock::exclusive(&self.root.join(LOCK_FILE))
                     .map_err(|e| io_error("lock", key, e))?;
                 let current = std::fs::metadata(&path).map_err(|e| io_error("stat", key, e))?;
-                if &etag_of(&current) != etag {
+                if &etag_of(&path, &current) != etag {
                     let _ = std::fs::remove_file(staging);
                     return Err(BackendError::PreconditionFailed {
                         key: key.to_string(),
@@ -213,12 +233,12 @@ impl LocalBackend {
         sync_dir(path.parent().expect("parent")).map_err(|e| io_error("fsync directory", key, e))
     }
 
-    fn meta_of(&self, key: Key, md: &std::fs::Metadata) -> ObjectMeta {
+    fn meta_of(&self, key: Key, path: &Path, md: &std::fs::Metadata) -> ObjectMeta {
         ObjectMeta {
             key,
             size: md.len(),
             last_modified: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            etag: Some(etag_of(md)),
+            etag: Some(etag_of(path, md)),
         }
     }
 
@@ -261,7 +281,7 @@ impl LocalBackend {
                 } else if ft.is_file() && rel.starts_with(prefix) {
                     let Ok(key) = Key::new(rel) else { continue };
                     match entry.metadata() {
-                        Ok(md) => out.push(self.meta_of(key, &md)),
+                        Ok(md) => out.push(self.meta_of(key, &path, &md)),
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                         Err(e) => return Err(BackendError::other("list", prefix, e)),
                     }
@@ -320,7 +340,7 @@ impl Backend for LocalBackend {
             .metadata()
             .await
             .map_err(|e| io_error("stat", key, e))?;
-        let meta = self.meta_of(key.clone(), &md);
+        let meta = self.meta_of(key.clone(), &path, &md);
         let body = super::read_stream(file, md.len(), key.to_string());
         Ok(GetResult { meta, body })
     }
@@ -355,7 +375,7 @@ impl Backend for LocalBackend {
                 key: key.to_string(),
             });
         }
-        Ok(self.meta_of(key.clone(), &md))
+        Ok(self.meta_of(key.clone(), &path, &md))
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
@@ -384,8 +404,16 @@ fn io_error(op: &'static str, key: impl std::fmt::Display, e: io::Error) -> Back
     }
 }
 
-/// A version tag that changes whenever the file is replaced: inode, change time and size.
-fn etag_of(md: &std::fs::Metadata) -> String {
+/// The object's etag: the quoted MD5 of its bytes when it was written with one (as S3's etag of
+/// a single PUT), otherwise a version tag that changes whenever the file is replaced: inode,
+/// change time and size.
+fn etag_of(path: &Path, md: &std::fs::Metadata) -> String {
+    let mut md5 = [0u8; 32];
+    if let Ok(32) = rustix::fs::getxattr(path, MD5_XATTR, &mut md5)
+        && md5.iter().all(u8::is_ascii_hexdigit)
+    {
+        return format!("\"{}\"", String::from_utf8_lossy(&md5));
+    }
     format!(
         "{:x}-{:x}.{:x}-{:x}",
         md.ino(),

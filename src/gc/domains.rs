@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use futures::{StreamExt, TryStreamExt};
+
 use crate::backend::Key;
 use crate::error::Result;
 use crate::format::index::IndexObject;
@@ -19,7 +21,7 @@ use crate::format::layout::{self, IndexDomain};
 use crate::format::manifest::Manifest;
 use crate::format::pack::BlobEntry;
 use crate::id::{ChunkId, PackId, TenantId};
-use crate::store::Store;
+use crate::store::{READ_CONCURRENCY, Store};
 use crate::write::packer;
 
 /// A domain's objects are merged when there are more than this many.
@@ -184,8 +186,8 @@ async fn apply(
     plans: BTreeMap<Domain, DomainPlan<'_>>,
 ) -> Result<IndexRewrite> {
     let mut out = IndexRewrite::default();
-    let mut outputs: HashSet<Key> = HashSet::new();
     let mut replaced: Vec<Key> = Vec::new();
+    let mut writes = Vec::new();
     for (d, plan) in plans {
         let sections: Vec<(PackId, Vec<BlobEntry>)> = if plan.rewrite {
             replaced.extend(plan.keys.iter().map(|k| (*k).clone()));
@@ -197,9 +199,17 @@ async fn apply(
             let added = plan.added.iter();
             added.map(|p| (*p, plan.want[p].clone())).collect()
         };
-        let (keys, _) = write_all(store, d, sections).await?;
-        outputs.extend(keys);
+        writes.push(write_all(store, d, sections));
     }
+    // Domains are independent: their objects are created concurrently, and every one exists
+    // before any object they replace is deleted.
+    let outputs: HashSet<Key> = futures::stream::iter(writes)
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_fold(HashSet::new(), |mut all, (keys, _)| async move {
+            all.extend(keys);
+            Ok(all)
+        })
+        .await?;
     out.written = outputs.len();
     let gone: Vec<Key> = replaced
         .into_iter()
