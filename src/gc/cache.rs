@@ -233,7 +233,7 @@ impl ObjectCache {
             Copies::Manifests => layout::parse_manifest_key(&m.key).is_some(),
             Copies::Indexes => layout::parse_index_key(&m.key).is_some(),
         };
-        let listed: Vec<ObjectMeta> = match store.list(&layout::prefix(prefix)).await {
+        let listed: Vec<ObjectMeta> = match super::scan::list_kind(store, prefix).await {
             Ok(l) => l.into_iter().filter(|m| wanted(m)).collect(),
             Err(e) => return tracing::warn!(error = %e, "gc cache not refreshed"),
         };

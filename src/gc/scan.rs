@@ -51,7 +51,7 @@ impl Scan {
 /// is in a listed index object whose packs are listed), and reads the first two kinds, taking
 /// from `caches` the copies that are exactly the listed objects.
 pub(crate) async fn scan(store: &Store, caches: &mut Caches) -> Result<Scan> {
-    let listed = store.list(&layout::prefix(layout::MANIFESTS)).await?;
+    let listed = list_kind(store, layout::MANIFESTS).await?;
     let refs = store.list_manifests_from(&listed);
     let by_key: HashMap<&Key, &ObjectMeta> = listed.iter().map(|m| (&m.key, m)).collect();
     let manifest_meta: Vec<ObjectMeta> = refs.iter().map(|r| by_key[&r.key].clone()).collect();
@@ -65,8 +65,7 @@ pub(crate) async fn scan(store: &Store, caches: &mut Caches) -> Result<Scan> {
             manifest: Store::decode_manifest(r, &b)?,
         });
     }
-    let index_meta: Vec<ObjectMeta> = store
-        .list(&layout::prefix(layout::INDEX))
+    let index_meta: Vec<ObjectMeta> = list_kind(store, layout::INDEX)
         .await?
         .into_iter()
         .filter(|m| layout::parse_index_key(&m.key).is_some())
@@ -81,7 +80,7 @@ pub(crate) async fn scan(store: &Store, caches: &mut Caches) -> Result<Scan> {
         let obj = Store::decode_index(&m.key, &b)?;
         indexes.insert(m.key.clone(), (m.size, obj));
     }
-    let pack_meta = store.list(&layout::prefix(layout::PACKS)).await?;
+    let pack_meta = list_kind(store, layout::PACKS).await?;
     let ids = pack_meta
         .iter()
         .filter_map(|m: &ObjectMeta| layout::parse_pack_key(&m.key).map(|id| (id, m)));
@@ -95,4 +94,16 @@ pub(crate) async fn scan(store: &Store, caches: &mut Caches) -> Result<Scan> {
         packs,
         written,
     })
+}
+
+/// Every object that can be of one kind: under [`layout::MANIFESTS`], [`layout::PACKS`] or
+/// [`layout::INDEX`] (the legacy domain, then every tenant's), in key order, with keys that
+/// continue with a hex id listed 16 ways at once (`Store::list_hex`). Other keys under those
+/// prefixes are no objects of the layout.
+pub(crate) async fn list_kind(store: &Store, prefix: &str) -> Result<Vec<ObjectMeta>> {
+    let mut listed = store.list_hex(prefix).await?;
+    if prefix == layout::INDEX {
+        listed.extend(store.list_hex(layout::TENANT_INDEX).await?);
+    }
+    Ok(listed)
 }

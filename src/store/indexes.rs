@@ -93,19 +93,12 @@ impl Store {
     /// The keys of the legacy domain, listed by their 16 first hex digits so that no tenant's
     /// domain is listed with them.
     pub async fn list_legacy_keys(&self) -> Result<Vec<Key>> {
-        let mut keys = Vec::new();
-        for digit in "0123456789abcdef".chars() {
-            let prefix = layout::prefix(&format!("{}{digit}", layout::INDEX));
-            keys.extend(
-                self.list_index_keys(&prefix)
-                    .await?
-                    .into_iter()
-                    .filter(|k| {
-                        matches!(layout::parse_index_key(k), Some((IndexDomain::Legacy, _)))
-                    }),
-            );
-        }
-        Ok(keys)
+        let listed = self.list_hex(layout::INDEX).await?;
+        Ok(listed
+            .into_iter()
+            .map(|m| m.key)
+            .filter(|k| matches!(layout::parse_index_key(k), Some((IndexDomain::Legacy, _))))
+            .collect())
     }
 
     /// The keys of `tenant`'s domain (every level).

@@ -113,6 +113,22 @@ impl Store {
         Ok(self.backend.list_all(prefix).await?)
     }
 
+    /// The objects under `prefix` whose key continues with a lower-case hex digit, in key order,
+    /// as 16 listings (one per digit) run concurrently. A listing is a chain of pages of 1,000
+    /// keys, each waiting for the last, so a large prefix whose keys continue with hex ids
+    /// (manifests, packs, index objects) is listed in about a sixteenth of the time.
+    pub async fn list_hex(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let parts: Vec<Vec<ObjectMeta>> =
+            futures::stream::iter("0123456789abcdef".chars().map(|digit| async move {
+                let p = Prefix::new(format!("{prefix}{digit}"))?;
+                self.list(&p).await
+            }))
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok(parts.concat())
+    }
+
     /// Manifests under `prefix` (see `layout`), sorted by tenant, timeline and LSN.
     pub async fn list_manifests(&self, prefix: &Prefix) -> Result<Vec<ManifestRef>> {
         Ok(self.list_manifests_from(&self.list(prefix).await?))
