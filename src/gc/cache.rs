@@ -73,6 +73,10 @@ fn shard_of(key: &Key, shards: usize) -> u8 {
 pub(crate) struct ObjectCache {
     what: Copies,
     copies: HashMap<Key, Bytes>,
+    /// The listings (size, etag) whose copies the last [`ObjectCache::read`] found to be
+    /// exactly the listed object, by key, so that saving under the same listing need not check
+    /// them again.
+    matched: HashMap<Key, (u64, Option<String>)>,
     /// blake3 of each shard's bytes as loaded (`None`: present but unreadable, so rewrite it).
     loaded: BTreeMap<u8, Option<blake3::Hash>>,
     /// Objects the last [`ObjectCache::read`] took from a copy.
@@ -86,6 +90,7 @@ impl ObjectCache {
         let mut cache = ObjectCache {
             what,
             copies: HashMap::new(),
+            matched: HashMap::new(),
             loaded: BTreeMap::new(),
             hits: 0,
         };
@@ -148,7 +153,13 @@ impl ObjectCache {
             .iter()
             .map(|m| (m.key.clone(), self.hit(m)))
             .collect();
-        self.hits = todo.iter().filter(|(_, c)| c.is_some()).count();
+        self.matched = listed
+            .iter()
+            .zip(&todo)
+            .filter(|(_, (_, c))| c.is_some())
+            .map(|(m, _)| (m.key.clone(), (m.size, m.etag.clone())))
+            .collect();
+        self.hits = self.matched.len();
         let backend = store.backend();
         let bytes: Vec<Bytes> = futures::stream::iter(todo.into_iter().map(|(k, c)| async move {
             match c {
@@ -168,9 +179,15 @@ impl ObjectCache {
     /// Writes the shards whose content changed: copies of the `listed` objects that are exactly
     /// those objects and small enough. Failures are logged, never returned.
     pub(crate) async fn save(&self, store: &Store, listed: &[ObjectMeta]) {
+        let copy = |m: &ObjectMeta| match self.matched.get(&m.key) {
+            Some((size, etag)) if *size == m.size && *etag == m.etag => {
+                self.copies.get(&m.key).cloned()
+            }
+            _ => self.hit(m),
+        };
         let mut copies: Vec<(&Key, Bytes)> = listed
             .iter()
-            .filter_map(|m| Some((&m.key, self.hit(m)?)))
+            .filter_map(|m| Some((&m.key, copy(m)?)))
             .filter(|(_, b)| b.len() <= MAX_CACHED_OBJECT)
             .collect();
         copies.sort_by(|a, b| a.0.cmp(b.0));
