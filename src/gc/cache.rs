@@ -5,8 +5,8 @@
 //! object, its bytes hash to the id in its key (on every backend); for a manifest, the MD5 of its
 //! bytes equals the listed etag (S3's etag of an object written by one PUT, and the local
 //! backend's for objects up to 4 MiB; a backend whose etags are not content digests never uses
-//! manifest copies). Such a copy is
-//! byte for byte what a GET would return, so gc decides exactly as if it had read the store.
+//! manifest copies). Such a copy is byte for byte what a GET would return, so gc decides
+//! exactly as if it had read the store.
 //! Losing or damaging a shard costs reads, never data: shards are read with warnings, not
 //! errors, and rewritten.
 //!
