@@ -79,6 +79,11 @@ pub(crate) struct ObjectCache {
     matched: HashMap<Key, (u64, Option<String>)>,
     /// blake3 of each shard's bytes as loaded (`None`: present but unreadable, so rewrite it).
     loaded: BTreeMap<u8, Option<blake3::Hash>>,
+    /// How many copies the shards held as loaded.
+    loaded_copies: usize,
+    /// Whether any read since loading took an object from the store (so the copies are no
+    /// longer only the loaded ones).
+    read_from_store: bool,
     /// Objects the last [`ObjectCache::read`] took from a copy.
     pub(crate) hits: usize,
 }
@@ -92,6 +97,8 @@ impl ObjectCache {
             copies: HashMap::new(),
             matched: HashMap::new(),
             loaded: BTreeMap::new(),
+            loaded_copies: 0,
+            read_from_store: false,
             hits: 0,
         };
         let listed = match store.list(&layout::prefix(what.prefix())).await {
@@ -121,6 +128,7 @@ impl ObjectCache {
             match decoded {
                 Ok((hash, s)) => {
                     cache.loaded.insert(shard, Some(hash));
+                    cache.loaded_copies += s.entries.len();
                     let copies = s.entries.into_iter().map(|(k, b)| (k, Bytes::from(b)));
                     cache.copies.extend(copies);
                 }
@@ -160,6 +168,7 @@ impl ObjectCache {
             .map(|(m, _)| (m.key.clone(), (m.size, m.etag.clone())))
             .collect();
         self.hits = self.matched.len();
+        self.read_from_store |= self.hits < listed.len();
         let backend = store.backend();
         let bytes: Vec<Bytes> = futures::stream::iter(todo.into_iter().map(|(k, c)| async move {
             match c {
@@ -179,6 +188,9 @@ impl ObjectCache {
     /// Writes the shards whose content changed: copies of the `listed` objects that are exactly
     /// those objects and small enough. Failures are logged, never returned.
     pub(crate) async fn save(&self, store: &Store, listed: &[ObjectMeta]) {
+        if self.unchanged(listed) {
+            return;
+        }
         let copy = |m: &ObjectMeta| match self.matched.get(&m.key) {
             Some((size, etag)) if *size == m.size && *etag == m.etag => {
                 self.copies.get(&m.key).cloned()
@@ -242,6 +254,21 @@ impl ObjectCache {
 }
 
 impl ObjectCache {
+    /// Whether the shards as loaded already hold exactly the copies a save of `listed` would
+    /// write: every shard was readable, no read took an object from the store, the last read
+    /// found every listed object among the copies (so among the loaded ones), and there are as
+    /// many listed objects as loaded copies (so the same keys, with the same bytes). Saving
+    /// would then rewrite nothing.
+    fn unchanged(&self, listed: &[ObjectMeta]) -> bool {
+        let all_matched = listed.iter().all(|m| {
+            self.matched
+                .get(&m.key)
+                .is_some_and(|(size, etag)| *size == m.size && *etag == m.etag)
+        });
+        let readable = self.loaded.values().all(Option::is_some);
+        readable && !self.read_from_store && all_matched && listed.len() == self.loaded_copies
+    }
+
     /// Lists the objects again, reads those not copied yet and saves: after a run that wrote
     /// objects (bases, index objects), so that the next run finds them copied. Failures are
     /// logged, never returned.
