@@ -63,6 +63,14 @@ impl Copies {
     }
 }
 
+/// The trailing blake3 of an envelope (format-spec 3), checked when a shard is decoded.
+type Checksum = [u8; 32];
+
+fn checksum(sealed: &[u8]) -> Checksum {
+    let tail = sealed.len().checked_sub(32).and_then(|at| sealed.get(at..));
+    tail.and_then(|t| t.try_into().ok()).unwrap_or([0; 32])
+}
+
 /// The shard an object key belongs to when `shards` are written: the first byte of the blake3
 /// of the key, modulo `shards`. Lookups do not depend on it (any shard's copy may serve).
 fn shard_of(key: &Key, shards: usize) -> u8 {
@@ -77,8 +85,9 @@ pub(crate) struct ObjectCache {
     /// exactly the listed object, by key, so that saving under the same listing need not check
     /// them again.
     matched: HashMap<Key, (u64, Option<String>)>,
-    /// blake3 of each shard's bytes as loaded (`None`: present but unreadable, so rewrite it).
-    loaded: BTreeMap<u8, Option<blake3::Hash>>,
+    /// Each shard's envelope checksum as loaded (`None`: present but unreadable, so rewrite
+    /// it). A shard whose new encoding ends with the same checksum has the same bytes.
+    loaded: BTreeMap<u8, Option<Checksum>>,
     /// How many copies the shards held as loaded.
     loaded_copies: usize,
     /// Whether any read since loading took an object from the store (so the copies are no
@@ -123,7 +132,7 @@ impl ObjectCache {
         for (shard, key, got) in read {
             let decoded = got.and_then(|b| {
                 let s = CacheShard::decode(&b).map_err(|e| crate::Error::corrupt(&key, e))?;
-                Ok((blake3::hash(&b), s))
+                Ok((checksum(&b), s))
             });
             match decoded {
                 Ok((hash, s)) => {
@@ -220,7 +229,7 @@ impl ObjectCache {
         let writes = ids.into_iter().filter_map(|id| {
             let new = shards.get(&id).map(|(_, s)| Bytes::from(s.encode()));
             let same = match (&new, self.loaded.get(&id)) {
-                (Some(b), Some(Some(h))) => blake3::hash(b) == *h,
+                (Some(b), Some(Some(h))) => checksum(b) == *h,
                 (None, None) => true,
                 _ => false,
             };
