@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
+use rayon::prelude::*;
 
 use crate::backend::{BackendExt, Key, ObjectMeta, Payload, PutMode};
 use crate::error::Result;
@@ -167,7 +168,7 @@ impl ObjectCache {
     ) -> Result<Vec<Bytes>> {
         // Owned items keep the futures `Send` for any caller (no higher-ranked borrow).
         let todo: Vec<(Key, Option<Bytes>)> = listed
-            .iter()
+            .par_iter()
             .map(|m| (m.key.clone(), self.hit(m)))
             .collect();
         self.matched = listed

@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use rayon::prelude::*;
+
 use crate::backend::{Key, ObjectMeta};
 use crate::error::Result;
 use crate::format::index::{IndexObject, MAX_INDEX_BODY};
@@ -57,14 +59,16 @@ pub(crate) async fn scan(store: &Store, caches: &mut Caches) -> Result<Scan> {
     let manifest_meta: Vec<ObjectMeta> = refs.iter().map(|r| by_key[&r.key].clone()).collect();
     let max = MAX_MANIFEST_BODY + 64;
     let bytes = caches.manifests.read(store, &manifest_meta, max).await?;
-    let mut manifests = Vec::with_capacity(refs.len());
-    for ((r, meta), b) in refs.iter().zip(&manifest_meta).zip(bytes) {
-        manifests.push(Scanned {
-            etag: meta.etag.clone(),
-            r: r.clone(),
-            manifest: Store::decode_manifest(r, &b)?,
-        });
-    }
+    // Decoding and checking is CPU work: spread over the cores.
+    let manifests: Vec<Scanned> = (refs.par_iter().zip(&manifest_meta).zip(&bytes))
+        .map(|((r, meta), b)| {
+            Ok(Scanned {
+                etag: meta.etag.clone(),
+                r: r.clone(),
+                manifest: Store::decode_manifest(r, b)?,
+            })
+        })
+        .collect::<Result<_>>()?;
     let index_meta: Vec<ObjectMeta> = list_kind(store, layout::INDEX)
         .await?
         .into_iter()
@@ -75,11 +79,11 @@ pub(crate) async fn scan(store: &Store, caches: &mut Caches) -> Result<Scan> {
         .indexes
         .read(store, &index_meta, MAX_INDEX_BODY + 64)
         .await?;
-    let mut indexes = BTreeMap::new();
-    for (m, b) in index_meta.iter().zip(bytes) {
-        let obj = Store::decode_index(&m.key, &b)?;
-        indexes.insert(m.key.clone(), (m.size, obj));
-    }
+    let indexes = (index_meta.par_iter().zip(&bytes))
+        .map(|(m, b)| Ok((m.key.clone(), (m.size, Store::decode_index(&m.key, b)?))))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .collect();
     let pack_meta = list_kind(store, layout::PACKS).await?;
     let ids = pack_meta
         .iter()
