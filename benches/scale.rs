@@ -266,6 +266,13 @@ async fn run_backend(u: &Under, reference: &Under, k: &Knobs, quiet: bool) -> Va
     out["before_gc"] = objects;
     out["gc"] = gc_figures(u, &store, k, quiet).await;
     out["after_gc"] = census(&store, logical).await;
+    say!(
+        quiet,
+        "{} one listing of all {} keys after gc: {:.1} s",
+        u.name,
+        out["after_gc"]["objects"],
+        out["after_gc"]["list_secs"].as_f64().unwrap()
+    );
     out["restore"] = restore_one(u, k, quiet).await;
     out
 }
@@ -286,7 +293,9 @@ fn points_ratio(points: &Value, field: &str) -> Option<f64> {
 
 /// Objects and bytes stored, and objects per GiB.
 async fn census(store: &Store, logical: u64) -> Value {
+    let started = Instant::now();
     let listed = store.backend().list_all(&Prefix::all()).await.unwrap();
+    let list_secs = started.elapsed().as_secs_f64();
     let stored: u64 = listed.iter().map(|m| m.size).sum();
     let count = |p: &str| {
         listed
@@ -295,7 +304,7 @@ async fn census(store: &Store, logical: u64) -> Value {
             .count()
     };
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    json!({"objects": listed.len(), "stored_bytes": stored, "packs": count(layout::PACKS),
+    json!({"objects": listed.len(), "list_secs": list_secs, "stored_bytes": stored, "packs": count(layout::PACKS),
         "index_objects": count(layout::INDEX), "manifests": count(layout::MANIFESTS),
         "per_logical_gib": listed.len() as f64 / gib(logical), "per_stored_gib": listed.len() as f64 / gib(stored)})
 }
