@@ -167,7 +167,7 @@ impl Store {
         // List packs after reading index objects: a pack written after the listing is still
         // found, as its index object was written after it.
         let packs: HashSet<PackId> = self
-            .list(&layout::prefix(layout::PACKS))
+            .list_hex(layout::PACKS)
             .await?
             .iter()
             .filter_map(|m| layout::parse_pack_key(&m.key))

@@ -34,10 +34,8 @@ pub(super) async fn start_with_options(
     let (writer, remote_lsns) = cancellable(&opts.cancel, "sync startup", async {
         let store = Store::open_or_create(backend, remote.store.clone()).await?;
         let mut remote_lsns: HashMap<TimelineKey, Lsn> = HashMap::new();
-        for r in store
-            .list_manifests(&layout::prefix(layout::MANIFESTS))
-            .await?
-        {
+        let listed = store.list_hex(layout::MANIFESTS).await?;
+        for r in store.list_manifests_from(&listed) {
             remote_lsns.insert((r.tenant, r.timeline), r.lsn); // sorted: the newest wins
         }
         Ok((Writer::new(store).await?, remote_lsns))
