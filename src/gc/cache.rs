@@ -201,11 +201,9 @@ impl ObjectCache {
         if self.unchanged(listed) {
             return;
         }
-        let copy = |m: &ObjectMeta| match self.matched.get(&m.key) {
-            Some((size, etag)) if *size == m.size && *etag == m.etag => {
-                self.copies.get(&m.key).cloned()
-            }
-            _ => self.hit(m),
+        let copy = |m: &ObjectMeta| match self.matched_now(m) {
+            true => self.copies.get(&m.key).cloned(),
+            false => self.hit(m),
         };
         let mut copies: Vec<(&Key, Bytes)> = listed
             .iter()
@@ -270,13 +268,14 @@ impl ObjectCache {
     /// many listed objects as loaded copies (so the same keys, with the same bytes). Saving
     /// would then rewrite nothing.
     fn unchanged(&self, listed: &[ObjectMeta]) -> bool {
-        let all_matched = listed.iter().all(|m| {
-            self.matched
-                .get(&m.key)
-                .is_some_and(|(size, etag)| *size == m.size && *etag == m.etag)
-        });
+        let all_matched = listed.iter().all(|m| self.matched_now(m));
         let readable = self.loaded.values().all(Option::is_some);
         readable && !self.read_from_store && all_matched && listed.len() == self.loaded_copies
+    }
+
+    /// Whether the last read matched `m`'s copy under the listing `m` (same size and etag).
+    fn matched_now(&self, m: &ObjectMeta) -> bool {
+        (self.matched.get(&m.key)).is_some_and(|(size, etag)| *size == m.size && *etag == m.etag)
     }
 
     /// Lists the objects again, reads those not copied yet and saves: after a run that wrote
