@@ -11,6 +11,12 @@ use std::str::FromStr;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+/// A hash map keyed by ids: foldhash (randomly seeded per process, so crafted ids cannot force
+/// collisions) hashes a 32-byte id several times faster than std's SipHash.
+pub type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// A hash set of ids (see [`IdMap`]).
+pub type IdSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// Error for an id or LSN that does not parse; names what was given and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what} {given:?}: expected {expected}")]

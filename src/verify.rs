@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::format::index::IndexObject;
 use crate::format::layout;
 use crate::format::pack::{self, BlobEntry};
-use crate::id::{ChunkId, Lsn, PackId, TenantId, TimelineId};
+use crate::id::{ChunkId, IdMap, IdSet, Lsn, PackId, TenantId, TimelineId};
 use crate::progress::DynProgress;
 use crate::store::chunk_index::ChunkIndex;
 use crate::store::{READ_CONCURRENCY, Store};
@@ -117,7 +117,7 @@ pub async fn verify(
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let all = store.list(&crate::backend::Prefix::all()).await?;
-    let packs: HashMap<PackId, ObjectMeta> = all
+    let packs: IdMap<PackId, ObjectMeta> = all
         .iter()
         .filter_map(|m| layout::parse_pack_key(&m.key).map(|id| (id, m.clone())))
         .collect();
@@ -135,7 +135,7 @@ pub async fn verify(
     report.chunks_referenced = referenced.len();
     check_pack_tables(store, &packs, &by_pack, opts, &mut report, progress).await;
 
-    let referenced_packs: HashSet<PackId> = referenced
+    let referenced_packs: IdSet<PackId> = referenced
         .iter()
         .filter_map(|c| index.get(c))
         .map(|l| l.pack)
@@ -166,7 +166,7 @@ fn is_foreign(key: &Key) -> bool {
 async fn check_indexes(
     store: &Store,
     all: &[ObjectMeta],
-    packs: &HashMap<PackId, ObjectMeta>,
+    packs: &IdMap<PackId, ObjectMeta>,
     report: &mut VerifyReport,
 ) -> (ChunkIndex, BTreeMap<PackId, Vec<BlobEntry>>) {
     let keys: Vec<&Key> = all
@@ -212,7 +212,7 @@ async fn check_manifests(
     all: &[ObjectMeta],
     index: &ChunkIndex,
     report: &mut VerifyReport,
-) -> HashSet<ChunkId> {
+) -> IdSet<ChunkId> {
     let mut refs = store.list_manifests_from(all);
     refs.sort_by_key(|r| (r.tenant, r.timeline, r.lsn));
     report.manifests = refs.len();
@@ -224,7 +224,7 @@ async fn check_manifests(
     .collect()
     .await;
     let chains = Chains::of(&results);
-    let mut referenced = HashSet::new();
+    let mut referenced = IdSet::default();
     let mut prev: Option<&crate::store::ManifestRef> = None;
     for (r, result) in &results {
         let m = match result {
@@ -262,7 +262,7 @@ fn check_chunks(
     m: &crate::format::manifest::Manifest,
     index: &ChunkIndex,
     severity: Severity,
-    referenced: &mut HashSet<ChunkId>,
+    referenced: &mut IdSet<ChunkId>,
     report: &mut VerifyReport,
 ) {
     for f in &m.added {
@@ -382,7 +382,7 @@ impl Chains {
 /// Checks each indexed pack exists and agrees with the index; with `read_data`, re-hashes it all.
 async fn check_pack_tables(
     store: &Store,
-    packs: &HashMap<PackId, ObjectMeta>,
+    packs: &IdMap<PackId, ObjectMeta>,
     by_pack: &BTreeMap<PackId, Vec<BlobEntry>>,
     opts: VerifyOptions,
     report: &mut VerifyReport,

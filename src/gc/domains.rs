@@ -10,7 +10,7 @@
 //! and leaves the legacy domain only once some tenant's domain names it. Must not touch packs,
 //! manifests or the gc state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
 
@@ -20,7 +20,7 @@ use crate::format::index::IndexObject;
 use crate::format::layout::{self, IndexDomain};
 use crate::format::manifest::Manifest;
 use crate::format::pack::BlobEntry;
-use crate::id::{ChunkId, PackId, TenantId};
+use crate::id::{ChunkId, IdMap, IdSet, PackId, TenantId};
 use crate::store::{READ_CONCURRENCY, Store};
 use crate::write::packer;
 
@@ -35,7 +35,7 @@ const GC_LEVEL: u8 = 1;
 type Domain = Option<TenantId>;
 
 /// The chunks each tenant's manifests reference.
-pub type Owned = BTreeMap<TenantId, HashSet<ChunkId>>;
+pub type Owned = BTreeMap<TenantId, IdSet<ChunkId>>;
 
 /// The chunks each tenant of `manifests` references.
 pub fn owned<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> Owned {
@@ -112,13 +112,13 @@ struct DomainPlan<'a> {
 pub async fn rewrite_indexes(
     store: &Store,
     indexes: &BTreeMap<Key, (u64, IndexObject)>,
-    packs: &HashMap<PackId, u64>,
+    packs: &IdMap<PackId, u64>,
     gone: &BTreeSet<PackId>,
     owned: &Owned,
 ) -> Result<IndexRewrite> {
     let stale = |p: &PackId| gone.contains(p) || !packs.contains_key(p);
     let mut plans: BTreeMap<Domain, DomainPlan> = BTreeMap::new();
-    let mut home: HashMap<ChunkId, (PackId, &Vec<BlobEntry>)> = HashMap::new();
+    let mut home: IdMap<ChunkId, (PackId, &Vec<BlobEntry>)> = IdMap::default();
     for (k, (_, o)) in indexes {
         let Some((d, _)) = layout::parse_index_key(k) else {
             continue;
@@ -140,7 +140,7 @@ pub async fn rewrite_indexes(
         plan.rewrite |= plan.keys.len() > MAX_INDEX_OBJECTS;
     }
     cover(&mut plans, owned, &home);
-    let named: HashSet<PackId> = plans
+    let named: IdSet<PackId> = plans
         .iter()
         .filter(|(d, _)| d.is_some())
         .flat_map(|(_, p)| p.want.keys().copied())
@@ -158,11 +158,11 @@ pub async fn rewrite_indexes(
 fn cover<'a>(
     plans: &mut BTreeMap<Domain, DomainPlan<'a>>,
     owned: &Owned,
-    home: &HashMap<ChunkId, (PackId, &'a Vec<BlobEntry>)>,
+    home: &IdMap<ChunkId, (PackId, &'a Vec<BlobEntry>)>,
 ) {
     for (t, chunks) in owned {
         let plan = plans.entry(Some(*t)).or_default();
-        let mut have: HashSet<ChunkId> = plan
+        let mut have: IdSet<ChunkId> = plan
             .want
             .values()
             .flat_map(|es| es.iter().map(|e| e.chunk))

@@ -6,13 +6,13 @@
 //! tables it reads are handed back so that planning keeps the packs holding referenced chunks
 //! (`casctl repair index` is what turns them into index objects).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::format::layout;
 use crate::format::manifest::Manifest;
 use crate::format::pack::BlobEntry;
-use crate::id::{ChunkId, PackId};
+use crate::id::{ChunkId, IdMap, IdSet, PackId};
 use crate::store::Store;
 
 /// Referenced chunks found in no usable place.
@@ -45,11 +45,11 @@ pub async fn check<'a>(
     store: &Store,
     manifests: impl IntoIterator<Item = &'a Manifest>,
     sections: &mut BTreeMap<PackId, Vec<BlobEntry>>,
-    packs: &HashMap<PackId, u64>,
+    packs: &IdMap<PackId, u64>,
 ) -> Result<Option<Missing>> {
     let mut unresolved: Vec<(ChunkId, &Manifest)> = Vec::new();
     let mut covered = covered_by(sections, packs);
-    let mut seen = HashSet::new();
+    let mut seen = IdSet::default();
     for m in manifests {
         for c in m.added.iter().flat_map(|f| f.chunks.iter()) {
             if !covered.contains(&c.id) && seen.insert(c.id) {
@@ -85,8 +85,8 @@ pub async fn check<'a>(
 /// The chunks some listed pack of `sections` holds.
 fn covered_by(
     sections: &BTreeMap<PackId, Vec<BlobEntry>>,
-    packs: &HashMap<PackId, u64>,
-) -> HashSet<ChunkId> {
+    packs: &IdMap<PackId, u64>,
+) -> IdSet<ChunkId> {
     sections
         .iter()
         .filter(|(p, _)| packs.contains_key(*p))

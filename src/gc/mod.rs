@@ -44,13 +44,13 @@ pub(crate) mod missing;
 pub(crate) mod reclaim;
 pub mod repair;
 pub mod retention;
+pub mod report;
 mod scan;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::backend::Key;
@@ -61,6 +61,8 @@ use crate::progress::DynProgress;
 use crate::store::Store;
 use cache::Caches;
 pub use reclaim::SMALL_PACK;
+pub use report::GcReport;
+use report::Laps;
 use retention::{Retention, TimelineCheckpoints};
 use scan::{Scan, scan};
 use state::{GcState, Phase, Versioned};
@@ -133,51 +135,12 @@ impl GcOptions {
     }
 }
 
-/// What a gc run did (or, with `dry_run`, would do).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct GcReport {
-    /// Nothing was changed; the counts are what a real run would do.
-    pub dry_run: bool,
-    /// The gc-state generation this run claimed.
-    pub generation: u64,
-    /// Kept manifests replaced by a base.
-    pub manifests_folded: usize,
-    /// Manifests of dropped checkpoints removed.
-    pub manifests_deleted: usize,
-    /// Packs removed because nothing live was left in them.
-    pub packs_deleted: usize,
-    /// Packs whose live blobs were copied out so that they could be removed.
-    pub packs_repacked: usize,
-    /// Condemned packs found live again at re-mark.
-    pub packs_rescued: usize,
-    /// New packs holding the repacked blobs.
-    pub packs_written: usize,
-    /// Index objects removed (merged or naming only deleted packs).
-    pub index_objects_deleted: usize,
-    /// Index objects written in their place.
-    pub index_objects_written: usize,
-    /// Intents deleted because the manifest they guarded exists (or, with `clear_intents`,
-    /// every intent).
-    pub intents_cleared: usize,
-    /// Manifests the first scan took from gc's cache instead of reading them.
-    pub manifests_cached: usize,
-    /// Index objects the first scan took from gc's cache instead of reading them.
-    pub index_objects_cached: usize,
-    /// Chunks of kept manifests found nowhere (non-zero only with `allow_missing`).
-    pub chunks_missing: usize,
-    /// Bytes of the objects deleted.
-    pub bytes_freed: u64,
-    /// Bytes of the objects written (bases, repacked packs, index objects).
-    pub bytes_written: u64,
-    /// Wall time of the run.
-    pub duration_ms: u64,
-}
-
 /// Runs gc once. `progress` is told each phase (`scan`, `repack`, `condemn`, `re-mark`,
 /// `delete`) and, within repack and delete, the bytes done.
 pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Result<GcReport> {
     opts.check()?;
     let started = Instant::now();
+    let mut laps = Laps::start();
     let mut report = GcReport {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -188,6 +151,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         claim(store, opts.window).await?
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
+    laps.lap("claim");
     if opts.clear_intents && !opts.dry_run {
         report.intents_cleared = intents::clear_all(store).await?;
     }
@@ -199,21 +163,23 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         _ => BTreeSet::new(),
     };
     progress.phase("scan");
-    let mut caches = Caches::load(store).await;
-    let mut first = scan(store, &mut caches).await?;
+    let (mut caches, mut first) = scan::load_and_scan(store, &mut laps).await?;
     report.manifests_cached = caches.manifests.hits;
     report.index_objects_cached = caches.indexes.hits;
     first.packs.retain(|p, _| !doomed_before.contains(p));
     let (plan, sections, reclaim) = plan_run(store, &first, opts, &mut report).await?;
+    laps.lap("plan");
     if opts.dry_run {
         report.packs_deleted = reclaim.dead.len() + reclaim.repack.len();
         report.bytes_freed = reclaim.bytes_released.saturating_sub(reclaim.bytes_copied)
             + plan.delete.iter().map(|s| s.r.size).sum::<u64>();
         report.duration_ms = started.elapsed().as_millis() as u64;
+        report.steps_ms = laps.take();
         return Ok(report);
     }
     caches.manifests.save(store, &first.listed.0).await;
     caches.indexes.save(store, &first.listed.1).await;
+    laps.lap("save-caches");
     compact::write_bases(store, &plan).await?;
     progress.phase("repack");
     let owned = domains::owned(remaining(&first, &plan));
@@ -221,6 +187,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         reclaim::repack(store, &reclaim, (&sections, &owned), &progress).await?;
     report.packs_written = new_packs.len();
     report.bytes_written = written;
+    laps.lap("bases-and-repack");
     let carried = held
         .state
         .as_ref()
@@ -230,12 +197,13 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     condemned.extend(reclaim.dead.iter().chain(&reclaim.repack));
     let held = if condemned.is_empty() {
         settle_without_condemning(store, (&first, &plan, &owned), &mut report).await?;
+        laps.lap("settle");
         held
     } else {
         progress.phase("condemn");
         let held = update(store, &held, Phase::Condemned, condemned.clone(), None).await?;
         let sets = (condemned, doomed_before);
-        let run = (&plan, &mut caches);
+        let run = (&plan, &mut caches, &mut laps);
         reclaim_condemned(store, held, sets, run, &mut report, &progress).await?
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
@@ -245,7 +213,9 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         report.index_objects_written > 0,
     );
     caches.refresh(store, wrote).await;
+    laps.lap("refresh-caches");
     report.duration_ms = started.elapsed().as_millis() as u64;
+    report.steps_ms = laps.take();
     tracing::info!(?report, "gc finished");
     Ok(report)
 }
@@ -259,9 +229,12 @@ async fn settle_without_condemning(
     report: &mut GcReport,
 ) -> Result<()> {
     let all = intents::read_all(store).await?;
-    let building_on = intents::building_on(store, &all, &plan.listed).await?;
-    let dropped = compact::deletable(plan, &building_on);
-    delete_manifests(store, &dropped, report).await?;
+    // What checkpoints build on only spares dropped manifests: with none, no need to list.
+    if !plan.delete.is_empty() {
+        let building_on = intents::building_on(store, &all, &plan.listed).await?;
+        let dropped = compact::deletable(plan, &building_on);
+        delete_manifests(store, &dropped, report).await?;
+    }
     report.intents_cleared += intents::clear(store, all.settled(&plan.listed)).await?;
     let nothing = BTreeSet::new();
     let rewrite =
@@ -286,7 +259,7 @@ async fn plan_run(
     let plan = compaction_plan(first, opts);
     report.manifests_folded = plan.bases.len();
     report.manifests_deleted = plan.delete.len();
-    let mut sections = reclaim::sections(&first.index_objects());
+    let mut sections = reclaim::sections(first.index_objects());
     let gone = missing::check(store, remaining(first, &plan), &mut sections, &first.packs).await?;
     if let Some(m) = gone {
         if !opts.allow_missing {
@@ -305,7 +278,9 @@ async fn plan_run(
         .retain(|p| !spared.contains(p) && !recent.contains(p));
     let young: BTreeSet<PackId> = recent.union(&spared).copied().collect();
     reclaim.consolidate(&first.packs, opts.small_pack, &young);
-    reclaim.order_by(&chunk_ranks(remaining(first, &plan)));
+    if !reclaim.copy.is_empty() {
+        reclaim.order_by(&chunk_ranks(remaining(first, &plan)));
+    }
     report.packs_repacked = reclaim.repack.len();
     Ok((plan, sections, reclaim))
 }
@@ -314,8 +289,8 @@ async fn plan_run(
 /// (tenant, timeline, LSN): repack copies blobs in this order.
 fn chunk_ranks<'a>(
     manifests: impl Iterator<Item = &'a crate::format::manifest::Manifest>,
-) -> HashMap<crate::id::ChunkId, usize> {
-    let mut rank = HashMap::new();
+) -> crate::id::IdMap<crate::id::ChunkId, usize> {
+    let mut rank = crate::id::IdMap::default();
     for c in manifests.flat_map(|m| m.added.iter().flat_map(|f| f.chunks.iter())) {
         let next = rank.len();
         rank.entry(c.id).or_insert(next);
@@ -356,14 +331,15 @@ async fn reclaim_condemned(
     store: &Store,
     held: Versioned,
     (condemned, doomed_before): (BTreeSet<PackId>, BTreeSet<PackId>),
-    (plan, caches): (&compact::CompactPlan, &mut Caches),
+    (plan, caches, laps): (&compact::CompactPlan, &mut Caches, &mut Laps),
     report: &mut GcReport,
     progress: &DynProgress,
 ) -> Result<Versioned> {
     progress.phase("re-mark");
     let intents = intents::read_all(store).await?;
+    laps.lap("read-intents");
     // Listed after the intents were read, as `intents::building_on` requires.
-    let second = scan(store, caches).await?;
+    let second = scan(store, caches, laps).await?;
     let building_on = intents::building_on_scanned(&intents, &plan.listed, &second.manifests);
     // Manifests about to be deleted do not keep chunks live; those a checkpoint builds on do.
     let dropped = compact::deletable(plan, &building_on);
@@ -375,7 +351,7 @@ async fn reclaim_condemned(
         .map(|s| &s.manifest)
         .collect();
     let live = reclaim::live_chunks(kept.iter().copied());
-    let mut sections = reclaim::sections(&second.index_objects());
+    let mut sections = reclaim::sections(second.index_objects());
     let unreadable =
         reclaim::add_unindexed_tables(store, &mut sections, &second.packs, &condemned).await;
     let mut rescued = reclaim::rescued(&sections, &second.packs, &live, &condemned);
@@ -384,6 +360,7 @@ async fn reclaim_condemned(
     rescued.retain(|p| !doomed_before.contains(p));
     report.packs_rescued = rescued.len();
     let doomed: BTreeSet<PackId> = condemned.difference(&rescued).copied().collect();
+    laps.lap("re-mark");
     let held = update(store, &held, Phase::Deleting, doomed.clone(), Some(&doomed)).await?;
 
     // Dropped manifests first: a run killed later leaves no manifest naming a chunk whose index
@@ -406,6 +383,7 @@ async fn reclaim_condemned(
     })
     .await?;
     let held = update(store, &held, Phase::Idle, BTreeSet::new(), None).await?;
+    laps.lap("delete");
     let listed: BTreeSet<Key> = second.manifests.iter().map(|s| s.r.key.clone()).collect();
     report.intents_cleared += intents::clear(store, intents.settled(&listed)).await?;
     Ok(held)

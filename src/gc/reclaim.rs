@@ -11,15 +11,15 @@
 //! chunk no other pack holds (it stays condemned, so writers do not deduplicate against it).
 //! Nothing panics on what a pack's bytes say.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::backend::{BackendError, Key};
+use crate::backend::BackendError;
 use crate::error::{DecodeError, Error, Result};
 use crate::format::index::IndexObject;
 use crate::format::layout;
 use crate::format::manifest::Manifest;
 use crate::format::pack::{self, Blob, BlobEntry, PackBuilder};
-use crate::id::{ChunkId, PackId};
+use crate::id::{ChunkId, IdMap, IdSet, PackId};
 use crate::progress::DynProgress;
 use crate::store::Store;
 use crate::write::packer;
@@ -28,7 +28,7 @@ use crate::write::packer;
 pub const SMALL_PACK: u64 = 4 << 20;
 
 /// Every chunk any of `manifests` adds: a superset of the chunks of every state they fold to.
-pub fn live_chunks<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> HashSet<ChunkId> {
+pub fn live_chunks<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> IdSet<ChunkId> {
     manifests
         .into_iter()
         .flat_map(|m| m.added.iter())
@@ -37,9 +37,11 @@ pub fn live_chunks<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> Has
 }
 
 /// Index sections per pack (first section seen wins), from every index object.
-pub fn sections(indexes: &BTreeMap<Key, IndexObject>) -> BTreeMap<PackId, Vec<BlobEntry>> {
+pub fn sections<'a>(
+    indexes: impl IntoIterator<Item = &'a IndexObject>,
+) -> BTreeMap<PackId, Vec<BlobEntry>> {
     let mut out = BTreeMap::new();
-    for obj in indexes.values() {
+    for obj in indexes {
         for (p, entries) in &obj.packs {
             out.entry(*p).or_insert_with(|| entries.clone());
         }
@@ -73,7 +75,7 @@ impl ReclaimPlan {
     /// may be deduplicating against them.
     pub fn consolidate(
         &mut self,
-        packs: &HashMap<PackId, u64>,
+        packs: &IdMap<PackId, u64>,
         small: u64,
         young: &BTreeSet<PackId>,
     ) {
@@ -101,7 +103,7 @@ impl ReclaimPlan {
     /// Orders the packs to copy by the smallest `rank` of the chunks copied out of them (gc
     /// ranks chunks by the first tenant, timeline and LSN naming them), so that blobs of one
     /// timeline end up side by side in the new packs.
-    pub fn order_by(&mut self, rank: &HashMap<ChunkId, usize>) {
+    pub fn order_by(&mut self, rank: &IdMap<ChunkId, usize>) {
         let key = |p: &PackId| {
             self.copy
                 .get(p)
@@ -118,12 +120,12 @@ impl ReclaimPlan {
 /// first in id order that holds it); the other copies count as dead.
 pub fn plan(
     sections: &BTreeMap<PackId, Vec<BlobEntry>>,
-    packs: &HashMap<PackId, u64>,
-    live: &HashSet<ChunkId>,
+    packs: &IdMap<PackId, u64>,
+    live: &IdSet<ChunkId>,
     threshold: f64,
 ) -> ReclaimPlan {
     let mut out = ReclaimPlan::default();
-    let mut placed: HashSet<ChunkId> = HashSet::new();
+    let mut placed: IdSet<ChunkId> = IdSet::default();
     for (id, size) in packs {
         if !sections.contains_key(id) {
             out.dead.insert(*id);
@@ -168,11 +170,11 @@ pub fn plan(
 /// The condemned packs that must survive: they hold a live chunk no other usable pack holds.
 pub fn rescued(
     sections: &BTreeMap<PackId, Vec<BlobEntry>>,
-    packs: &HashMap<PackId, u64>,
-    live: &HashSet<ChunkId>,
+    packs: &IdMap<PackId, u64>,
+    live: &IdSet<ChunkId>,
     condemned: &BTreeSet<PackId>,
 ) -> BTreeSet<PackId> {
-    let covered: HashSet<ChunkId> = sections
+    let covered: IdSet<ChunkId> = sections
         .iter()
         .filter(|(p, _)| packs.contains_key(*p) && !condemned.contains(*p))
         .flat_map(|(_, es)| es.iter().map(|e| e.chunk))
@@ -310,10 +312,10 @@ mod tests {
         sections.insert(p1, vec![e("a", 90), e("b", 10)]);
         sections.insert(p2, vec![e("c", 10), e("d", 90)]);
         sections.insert(p3, vec![e("x", 50)]);
-        let packs: HashMap<PackId, u64> = [(p1, 150), (p2, 150), (p3, 100), (p4, 10)]
+        let packs: IdMap<PackId, u64> = [(p1, 150), (p2, 150), (p3, 100), (p4, 10)]
             .into_iter()
             .collect();
-        let live: HashSet<ChunkId> = ["a", "c"]
+        let live: IdSet<ChunkId> = ["a", "c"]
             .iter()
             .map(|c| ChunkId::of(c.as_bytes()))
             .collect();
@@ -340,9 +342,9 @@ mod tests {
         for (i, p) in ids.iter().enumerate() {
             sections.insert(*p, vec![e(&format!("c{i}"), 100)]);
         }
-        let mut packs: HashMap<PackId, u64> = ids.iter().map(|p| (*p, 200)).collect();
+        let mut packs: IdMap<PackId, u64> = ids.iter().map(|p| (*p, 200)).collect();
         packs.insert(ids[3], 10 << 20);
-        let live: HashSet<ChunkId> = (0..4)
+        let live: IdSet<ChunkId> = (0..4)
             .map(|i| ChunkId::of(format!("c{i}").as_bytes()))
             .collect();
         let fresh = plan(&sections, &packs, &live, 0.75);
@@ -357,7 +359,7 @@ mod tests {
         );
         assert_eq!((p.bytes_copied, p.bytes_released), (200, 400));
         // Copied in the order of the first manifest naming their chunks.
-        let rank: HashMap<ChunkId, usize> = [(ChunkId::of(b"c1"), 0), (ChunkId::of(b"c0"), 1)]
+        let rank: IdMap<ChunkId, usize> = [(ChunkId::of(b"c1"), 0), (ChunkId::of(b"c0"), 1)]
             .into_iter()
             .collect();
         p.order_by(&rank);
@@ -376,7 +378,7 @@ mod tests {
 pub(crate) async fn add_unindexed_tables(
     store: &Store,
     sections: &mut BTreeMap<PackId, Vec<crate::format::pack::BlobEntry>>,
-    packs: &HashMap<PackId, u64>,
+    packs: &IdMap<PackId, u64>,
     condemned: &BTreeSet<PackId>,
 ) -> BTreeSet<PackId> {
     let mut unreadable = BTreeSet::new();

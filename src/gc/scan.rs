@@ -12,11 +12,12 @@ use crate::error::Result;
 use crate::format::index::{IndexObject, MAX_INDEX_BODY};
 use crate::format::layout;
 use crate::format::manifest::MAX_MANIFEST_BODY;
-use crate::id::PackId;
+use crate::id::{IdMap, PackId};
 use crate::store::Store;
 
 use super::cache::Caches;
 use super::compact::Scanned;
+use super::report::Laps;
 
 /// A complete scan of the store.
 pub(crate) struct Scan {
@@ -24,9 +25,9 @@ pub(crate) struct Scan {
     pub(crate) listed: (Vec<ObjectMeta>, Vec<ObjectMeta>),
     pub(crate) manifests: Vec<Scanned>,
     pub(crate) indexes: BTreeMap<Key, (u64, IndexObject)>,
-    pub(crate) packs: HashMap<PackId, u64>,
+    pub(crate) packs: IdMap<PackId, u64>,
     /// When each pack was written, by the store's clock (liveness only: see `recent`).
-    pub(crate) written: HashMap<PackId, std::time::SystemTime>,
+    pub(crate) written: IdMap<PackId, std::time::SystemTime>,
 }
 
 impl Scan {
@@ -41,24 +42,44 @@ impl Scan {
             .collect()
     }
 
-    pub(crate) fn index_objects(&self) -> BTreeMap<Key, IndexObject> {
-        self.indexes
-            .iter()
-            .map(|(k, (_, o))| (k.clone(), o.clone()))
-            .collect()
+    /// Every index object read, in key order.
+    pub(crate) fn index_objects(&self) -> impl Iterator<Item = &IndexObject> {
+        self.indexes.values().map(|(_, o)| o)
     }
 }
 
 /// Lists manifests, then index objects, then packs (so that every chunk a listed manifest names
 /// is in a listed index object whose packs are listed), and reads the first two kinds, taking
 /// from `caches` the copies that are exactly the listed objects.
-pub(crate) async fn scan(store: &Store, caches: &mut Caches) -> Result<Scan> {
+pub(crate) async fn scan(store: &Store, caches: &mut Caches, laps: &mut Laps) -> Result<Scan> {
     let listed = list_kind(store, layout::MANIFESTS).await?;
+    laps.lap("list-manifests");
+    scan_listed(store, listed, caches, laps).await
+}
+
+/// Loads gc's caches while listing the manifests (the copies are checked against the listing
+/// later, so the two may overlap), then scans as [`scan`] does.
+pub(crate) async fn load_and_scan(store: &Store, laps: &mut Laps) -> Result<(Caches, Scan)> {
+    let (mut caches, listed) =
+        futures::join!(Caches::load(store), list_kind(store, layout::MANIFESTS));
+    laps.lap("load-caches-and-list-manifests");
+    let scan = scan_listed(store, listed?, &mut caches, laps).await?;
+    Ok((caches, scan))
+}
+
+/// [`scan`] from the manifests already `listed`.
+async fn scan_listed(
+    store: &Store,
+    listed: Vec<ObjectMeta>,
+    caches: &mut Caches,
+    laps: &mut Laps,
+) -> Result<Scan> {
     let refs = store.list_manifests_from(&listed);
     let by_key: HashMap<&Key, &ObjectMeta> = listed.iter().map(|m| (&m.key, m)).collect();
     let manifest_meta: Vec<ObjectMeta> = refs.iter().map(|r| by_key[&r.key].clone()).collect();
     let max = MAX_MANIFEST_BODY + 64;
     let bytes = caches.manifests.read(store, &manifest_meta, max).await?;
+    laps.lap("read-manifests");
     // Decoding and checking is CPU work: spread over the cores.
     let manifests: Vec<Scanned> = (refs.par_iter().zip(&manifest_meta).zip(&bytes))
         .map(|((r, meta), b)| {
@@ -69,11 +90,13 @@ pub(crate) async fn scan(store: &Store, caches: &mut Caches) -> Result<Scan> {
             })
         })
         .collect::<Result<_>>()?;
+    laps.lap("decode-manifests");
     let index_meta: Vec<ObjectMeta> = list_kind(store, layout::INDEX)
         .await?
         .into_iter()
         .filter(|m| layout::parse_index_key(&m.key).is_some())
         .collect();
+    laps.lap("list-indexes");
     // Any failed read fails the scan (rule 13.4.2).
     let bytes = caches
         .indexes
@@ -84,7 +107,9 @@ pub(crate) async fn scan(store: &Store, caches: &mut Caches) -> Result<Scan> {
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .collect();
+    laps.lap("read-indexes");
     let pack_meta = list_kind(store, layout::PACKS).await?;
+    laps.lap("list-packs");
     let ids = pack_meta
         .iter()
         .filter_map(|m: &ObjectMeta| layout::parse_pack_key(&m.key).map(|id| (id, m)));
@@ -105,9 +130,12 @@ pub(crate) async fn scan(store: &Store, caches: &mut Caches) -> Result<Scan> {
 /// continue with a hex id listed 16 ways at once (`Store::list_hex`). Other keys under those
 /// prefixes are no objects of the layout.
 pub(crate) async fn list_kind(store: &Store, prefix: &str) -> Result<Vec<ObjectMeta>> {
-    let mut listed = store.list_hex(prefix).await?;
-    if prefix == layout::INDEX {
-        listed.extend(store.list_hex(layout::TENANT_INDEX).await?);
+    if prefix != layout::INDEX {
+        return store.list_hex(prefix).await;
     }
-    Ok(listed)
+    let (legacy, tenants) = futures::try_join!(
+        store.list_hex(layout::INDEX),
+        store.list_hex(layout::TENANT_INDEX)
+    )?;
+    Ok([legacy, tenants].concat())
 }

@@ -1,0 +1,77 @@
+//! What a gc run reports: its counts, and how long each of its steps took.
+//!
+//! Owns the report's shape (printed by `casctl gc --json`) and the lap timer behind
+//! [`GcReport::steps_ms`]. Must not decide anything.
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// What a gc run did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Nothing was changed; the counts are what a real run would do.
+    pub dry_run: bool,
+    /// The gc-state generation this run claimed.
+    pub generation: u64,
+    /// Kept manifests replaced by a base.
+    pub manifests_folded: usize,
+    /// Manifests of dropped checkpoints removed.
+    pub manifests_deleted: usize,
+    /// Packs removed because nothing live was left in them.
+    pub packs_deleted: usize,
+    /// Packs whose live blobs were copied out so that they could be removed.
+    pub packs_repacked: usize,
+    /// Condemned packs found live again at re-mark.
+    pub packs_rescued: usize,
+    /// New packs holding the repacked blobs.
+    pub packs_written: usize,
+    /// Index objects removed (merged or naming only deleted packs).
+    pub index_objects_deleted: usize,
+    /// Index objects written in their place.
+    pub index_objects_written: usize,
+    /// Intents deleted because the manifest they guarded exists (or, with `clear_intents`,
+    /// every intent).
+    pub intents_cleared: usize,
+    /// Manifests the first scan took from gc's cache instead of reading them.
+    pub manifests_cached: usize,
+    /// Index objects the first scan took from gc's cache instead of reading them.
+    pub index_objects_cached: usize,
+    /// Chunks of kept manifests found nowhere (non-zero only with `allow_missing`).
+    pub chunks_missing: usize,
+    /// Bytes of the objects deleted.
+    pub bytes_freed: u64,
+    /// Bytes of the objects written (bases, repacked packs, index objects).
+    pub bytes_written: u64,
+    /// Wall time of the run.
+    pub duration_ms: u64,
+    /// Wall time of each step, in the order run (`load-caches`, `list-manifests`, ...): where
+    /// a slow run spends its time.
+    pub steps_ms: Vec<(&'static str, u64)>,
+}
+
+/// Times consecutive steps of a run: each [`Laps::lap`] records the time since the previous.
+pub(crate) struct Laps {
+    last: Instant,
+    done: Vec<(&'static str, u64)>,
+}
+
+impl Laps {
+    pub(crate) fn start() -> Laps {
+        Laps {
+            last: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends the step called `name`.
+    pub(crate) fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.done.push((name, (now - self.last).as_millis() as u64));
+        self.last = now;
+    }
+
+    /// The steps timed so far.
+    pub(crate) fn take(&mut self) -> Vec<(&'static str, u64)> {
+        std::mem::take(&mut self.done)
+    }
+}
