@@ -333,3 +333,56 @@ async fn repacked_packs_are_named_in_the_domain_of_every_tenant_they_serve() {
     }
     verify_reads_everything(&store).await;
 }
+
+/// A restore through a tenant's domain does not list the store's packs (a request per 1,000
+/// packs of the whole store): when an index object still names a deleted pack (here one that
+/// sorts first, so its locations win), the read of it fails, and the restore plans that read
+/// again without the pack and still restores every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_lists_no_packs_and_reads_around_a_pack_named_after_deletion() {
+    use layercas::format::index::IndexObject;
+    use layercas::id::{IndexId, PackId};
+    let (_s, dir) = tempdir();
+    let (_w, root) = tempdir();
+    let store = local_store(&dir).await;
+    let writer = Writer::new(store.clone()).await.unwrap();
+    checkpoint(&writer, &root, A, 0x100, 1).await;
+    let own = store.list_tenant_keys(&A).await.unwrap();
+    assert_eq!(own.len(), 1, "{own:?}");
+    let real = store.read_index(&own[0]).await.unwrap();
+    // The same blobs under a pack id that does not exist, in an object whose key sorts first.
+    let (key, bytes) = (0u8..=255)
+        .map(|salt| {
+            let ghost = PackId::of(&[salt]);
+            let obj = IndexObject {
+                packs: real.packs.iter().map(|(_, es)| (ghost, es.clone())).collect(),
+            };
+            let bytes = obj.encode();
+            (layout::tenant_index_key(&A, 0, &IndexId::of(&bytes)), bytes)
+        })
+        .find(|(k, _)| k < &own[0])
+        .expect("one of 256 ids sorts first");
+    store
+        .backend()
+        .put(&key, Payload::from_bytes(bytes), PutMode::Create)
+        .await
+        .unwrap();
+
+    let rec = Recording::new(local_backend(&dir));
+    let recorded: DynBackend = rec.clone();
+    let reader = Store::open(recorded).await.unwrap();
+    let (_o, out) = tempdir();
+    rec.take();
+    let report = reader
+        .restore_timeline(&A, &TL, None, &out, progress::none())
+        .await
+        .unwrap();
+    let ops = rec.take();
+    assert_eq!(read_tree(&out), read_tree(&root.join(format!("{A}-256"))));
+    assert_eq!(report.range_reads, 2, "the ghost pack, then the real one");
+    let ghost_reads = ops.iter().filter(|o| o.starts_with("range packs/")).count();
+    assert_eq!(ghost_reads, 2, "{ops:?}");
+    // Only the retry, which reloads the whole index, lists packs.
+    let pack_listings = ops.iter().filter(|o| o.starts_with("list packs/")).count();
+    assert_eq!(pack_listings, 16, "{ops:?}");
+}

@@ -156,7 +156,10 @@ pub(crate) async fn fetch_and_write(
         packs = gone.len(),
         "packs gone during the restore (repacked by gc?); reloading the index"
     );
-    let index = store.load_index().await?;
+    let mut index = store.load_index().await?;
+    // An index object may still name a pack gc has just deleted; never plan a read of it again.
+    gone.iter().for_each(|r| index.drop_pack(&r.pack));
+    index.compact();
     let mut needs = Vec::new();
     for r in gone {
         for mut need in r.blobs {

@@ -128,14 +128,25 @@ impl Store {
     /// chunks then exists, or gc would not have deleted it).
     pub async fn load_index(&self) -> Result<ChunkIndex> {
         let objects = self.read_all_indexes().await?;
-        self.index_of_listed(&objects).await
+        // List packs after reading index objects: a pack written after the listing is still
+        // found, as its index object was written after it.
+        let packs: HashSet<PackId> = self
+            .list_hex(layout::PACKS)
+            .await?
+            .iter()
+            .filter_map(|m| layout::parse_pack_key(&m.key))
+            .collect();
+        self.index_of(&objects, |p| packs.contains(p)).await
     }
 
-    /// Like [`Store::load_index`], from `tenant`'s domain and the legacy domain only: what a
-    /// restore or verify of that tenant's timelines needs (format-spec section 6).
+    /// The chunk index of `tenant`'s domain and the legacy domain only: what a restore of that
+    /// tenant's timelines needs (format-spec section 6). Unlike [`Store::load_index`] it does not
+    /// list packs, which would cost a request per 1,000 packs of the whole store: a pack gc
+    /// deleted after its index object was read shows as a missing pack when a restore reads it,
+    /// and the restore then plans those reads again without it (`restore::reads`).
     pub async fn load_tenant_index(&self, tenant: &TenantId) -> Result<ChunkIndex> {
         let objects = self.read_domain_indexes(tenant).await?;
-        self.index_of_listed(&objects).await
+        self.index_of(&objects, |_| true).await
     }
 
     /// Like [`Store::load_tenant_index`], but lists and reads the domains again (a bounded number
@@ -163,20 +174,17 @@ impl Store {
         Ok(index)
     }
 
-    async fn index_of_listed(&self, objects: &IndexObjects) -> Result<ChunkIndex> {
-        // List packs after reading index objects: a pack written after the listing is still
-        // found, as its index object was written after it.
-        let packs: HashSet<PackId> = self
-            .list_hex(layout::PACKS)
-            .await?
-            .iter()
-            .filter_map(|m| layout::parse_pack_key(&m.key))
-            .collect();
+    /// The chunk index of the packs of `objects` that `keep` accepts.
+    async fn index_of(
+        &self,
+        objects: &IndexObjects,
+        keep: impl Fn(&PackId) -> bool,
+    ) -> Result<ChunkIndex> {
         // Dictionaries are older than the packs whose blobs name them: load them after the listing.
         self.load_dictionaries().await?;
         let mut index = ChunkIndex::new();
         for obj in objects.values() {
-            for (pack, entries) in obj.packs.iter().filter(|(p, _)| packs.contains(p)) {
+            for (pack, entries) in obj.packs.iter().filter(|(p, _)| keep(p)) {
                 index.add_pack(*pack, entries);
             }
         }
