@@ -332,8 +332,17 @@ async fn gc_figures(u: &Under, store: &Store, k: &Knobs, quiet: bool) -> Value {
             r.index_objects_deleted,
             r.index_objects_written
         );
-        let steps: Vec<String> = r.steps_ms.iter().map(|(s, ms)| format!("{s} {ms}")).collect();
-        say!(quiet, "{} {what}, ms per step: {}", u.name, steps.join(", "));
+        let steps: Vec<String> = r
+            .steps
+            .iter()
+            .map(|s| format!("{} {}", s.step, s.ms))
+            .collect();
+        say!(
+            quiet,
+            "{} {what}, ms per step: {}",
+            u.name,
+            steps.join(", ")
+        );
         runs.push(json!({"secs": secs, "requests": reqs, "report": r}));
     }
     let small = small_packs_per_timeline(store, k).await;

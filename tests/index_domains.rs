@@ -355,7 +355,11 @@ async fn a_restore_lists_no_packs_and_reads_around_a_pack_named_after_deletion()
         .map(|salt| {
             let ghost = PackId::of(&[salt]);
             let obj = IndexObject {
-                packs: real.packs.iter().map(|(_, es)| (ghost, es.clone())).collect(),
+                packs: real
+                    .packs
+                    .iter()
+                    .map(|(_, es)| (ghost, es.clone()))
+                    .collect(),
             };
             let bytes = obj.encode();
             (layout::tenant_index_key(&A, 0, &IndexId::of(&bytes)), bytes)

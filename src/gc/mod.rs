@@ -43,8 +43,8 @@ pub mod intents;
 pub(crate) mod missing;
 pub(crate) mod reclaim;
 pub mod repair;
-pub mod retention;
 pub mod report;
+pub mod retention;
 mod scan;
 pub mod state;
 
@@ -174,7 +174,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         report.bytes_freed = reclaim.bytes_released.saturating_sub(reclaim.bytes_copied)
             + plan.delete.iter().map(|s| s.r.size).sum::<u64>();
         report.duration_ms = started.elapsed().as_millis() as u64;
-        report.steps_ms = laps.take();
+        report.steps = laps.take();
         return Ok(report);
     }
     caches.manifests.save(store, &first.listed.0).await;
@@ -208,14 +208,11 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
     // What this run wrote would otherwise be read by the next one (format-spec 13.7).
-    let wrote = (
-        report.manifests_folded > 0,
-        report.index_objects_written > 0,
-    );
-    caches.refresh(store, wrote).await;
+    let wrote = (report.manifests_folded, report.index_objects_written);
+    caches.refresh(store, (wrote.0 > 0, wrote.1 > 0)).await;
     laps.lap("refresh-caches");
     report.duration_ms = started.elapsed().as_millis() as u64;
-    report.steps_ms = laps.take();
+    report.steps = laps.take();
     tracing::info!(?report, "gc finished");
     Ok(report)
 }

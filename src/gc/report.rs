@@ -1,7 +1,7 @@
 //! What a gc run reports: its counts, and how long each of its steps took.
 //!
 //! Owns the report's shape (printed by `casctl gc --json`) and the lap timer behind
-//! [`GcReport::steps_ms`]. Must not decide anything.
+//! [`GcReport::steps`]. Must not decide anything.
 
 use serde::Serialize;
 use tokio::time::Instant;
@@ -44,15 +44,24 @@ pub struct GcReport {
     pub bytes_written: u64,
     /// Wall time of the run.
     pub duration_ms: u64,
-    /// Wall time of each step, in the order run (`load-caches`, `list-manifests`, ...): where
+    /// Wall time of each step, in the order run (`claim`, `load-caches-and-list-manifests`, ...): where
     /// a slow run spends its time.
-    pub steps_ms: Vec<(&'static str, u64)>,
+    pub steps: Vec<Step>,
+}
+
+/// One step of a run and its wall time.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    /// What the step did (`claim`, `list-manifests`, ...).
+    pub step: &'static str,
+    /// Its wall time in milliseconds.
+    pub ms: u64,
 }
 
 /// Times consecutive steps of a run: each [`Laps::lap`] records the time since the previous.
 pub(crate) struct Laps {
     last: Instant,
-    done: Vec<(&'static str, u64)>,
+    done: Vec<Step>,
 }
 
 impl Laps {
@@ -66,12 +75,13 @@ impl Laps {
     /// Ends the step called `name`.
     pub(crate) fn lap(&mut self, name: &'static str) {
         let now = Instant::now();
-        self.done.push((name, (now - self.last).as_millis() as u64));
+        let ms = (now - self.last).as_millis() as u64;
+        self.done.push(Step { step: name, ms });
         self.last = now;
     }
 
     /// The steps timed so far.
-    pub(crate) fn take(&mut self) -> Vec<(&'static str, u64)> {
+    pub(crate) fn take(&mut self) -> Vec<Step> {
         std::mem::take(&mut self.done)
     }
 }
