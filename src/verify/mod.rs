@@ -9,23 +9,31 @@
 //! error. A manifest whose `prev_lsn` names a missing manifest is an error naming that LSN,
 //! unless it lies below its timeline's newest base: then it is a *superseded* manifest (a late
 //! create of a checkpoint retention dropped, which the next gc removes) and it and its chunks
-//! are warnings. `subset` (N of M) reads only the packs of one deterministic slice.
-//! Must not modify the store.
+//! are warnings. A manifest naming chunks that only other tenants' index domains name is a
+//! warning (readers find them only through their fallback; format-spec section 6). `subset`
+//! (N of M) reads only the packs of one deterministic slice.
+//! Must not modify the store. Chains are judged in `chains`, packs read in `packs`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::backend::{BackendExt, Key, ObjectMeta};
-use crate::error::{Error, Result};
+use crate::backend::{Key, ObjectMeta};
+use crate::error::Result;
 use crate::format::index::IndexObject;
 use crate::format::layout;
-use crate::format::pack::{self, BlobEntry};
-use crate::id::{ChunkId, IdMap, IdSet, Lsn, PackId, TenantId, TimelineId};
+use crate::format::pack::BlobEntry;
+use crate::id::{ChunkId, IdMap, IdSet, PackId, TenantId};
 use crate::progress::DynProgress;
 use crate::store::chunk_index::ChunkIndex;
 use crate::store::{READ_CONCURRENCY, Store};
+
+mod chains;
+mod packs;
+
+use chains::{ChainCheck, Chains};
+use packs::check_pack_tables;
 
 /// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -130,8 +138,8 @@ pub async fn verify(
     if let Err(e) = store.load_dictionaries().await {
         report.error(layout::prefix(layout::DICTS).as_str(), e.to_string());
     }
-    let (index, by_pack) = check_indexes(store, &all, &packs, &mut report).await;
-    let referenced = check_manifests(store, &all, &index, &mut report).await;
+    let (index, by_pack, named) = check_indexes(store, &all, &packs, &mut report).await;
+    let referenced = check_manifests(store, &all, (&index, &named), &mut report).await;
     report.chunks_referenced = referenced.len();
     check_pack_tables(store, &packs, &by_pack, opts, &mut report, progress).await;
 
@@ -162,13 +170,26 @@ fn is_foreign(key: &Key) -> bool {
     !layout::is_layout_key(key) && !key.as_str().starts_with(layout::MANIFESTS)
 }
 
-/// Reads every index object; returns the chunk index and, per pack, the entries the indexes give.
+/// Which dedup domains name each chunk (format-spec section 6): `None` is the legacy domain.
+#[derive(Default)]
+struct Named(IdSet<(Option<TenantId>, ChunkId)>);
+
+impl Named {
+    /// Whether `tenant`'s readers find `chunk` without their fallback: their own domain or
+    /// the legacy one names it.
+    fn at_home(&self, tenant: TenantId, chunk: ChunkId) -> bool {
+        self.0.contains(&(Some(tenant), chunk)) || self.0.contains(&(None, chunk))
+    }
+}
+
+/// Reads every index object; returns the chunk index, per pack the entries the indexes give,
+/// and the domains naming each chunk.
 async fn check_indexes(
     store: &Store,
     all: &[ObjectMeta],
     packs: &IdMap<PackId, ObjectMeta>,
     report: &mut VerifyReport,
-) -> (ChunkIndex, BTreeMap<PackId, Vec<BlobEntry>>) {
+) -> (ChunkIndex, BTreeMap<PackId, Vec<BlobEntry>>, Named) {
     let keys: Vec<&Key> = all
         .iter()
         .map(|m| &m.key)
@@ -184,7 +205,9 @@ async fn check_indexes(
     .await;
     let mut index = ChunkIndex::new();
     let mut by_pack = BTreeMap::new();
+    let mut named = Named::default();
     for (key, result) in results {
+        let domain = layout::parse_index_key(&key).and_then(|(d, _)| d.tenant());
         match result {
             Ok(obj) => {
                 for (pack, entries) in obj.packs {
@@ -196,13 +219,14 @@ async fn check_indexes(
                         continue;
                     }
                     index.add_pack(pack, &entries);
+                    named.0.extend(entries.iter().map(|e| (domain, e.chunk)));
                     by_pack.insert(pack, entries);
                 }
             }
             Err(e) => report.error(&key, e.to_string()),
         }
     }
-    (index, by_pack)
+    (index, by_pack, named)
 }
 
 /// Decodes every manifest, checks its place in its timeline's `prev_lsn` chain and resolves
@@ -210,7 +234,7 @@ async fn check_indexes(
 async fn check_manifests(
     store: &Store,
     all: &[ObjectMeta],
-    index: &ChunkIndex,
+    (index, named): (&ChunkIndex, &Named),
     report: &mut VerifyReport,
 ) -> IdSet<ChunkId> {
     let mut refs = store.list_manifests_from(all);
@@ -252,6 +276,19 @@ async fn check_manifests(
             }
         };
         check_chunks(r, m, index, chunks, &mut referenced, report);
+        let away = m.added.iter().flat_map(|f| f.chunks.iter());
+        let away = away.filter(|c| index.contains(&c.id) && !named.at_home(r.tenant, c.id));
+        if let n @ 1.. = away.count() {
+            report.warning(
+                &r.key,
+                format!(
+                    "{n} chunks are named only in other tenants' index domains: restores of this \
+                     timeline read every index object to find them (the next gc names them in \
+                     tenant {}'s domain)",
+                    r.tenant
+                ),
+            );
+        }
     }
     referenced
 }
@@ -286,205 +323,4 @@ fn check_chunks(
             });
         }
     }
-}
-
-/// The listed LSNs and newest base of every timeline, for checking `prev_lsn` chains.
-struct Chains {
-    listed: HashSet<(TenantId, TimelineId, Lsn)>,
-    newest_base: HashMap<(TenantId, TimelineId), Lsn>,
-    /// Per timeline, the bases recording checkpoints gc dropped (`dropped_from`, base LSN).
-    dropped: HashMap<(TenantId, TimelineId), Vec<(Lsn, Lsn)>>,
-}
-
-/// Where a manifest stands in its timeline's chain.
-enum ChainCheck {
-    Ok,
-    /// Its predecessor exists but is not the preceding manifest (a warning).
-    Off(String),
-    /// Its predecessor is missing and it lies below the newest base (a warning).
-    Superseded(String),
-    /// Its predecessor is missing at or above the newest base (an error).
-    Broken(String),
-}
-
-impl Chains {
-    fn of(
-        results: &[(
-            &crate::store::ManifestRef,
-            Result<crate::format::manifest::Manifest>,
-        )],
-    ) -> Chains {
-        let mut out = Chains {
-            listed: results
-                .iter()
-                .map(|(r, _)| (r.tenant, r.timeline, r.lsn))
-                .collect(),
-            newest_base: HashMap::new(),
-            dropped: HashMap::new(),
-        };
-        for m in results
-            .iter()
-            .filter_map(|(_, m)| m.as_ref().ok())
-            .filter(|m| m.base)
-        {
-            let b = out
-                .newest_base
-                .entry((m.tenant, m.timeline))
-                .or_insert(m.lsn);
-            *b = (*b).max(m.lsn);
-            if let Some(from) = m.dropped_from {
-                let at = out.dropped.entry((m.tenant, m.timeline)).or_default();
-                at.push((from, m.lsn));
-            }
-        }
-        out
-    }
-
-    fn check(&self, m: &crate::format::manifest::Manifest, preceding: Option<Lsn>) -> ChainCheck {
-        let ranges = self.dropped.get(&(m.tenant, m.timeline));
-        if let Some((_, base)) = ranges
-            .into_iter()
-            .flatten()
-            .find(|(from, to)| *from <= m.lsn && m.lsn < *to)
-        {
-            return ChainCheck::Superseded(format!(
-                "superseded manifest, a late create of a checkpoint gc dropped (the base at \
-                 {base} records it); the next gc removes it"
-            ));
-        }
-        let Some(p) = m.prev_lsn else {
-            return ChainCheck::Ok;
-        };
-        if !m.base && !self.listed.contains(&(m.tenant, m.timeline, p)) {
-            let base = self.newest_base.get(&(m.tenant, m.timeline));
-            if base.is_some_and(|b| m.lsn < *b) {
-                return ChainCheck::Superseded(format!(
-                    "superseded manifest, probably a late create of a checkpoint retention \
-                     dropped (its predecessor at {p} is gone, a base at {} is newer); the next \
-                     gc removes it",
-                    base.expect("some")
-                ));
-            }
-            return ChainCheck::Broken(format!(
-                "manifest chain broken: its predecessor, the manifest at LSN {p}, is missing"
-            ));
-        }
-        if Some(p) != preceding {
-            return ChainCheck::Off(format!(
-                "previous lsn {:?} is not the preceding manifest",
-                Some(p.to_string())
-            ));
-        }
-        ChainCheck::Ok
-    }
-}
-
-/// Checks each indexed pack exists and agrees with the index; with `read_data`, re-hashes it all.
-async fn check_pack_tables(
-    store: &Store,
-    packs: &IdMap<PackId, ObjectMeta>,
-    by_pack: &BTreeMap<PackId, Vec<BlobEntry>>,
-    opts: VerifyOptions,
-    report: &mut VerifyReport,
-    progress: DynProgress,
-) {
-    let mut targets: Vec<(PackId, u64)> = by_pack
-        .keys()
-        .filter_map(|id| packs.get(id).map(|m| (*id, m.size)))
-        .collect();
-    if opts.read_data {
-        // Unindexed packs are read too: their damage matters once gc or a writer adopts them.
-        targets.extend(
-            packs
-                .iter()
-                .filter(|(id, _)| !by_pack.contains_key(*id))
-                .map(|(id, m)| (*id, m.size)),
-        );
-    }
-    if let Some(subset) = opts.subset.filter(|_| opts.read_data) {
-        targets.retain(|(id, _)| in_subset(id, subset));
-    }
-    progress.set_total(if opts.read_data {
-        targets.iter().map(|t| t.1).sum()
-    } else {
-        targets.len() as u64
-    });
-    let results: Vec<_> = futures::stream::iter(targets.into_iter().map(|(id, size)| {
-        let progress = progress.clone();
-        async move {
-            let r = check_pack(store, id, size, opts.read_data).await;
-            progress.advance(if opts.read_data { size } else { 1 });
-            (id, r)
-        }
-    }))
-    .buffer_unordered(READ_CONCURRENCY / 2)
-    .collect()
-    .await;
-    for (id, result) in results {
-        let key = layout::pack_key(&id);
-        match result {
-            Err(e) => report.error(&key, e.to_string()),
-            Ok(checked) => {
-                if let Some(indexed) = by_pack.get(&id) {
-                    if *indexed != checked.table {
-                        report.error(&key, "pack table differs from what the index object says");
-                    }
-                }
-                report.packs_read += opts.read_data as usize;
-                report.blobs_checked += checked.blobs_checked;
-                for (chunk, why) in checked.bad_blobs {
-                    report.error(&key, format!("chunk {chunk}: {why}"));
-                }
-            }
-        }
-    }
-}
-
-struct PackCheck {
-    table: Vec<BlobEntry>,
-    blobs_checked: usize,
-    bad_blobs: Vec<(ChunkId, String)>,
-}
-
-/// Reads a pack's table (from its tail) or, with `read_data`, the whole pack.
-async fn check_pack(store: &Store, id: PackId, size: u64, read_data: bool) -> Result<PackCheck> {
-    if !read_data {
-        return Ok(PackCheck {
-            table: store.read_pack_table(id, size).await?,
-            blobs_checked: 0,
-            bad_blobs: Vec::new(),
-        });
-    }
-    let key = layout::pack_key(&id);
-    let corrupt = move |e| Error::corrupt(layout::pack_key(&id), e);
-    let bytes = store
-        .backend()
-        .get_bytes(&key, crate::format::config::MAX_PACK_TARGET * 2)
-        .await?;
-    tokio::task::spawn_blocking(move || {
-        let table = pack::decode_pack_table(&bytes).map_err(corrupt)?;
-        let (offsets, _) = pack::offsets(&table);
-        let mut bad = Vec::new();
-        for (e, off) in table.iter().zip(offsets) {
-            let data = &bytes[off as usize..(off + e.stored_len as u64) as usize];
-            if let Err(why) = pack::decode_blob(e, data) {
-                bad.push((e.chunk, why.reason));
-            }
-        }
-        // A damaged blob is named above; damage elsewhere (the table's own bytes are checksummed)
-        // still shows as a hash mismatch.
-        if bad.is_empty() && PackId::of(&bytes) != id {
-            return Err(corrupt(crate::DecodeError::new(
-                "pack",
-                "content does not hash to its key",
-            )));
-        }
-        Ok(PackCheck {
-            blobs_checked: table.len(),
-            table,
-            bad_blobs: bad,
-        })
-    })
-    .await
-    .map_err(|e| Error::InvalidInput(format!("verify worker failed: {e}")))?
 }
