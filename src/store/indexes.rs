@@ -180,7 +180,8 @@ impl Store {
         objects: &IndexObjects,
         keep: impl Fn(&PackId) -> bool,
     ) -> Result<ChunkIndex> {
-        // Dictionaries are older than the packs whose blobs name them: load them after the listing.
+        // Dictionaries are older than the packs whose blobs name them, and index objects newer:
+        // loaded after the objects were read, every dictionary they need is found.
         self.load_dictionaries().await?;
         let mut index = ChunkIndex::new();
         for obj in objects.values() {
