@@ -28,10 +28,7 @@ pub struct TimelineListing {
 /// Every timeline with checkpoints, sorted by tenant and timeline. Reads only the listing.
 pub async fn list_timelines(store: &Store) -> Result<Vec<TimelineListing>> {
     let mut out: Vec<TimelineListing> = Vec::new();
-    for r in store
-        .list_manifests(&layout::prefix(layout::MANIFESTS))
-        .await?
-    {
+    for r in store.list_all_manifests().await? {
         let (tenant, timeline) = (r.tenant.to_string(), r.timeline.to_string());
         match out.last_mut() {
             Some(t) if t.tenant == tenant && t.timeline == timeline => {

@@ -74,8 +74,7 @@ pub async fn building_on(
     planned: &BTreeSet<Key>,
 ) -> Result<BTreeSet<Key>> {
     let mut out = intents.predecessors(planned);
-    let listed = super::scan::list_kind(store, layout::MANIFESTS).await?;
-    let listed = store.list_manifests_from(&listed);
+    let listed = store.list_all_manifests().await?;
     for r in listed.iter().filter(|r| !planned.contains(&r.key)) {
         let m = match store.read_manifest(r).await {
             // Deleted since the listing (a superseded create another run removed).

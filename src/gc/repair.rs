@@ -85,11 +85,7 @@ pub async fn repair_index(store: &Store, dry_run: bool) -> Result<RepairReport> 
         // Each adopted pack goes to the domains of the tenants whose manifests reference its
         // chunks, the legacy domain when none does (format-spec section 6).
         let manifests = store
-            .read_manifests(
-                &store
-                    .list_manifests(&layout::prefix(layout::MANIFESTS))
-                    .await?,
-            )
+            .read_manifests(&store.list_all_manifests().await?)
             .await?;
         let owned = super::domains::owned(&manifests);
         let (keys, _) = super::domains::create_for_owners(store, &adopt, &owned).await?;

@@ -159,7 +159,6 @@ pub(crate) async fn fetch_and_write(
     let mut index = store.load_index().await?;
     // An index object may still name a pack gc has just deleted; never plan a read of it again.
     gone.iter().for_each(|r| index.drop_pack(&r.pack));
-    index.compact();
     let mut needs = Vec::new();
     for r in gone {
         for mut need in r.blobs {

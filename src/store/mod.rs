@@ -134,6 +134,12 @@ impl Store {
         Ok(self.list_manifests_from(&self.list(prefix).await?))
     }
 
+    /// Every manifest of the store, listed 16 ways at once ([`Store::list_hex`]), sorted by
+    /// tenant, timeline and LSN.
+    pub async fn list_all_manifests(&self) -> Result<Vec<ManifestRef>> {
+        Ok(self.list_manifests_from(&self.list_hex(layout::MANIFESTS).await?))
+    }
+
     /// The manifests among listed objects, sorted by tenant, timeline and LSN. Keys under the
     /// manifest prefix that are not manifest keys are skipped with a warning.
     pub fn list_manifests_from(&self, listed: &[ObjectMeta]) -> Vec<ManifestRef> {

@@ -12,7 +12,6 @@ use tokio::sync::{mpsc, watch};
 
 use crate::backend::DynBackend;
 use crate::error::{Error, Result};
-use crate::format::layout;
 use crate::format::metadata::MetadataFormat;
 use crate::id::Lsn;
 use crate::store::Store;
@@ -34,8 +33,7 @@ pub(super) async fn start_with_options(
     let (writer, remote_lsns) = cancellable(&opts.cancel, "sync startup", async {
         let store = Store::open_or_create(backend, remote.store.clone()).await?;
         let mut remote_lsns: HashMap<TimelineKey, Lsn> = HashMap::new();
-        let listed = store.list_hex(layout::MANIFESTS).await?;
-        for r in store.list_manifests_from(&listed) {
+        for r in store.list_all_manifests().await? {
             remote_lsns.insert((r.tenant, r.timeline), r.lsn); // sorted: the newest wins
         }
         Ok((Writer::new(store).await?, remote_lsns))
