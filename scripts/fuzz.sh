@@ -22,7 +22,7 @@ seed() { # target vector...
 seed manifest_decode manifest config metadata
 seed pack_table_decode pack
 seed index_decode index
-seed gc_objects_decode intent gc_state manifest_cache
+seed gc_objects_decode intent gc_state manifest_cache gc_seal
 seed dict_decode dict pack_dict
 
 for target in manifest_decode pack_table_decode index_decode gc_objects_decode dict_decode; do

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use layercas::format::config::{ChunkerParams, StoreConfig};
 use layercas::format::dict;
+use layercas::format::gc_seal::GcSeal;
 use layercas::format::gc_state::{GcState, Phase};
 use layercas::format::index::IndexObject;
 use layercas::format::intent::Intent;
@@ -474,16 +475,18 @@ fn gc_state_vector() {
     };
     let bytes = check(
         "gc_state",
-        "gc state (kind 6, version 2): generation 7, window 60000 ms, Condemned 01.. and 02.., \
+        "gc state (kind 6, version 3): generation 7, window 60000 ms, Condemned 01.. and 02.., \
          03.. deleted in generation 5, history from 0",
         &state.encode(),
     );
     // msgpack [generation, window_ms, phase (str), condemned (array of bin 32, sorted),
-    // deleted (array of [generation, array of bin 32]), history_from]. Version 2 (tenant index
-    // domains, format-spec 11); version 1 has the same body and still reads.
-    let body = envelope_body_version(&bytes, 6, 2);
+    // deleted (array of [generation, array of bin 32]), history_from]. Version 3 (writers
+    // delete gc's seal, format-spec 11 and 13.8); versions 1 and 2 have the same body and
+    // still read.
+    let body = envelope_body_version(&bytes, 6, 3);
     assert_eq!(GcState::decode(&seal(6, body)).unwrap(), state);
-    assert!(GcState::decode(&seal_version(6, 3, body)).is_err());
+    assert_eq!(GcState::decode(&seal_version(6, 2, body)).unwrap(), state);
+    assert!(GcState::decode(&seal_version(6, 4, body)).is_err());
     assert_eq!(
         body,
         spelled(&format!(
@@ -509,6 +512,32 @@ fn gc_state_vector() {
         GcState::decode(&seal(6, &deleting)).unwrap().phase,
         Phase::Deleting
     );
+}
+
+#[test]
+fn gc_seal_vector() {
+    let sealed = GcSeal {
+        generation: 7,
+        options: "ab".repeat(32),
+        confirmed: true,
+    };
+    let bytes = check(
+        "gc_seal",
+        "gc seal (kind 10): generation 7, options digest abab.., confirmed",
+        &sealed.encode(),
+    );
+    // msgpack [generation (uint), options (str, 64 lower-case hex), confirmed (bool)].
+    assert_eq!(
+        envelope_body(&bytes, 10),
+        spelled(&format!(
+            "93 07 d9 40 {} c3",
+            hex::encode("ab".repeat(32))
+        ))
+    );
+    assert_eq!(GcSeal::decode(&bytes).unwrap(), sealed);
+    // Upper-case hex is no digest this format writes: refused.
+    let upper = spelled(&format!("93 07 d9 40 {} c3", hex::encode("AB".repeat(32))));
+    assert!(GcSeal::decode(&seal(10, &upper)).is_err());
 }
 
 /// An envelope of `kind` around `body`, framed as the spec says (not by the library).

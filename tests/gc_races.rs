@@ -123,6 +123,35 @@ mod s3 {
         }
         rig.assert_intact().await;
     }
+
+    /// gc's seal (format-spec 13.8): a commit lands after a gc that finds nothing to do has
+    /// listed the manifests and before it confirms its seal (the proxy holds the confirmation).
+    /// The writer deleted the tentative seal, so the confirmation fails and the next run scans,
+    /// sees the new checkpoint and drops the older one. With a seal that stood, the next run
+    /// would have stopped at once and kept both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn seal_a_commit_before_the_confirmation_makes_the_next_run_scan() {
+        let mut rig = Rig::new(WINDOW).await;
+        let writer = Writer::new(rig.direct.clone()).await.expect("writer");
+        rig.checkpoint(&writer, T2, 1, files("one", 50 << 10, 21))
+            .await;
+        let gc_store = rig.via(&rig.gc_proxy).await;
+        // The first PUT of the seal is the tentative one; the second, its confirmation, is held.
+        let confirm = rig
+            .gc_proxy
+            .rule_after(1, "PUT", "/gc/seal", 1, Action::Hold);
+        let run = tokio::spawn(async move { gc(&gc_store, WINDOW).await });
+        confirm.arrived(1).await;
+        rig.checkpoint(&writer, T2, 2, files("two", 50 << 10, 22))
+            .await;
+        confirm.release();
+        let sealing = run.await.expect("gc task").expect("gc");
+        assert!(!sealing.sealed && sealing.manifests_deleted == 0, "{sealing:?}");
+        let next = gc(&rig.direct, WINDOW).await.expect("gc");
+        assert!(!next.unchanged, "{next:?}");
+        assert_eq!(next.manifests_deleted, 1, "{next:?}");
+        rig.assert_intact().await;
+    }
 }
 
 /// Issue 10 item 6: gc repacking a truncated pack panicked (exit 101 from casctl), after it had

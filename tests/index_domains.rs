@@ -6,17 +6,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use futures::stream::BoxStream;
-use layercas::backend::{
-    Backend, BackendError, BackendExt, DynBackend, GetResult, Key, ObjectMeta, Payload, Prefix,
-    PutMode,
-};
+use layercas::backend::{BackendExt, DynBackend, Payload, PutMode};
 use layercas::format::layout::{self, IndexDomain};
 use layercas::gc::{self, GcOptions};
 use layercas::id::{Lsn, TenantId, TimelineId};
@@ -25,59 +17,8 @@ use layercas::verify::{VerifyOptions, verify};
 use layercas::write::{CheckpointMode, CheckpointRequest, Writer};
 use layercas::{Policy, Retention, TimelineMetadata, progress};
 
+use common::recording::Recording;
 use common::*;
-
-/// A backend that records every key read and every prefix listed.
-#[derive(Debug)]
-struct Recording {
-    inner: DynBackend,
-    seen: Mutex<Vec<String>>,
-}
-
-impl Recording {
-    fn new(inner: DynBackend) -> Arc<Recording> {
-        Arc::new(Recording {
-            inner,
-            seen: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn note(&self, what: &str, key: &str) {
-        self.seen.lock().unwrap().push(format!("{what} {key}"));
-    }
-
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
-}
-
-#[async_trait]
-impl Backend for Recording {
-    fn list(&self, prefix: &Prefix) -> BoxStream<'static, Result<ObjectMeta, BackendError>> {
-        self.note("list", prefix.as_str());
-        self.inner.list(prefix)
-    }
-    async fn put(&self, key: &Key, payload: Payload, mode: PutMode) -> Result<(), BackendError> {
-        self.note("put", key.as_str());
-        self.inner.put(key, payload, mode).await
-    }
-    async fn get(&self, key: &Key) -> Result<GetResult, BackendError> {
-        self.note("get", key.as_str());
-        self.inner.get(key).await
-    }
-    async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes, BackendError> {
-        self.note("range", key.as_str());
-        self.inner.get_range(key, range).await
-    }
-    async fn head(&self, key: &Key) -> Result<ObjectMeta, BackendError> {
-        self.note("head", key.as_str());
-        self.inner.head(key).await
-    }
-    async fn delete(&self, key: &Key) -> Result<(), BackendError> {
-        self.note("delete", key.as_str());
-        self.inner.delete(key).await
-    }
-}
 
 const A: TenantId = TenantId([0x0a; 16]);
 const B: TenantId = TenantId([0x0b; 16]);
@@ -181,13 +122,14 @@ async fn writers_of_two_tenants_never_read_each_others_index_objects() {
     );
     let keys = index_keys(&store).await;
     assert_eq!(keys, [(Some(A), 2), (Some(B), 2)].into_iter().collect());
-    // The gc state now says tenant domains exist (version 2), so older binaries refuse it.
+    // The gc state is now at this code's version (2 and above: tenant domains exist), so
+    // binaries that know only version 1 refuse it.
     let state = store
         .backend()
         .get_bytes(&layout::gc_state_key(), 1 << 20)
         .await
         .unwrap();
-    assert_eq!(state[5], 2);
+    assert_eq!(state[5], layercas::format::gc_state::GC_STATE_VERSION);
     restores(&store, &root, A, 0x200).await;
     restores(&store, &root, B, 0x100).await;
 }

@@ -39,6 +39,7 @@ pub enum Kind {
     Intent = 7,
     Dictionary = 8,
     ManifestCache = 9,
+    GcSeal = 10,
 }
 
 impl Kind {
@@ -53,6 +54,7 @@ impl Kind {
             Kind::Intent => "intent",
             Kind::Dictionary => "dictionary",
             Kind::ManifestCache => "gc cache shard",
+            Kind::GcSeal => "gc seal",
         }
     }
 }

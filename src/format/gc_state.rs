@@ -21,10 +21,12 @@ pub const MAX_GC_STATE_BODY: u64 = 64 << 20;
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 /// The envelope version this code writes: 2 marks a store whose index objects may live in
 /// tenant domains (format-spec sections 6 and 11), which binaries knowing only version 1 must
-/// refuse instead of misreading. Version 1 (same body) is still read.
-pub const GC_STATE_VERSION: u8 = 2;
+/// refuse instead of misreading; 3 marks a store whose writers delete gc's seal after every
+/// commit (format-spec 13.8), which writers that do not must not write to. Versions 1 and 2
+/// (same body) are still read.
+pub const GC_STATE_VERSION: u8 = 3;
 /// The versions this code reads.
-pub const GC_STATE_VERSIONS: [u8; 2] = [1, GC_STATE_VERSION];
+pub const GC_STATE_VERSIONS: [u8; 3] = [1, 2, GC_STATE_VERSION];
 
 /// Generations of deletions remembered in [`GcState::deleted`].
 pub const DELETED_HISTORY: usize = 16;
@@ -158,13 +160,15 @@ mod tests {
         assert_eq!(s.history_from, 4);
         assert_eq!(
             GcState::decode_versioned(&s.encode()).unwrap(),
-            (2, s.clone())
+            (3, s.clone())
         );
         let body = envelope::encode_msgpack(&s);
         let v1 = envelope::seal_version(Kind::GcState, 1, &body);
         assert_eq!(GcState::decode_versioned(&v1).unwrap(), (1, s.clone()));
-        let v3 = envelope::seal_version(Kind::GcState, 3, &body);
-        assert!(GcState::decode(&v3).is_err());
+        let v2 = envelope::seal_version(Kind::GcState, 2, &body);
+        assert_eq!(GcState::decode_versioned(&v2).unwrap(), (2, s.clone()));
+        let v4 = envelope::seal_version(Kind::GcState, 4, &body);
+        assert!(GcState::decode(&v4).is_err());
         let unusable = s.unusable_since(18);
         assert!(unusable.contains(&PackId::of(&19u64.to_le_bytes())));
         assert!(unusable.contains(&PackId::of(&18u64.to_le_bytes())));

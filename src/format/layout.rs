@@ -21,6 +21,8 @@ use crate::id::{IndexId, Lsn, PackId, TenantId, TimelineId};
 pub const CONFIG: &str = "config";
 /// Key of the gc state object.
 pub const GC_STATE: &str = "gc/state";
+/// Key of gc's seal (format-spec 13.8).
+pub const GC_SEAL: &str = "gc/seal";
 /// Prefix of all packs.
 pub const PACKS: &str = "packs/";
 /// Prefix of all index objects.
@@ -122,6 +124,7 @@ pub fn is_layout_key(key: &Key) -> bool {
     let s = key.as_str();
     s == CONFIG
         || s == GC_STATE
+        || s == GC_SEAL
         || is_intent_key(key)
         || parse_pack_key(key).is_some()
         || parse_index_key(key).is_some()
@@ -129,6 +132,11 @@ pub fn is_layout_key(key: &Key) -> bool {
         || parse_manifest_key(key).is_some()
         || parse_cache_key(MANIFEST_CACHE, key).is_some()
         || parse_cache_key(INDEX_CACHE, key).is_some()
+}
+
+/// The key of gc's seal.
+pub fn gc_seal_key() -> Key {
+    key(GC_SEAL.into())
 }
 
 /// Key of a compression dictionary.

@@ -9,6 +9,7 @@ pub(crate) mod chunker;
 pub mod config;
 pub mod dict;
 pub(crate) mod envelope;
+pub mod gc_seal;
 pub mod gc_state;
 pub mod index;
 pub mod intent;

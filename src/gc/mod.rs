@@ -46,6 +46,7 @@ pub mod repair;
 pub mod report;
 pub mod retention;
 mod scan;
+pub mod seal;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -97,6 +98,9 @@ pub struct GcOptions {
     /// Delete every intent before scanning (`casctl gc --clear-intents`). Safe only when no
     /// writer runs: an intent is what protects a running writer's packs.
     pub clear_intents: bool,
+    /// Scan even when gc's seal says nothing changed since a run that found nothing to do
+    /// (`casctl gc --full`; see [`seal`]).
+    pub full: bool,
 }
 
 impl GcOptions {
@@ -110,6 +114,7 @@ impl GcOptions {
             dry_run: false,
             allow_missing: false,
             clear_intents: false,
+            full: false,
             small_pack: reclaim::SMALL_PACK,
         }
     }
@@ -145,12 +150,27 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         dry_run: opts.dry_run,
         ..Default::default()
     };
+    if let Some(generation) = seal::unchanged(store, opts).await? {
+        laps.lap("read-seal");
+        report.generation = generation;
+        report.unchanged = true;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        report.steps = laps.take();
+        tracing::info!(generation, "gc: nothing changed since a run that found nothing to do");
+        return Ok(report);
+    }
+    laps.lap("read-seal");
     let held = if opts.dry_run {
         state::read(store.backend()).await?
     } else {
         claim(store, opts.window).await?
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
+    // Before the first listing: a commit that listing misses deletes this (format-spec 13.8).
+    let tentative = match opts.dry_run {
+        true => None,
+        false => seal::begin(store, report.generation, opts).await,
+    };
     laps.lap("claim");
     if opts.clear_intents && !opts.dry_run {
         report.intents_cleared = intents::clear_all(store).await?;
@@ -198,6 +218,10 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     let held = if condemned.is_empty() {
         settle_without_condemning(store, (&first, &plan, &owned), &mut report).await?;
         laps.lap("settle");
+        if let Some(t) = tentative.filter(|_| did_nothing(&plan, &reclaim, &report)) {
+            report.sealed = seal::confirm(store, t).await;
+            laps.lap("seal");
+        }
         held
     } else {
         progress.phase("condemn");
@@ -270,9 +294,11 @@ async fn plan_run(
     let mut reclaim = reclaim::plan(&sections, &first.packs, &live, opts.repack_threshold);
     // Liveness only: a writer about to commit these packs would otherwise store them again.
     let recent = first.recent(opts.window);
+    let dead = reclaim.dead.len();
     reclaim
         .dead
         .retain(|p| !spared.contains(p) && !recent.contains(p));
+    reclaim.deferred |= reclaim.dead.len() < dead;
     let young: BTreeSet<PackId> = recent.union(&spared).copied().collect();
     reclaim.consolidate(&first.packs, opts.small_pack, &young);
     if !reclaim.copy.is_empty() {
@@ -384,6 +410,22 @@ async fn reclaim_condemned(
     let listed: BTreeSet<Key> = second.manifests.iter().map(|s| s.r.key.clone()).collect();
     report.intents_cleared += intents::clear(store, intents.settled(&listed)).await?;
     Ok(held)
+}
+
+/// Whether a run that condemned nothing also changed nothing and left nothing for a later run
+/// (so that a seal may stand for it, format-spec 13.8).
+fn did_nothing(
+    plan: &compact::CompactPlan,
+    reclaim: &reclaim::ReclaimPlan,
+    report: &GcReport,
+) -> bool {
+    plan.bases.is_empty()
+        && plan.delete.is_empty()
+        && reclaim.repack.is_empty()
+        && !reclaim.deferred
+        && report.chunks_missing == 0
+        && report.index_objects_written == 0
+        && report.index_objects_deleted == 0
 }
 
 fn count_rewrite(report: &mut GcReport, rewrite: domains::IndexRewrite) {

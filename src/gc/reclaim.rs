@@ -65,6 +65,9 @@ pub struct ReclaimPlan {
     pub kept: BTreeMap<PackId, (BTreeSet<ChunkId>, u64)>,
     /// The order in which packs are copied (every key of `copy`; see [`ReclaimPlan::order_by`]).
     pub order: Vec<PackId>,
+    /// Packs were left for a later run (young, or protected by an intent) that would otherwise
+    /// have been removed or consolidated.
+    pub deferred: bool,
 }
 
 impl ReclaimPlan {
@@ -79,12 +82,13 @@ impl ReclaimPlan {
         small: u64,
         young: &BTreeSet<PackId>,
     ) {
-        let picked: Vec<PackId> = self
+        let (picked, held_back): (Vec<PackId>, Vec<PackId>) = self
             .kept
             .keys()
-            .filter(|p| packs.get(*p).is_some_and(|s| *s < small) && !young.contains(*p))
+            .filter(|p| packs.get(*p).is_some_and(|s| *s < small))
             .copied()
-            .collect();
+            .partition(|p| !young.contains(p));
+        self.deferred |= !held_back.is_empty() && picked.len() + held_back.len() >= 2;
         if picked.len() < 2 {
             return;
         }

@@ -90,6 +90,10 @@ pub async fn repair_index(store: &Store, dry_run: bool) -> Result<RepairReport> 
         let owned = super::domains::owned(&manifests);
         let (keys, _) = super::domains::create_for_owners(store, &adopt, &owned).await?;
         report.index_objects_written = keys.iter().map(|k| k.to_string()).collect();
+        if !keys.is_empty() {
+            // gc must see the packs now named (format-spec 13.8).
+            store.backend().delete(&layout::gc_seal_key()).await?;
+        }
     }
     Ok(report)
 }

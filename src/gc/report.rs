@@ -13,6 +13,11 @@ pub struct GcReport {
     pub dry_run: bool,
     /// The gc-state generation this run claimed.
     pub generation: u64,
+    /// The run stopped after reading the state and gc's seal: nothing changed since a run that
+    /// found nothing to do (format-spec 13.8). Every count is then zero.
+    pub unchanged: bool,
+    /// This run found nothing to do and sealed the store, so the next run may stop early.
+    pub sealed: bool,
     /// Kept manifests replaced by a base.
     pub manifests_folded: usize,
     /// Manifests of dropped checkpoints removed.

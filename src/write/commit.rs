@@ -433,7 +433,7 @@ impl Writer {
                 }
             }
             Err(e) => {
-                guard.keep();
+                guard.keep(backend).await;
                 Err(e.into())
             }
         }

@@ -82,17 +82,24 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Deletes the intent: call once the manifest exists, or when no manifest create was sent.
-    /// A failure only leaves a stale intent (space, never data; gc clears it later).
+    /// Deletes the intent, and gc's seal with it (one request where the store batches deletes;
+    /// format-spec 13.8): call once the manifest exists, or when no manifest create was sent.
+    /// A failure only leaves a stale intent (space, never data; gc clears it later) or a seal
+    /// that delays gc (until the next commit, `--full` or the seal's age limit).
     pub async fn release(self, backend: &DynBackend) {
-        if let Err(e) = backend.delete(&self.key).await {
-            tracing::warn!(intent = %self.key, error = %e, "could not delete intent; gc clears it");
+        let keys = [self.key.clone(), layout::gc_seal_key()];
+        if let Err(e) = backend.delete_many(&keys).await {
+            tracing::warn!(intent = %self.key, error = %e, "could not delete intent and gc seal");
         }
     }
 
-    /// Keeps the intent: a manifest create with an unknown outcome may still land.
-    pub fn keep(self) {
+    /// Keeps the intent: a manifest create with an unknown outcome may still land. gc's seal
+    /// is deleted all the same (format-spec 13.8).
+    pub async fn keep(self, backend: &DynBackend) {
         tracing::warn!(intent = %self.key, "manifest create outcome unknown; intent kept");
+        if let Err(e) = backend.delete(&layout::gc_seal_key()).await {
+            tracing::warn!(error = %e, "could not delete the gc seal");
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of it
 
 pub mod hold_proxy;
+pub mod recording;
 #[cfg(feature = "s3")]
 pub mod race_rig;
 #[cfg(feature = "s3")]

@@ -42,6 +42,10 @@ pub struct Args {
     /// intent is what protects the packs it is about to commit.
     #[arg(long)]
     clear_intents: bool,
+    /// Scan the whole store even when gc's seal says nothing changed since a run that found
+    /// nothing to do (such a run otherwise stops after two reads).
+    #[arg(long)]
+    full: bool,
     /// Packs smaller than this many bytes are consolidated into packs of the store's target
     /// size once there are two or more (0: never).
     #[arg(long, default_value_t = layercas::gc::SMALL_PACK)]
@@ -79,6 +83,7 @@ fn options(a: &Args) -> Result<layercas::gc::GcOptions> {
     opts.window = window;
     opts.allow_missing = a.allow_missing;
     opts.clear_intents = a.clear_intents;
+    opts.full = a.full;
     opts.small_pack = a.small_pack_bytes;
     if let Err(e) = opts.check() {
         usage!("{e}");
@@ -99,6 +104,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
 }
 
 fn to_text(r: &GcReport) -> String {
+    if r.unchanged {
+        return format!(
+            "nothing changed since a gc that found nothing to do (generation {}; --full scans anyway); {} ms",
+            r.generation, r.duration_ms
+        );
+    }
     let verb = if r.dry_run { "would free" } else { "freed" };
     format!(
         "{}manifests folded {}, deleted {}; packs deleted {}, repacked {}, rescued {}, written {}; \

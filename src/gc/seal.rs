@@ -1,0 +1,146 @@
+//! gc's seal (format-spec 13.8): how a run over a store where nothing changed since a run that
+//! found nothing to do stops after two reads instead of listing the whole store.
+//!
+//! A run writes a tentative seal (its claimed generation, a digest of its options) before its
+//! first listing and confirms it, conditional on the tentative object's etag, only when it found
+//! nothing to do and left nothing for later. Writers delete the seal after every commit, so a
+//! commit whose manifest that run's listing missed either deleted the tentative seal before the
+//! confirmation (which then fails) or deletes the confirmed one later. A later run that finds a
+//! confirmed seal of the state's current generation, made with its own options, stops: there is
+//! nothing a full run would do. The seal only ever makes a run do less, never delete anything,
+//! so safety does not depend on it; a lost deletion (a writer killed right after its create)
+//! only delays gc until the next commit, a `--full` run, or [`MAX_AGE`].
+//!
+//! Owns the seal's writes, its reading and the decision to stop. Must not decide what a run
+//! does otherwise (that is `gc::run`).
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::backend::{BackendError, Payload, PutMode};
+use crate::error::Result;
+use crate::format::gc_seal::{GcSeal, MAX_GC_SEAL_BODY};
+use crate::format::layout;
+use crate::store::Store;
+
+use super::GcOptions;
+use super::state::{self, Phase};
+
+/// A seal older than this (by the store's clock against ours; liveness only) is not trusted to
+/// stop a run, so work a lost deletion hid is found within a day.
+pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// What `opts` hash to: runs with different options may decide differently, so a seal counts
+/// only for the options it was made with.
+pub fn options_digest(opts: &GcOptions) -> String {
+    let mut tenants: Vec<_> = opts.retention.tenants.iter().collect();
+    tenants.sort_by_key(|(t, _)| **t);
+    let text = format!(
+        "retention {:?} {:?}; repack {}; max chain {}; small pack {}; window {}",
+        opts.retention.default,
+        tenants,
+        opts.repack_threshold.to_bits(),
+        opts.max_chain,
+        opts.small_pack,
+        opts.window.as_millis(),
+    );
+    blake3::hash(text.as_bytes()).to_hex().to_string()
+}
+
+/// The generation of the state when a confirmed seal made with `opts` covers it: the run may
+/// stop, there is nothing to do. `None` when a full run is needed.
+pub(crate) async fn unchanged(store: &Store, opts: &GcOptions) -> Result<Option<u64>> {
+    if opts.full || opts.clear_intents {
+        return Ok(None);
+    }
+    let (held, seal) = futures::join!(state::read(store.backend()), read(store));
+    let Some(s) = held?.state else {
+        return Ok(None);
+    };
+    let Some((seal, written)) = seal? else {
+        return Ok(None);
+    };
+    let young = SystemTime::now()
+        .duration_since(written)
+        .map_or(true, |age| age < MAX_AGE);
+    let covers = seal.confirmed
+        && young
+        && seal.generation == s.generation
+        && s.phase == Phase::Idle
+        && s.condemned.is_empty()
+        && seal.options == options_digest(opts);
+    Ok(covers.then_some(s.generation))
+}
+
+/// The seal and when it was written; `None` when there is none or it cannot be decoded (that
+/// costs a full run, never data).
+async fn read(store: &Store) -> Result<Option<(GcSeal, SystemTime)>> {
+    let key = layout::gc_seal_key();
+    let got = match store.backend().get(&key).await {
+        Err(e) if e.is_not_found() => return Ok(None),
+        other => other?,
+    };
+    let written = got.meta.last_modified;
+    let bytes = crate::backend::collect_stream(got.body, MAX_GC_SEAL_BODY + 64).await?;
+    match GcSeal::decode(&bytes) {
+        Ok(seal) => Ok(Some((seal, written))),
+        Err(e) => {
+            tracing::warn!(key = %key, error = %e, "ignoring an unreadable gc seal");
+            Ok(None)
+        }
+    }
+}
+
+/// A tentative seal this run wrote, and the etag its confirmation is conditional on.
+pub(crate) struct Tentative {
+    seal: GcSeal,
+    etag: String,
+}
+
+/// Writes the tentative seal of the run that claimed `generation`; call before the first
+/// listing. `None` (with a warning) when it could not be written: the run then does not seal.
+pub(crate) async fn begin(store: &Store, generation: u64, opts: &GcOptions) -> Option<Tentative> {
+    let seal = GcSeal {
+        generation,
+        options: options_digest(opts),
+        confirmed: false,
+    };
+    let key = layout::gc_seal_key();
+    let backend = store.backend();
+    let payload = Payload::from_bytes(Bytes::from(seal.encode()));
+    let written = match backend.put(&key, payload, PutMode::Overwrite).await {
+        Ok(()) => backend.head(&key).await,
+        Err(e) => Err(e),
+    };
+    match written.map(|m| m.etag) {
+        Ok(Some(etag)) => Some(Tentative { seal, etag }),
+        // Deleted by a writer already: this run cannot seal.
+        Err(e) if e.is_not_found() => None,
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not write the tentative gc seal; this run will not seal");
+            None
+        }
+    }
+}
+
+/// Confirms `tentative` unless a writer deleted it (or another run replaced it) since; returns
+/// whether the seal now stands.
+pub(crate) async fn confirm(store: &Store, tentative: Tentative) -> bool {
+    let seal = GcSeal {
+        confirmed: true,
+        ..tentative.seal
+    };
+    let payload = Payload::from_bytes(Bytes::from(seal.encode()));
+    let mode = PutMode::Update(tentative.etag);
+    match store.backend().put(&layout::gc_seal_key(), payload, mode).await {
+        Ok(()) => true,
+        Err(BackendError::PreconditionFailed { .. }) => false,
+        Err(e) if e.is_not_found() => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not confirm the gc seal; the next run scans");
+            false
+        }
+    }
+}

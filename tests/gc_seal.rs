@@ -1,0 +1,112 @@
+//! gc's seal (format-spec 13.8): a run after one that found nothing to do, with nothing changed
+//! since, reads the gc state and the seal and stops; any commit, other options, `--full`, or a
+//! pack left for later makes the next run scan the store as before.
+
+mod common;
+
+use std::time::Duration;
+
+use layercas::backend::DynBackend;
+use layercas::format::config::StoreConfig;
+use layercas::format::layout;
+use layercas::gc::{self, GcOptions, GcReport};
+use layercas::store::Store;
+use layercas::write::Writer;
+use layercas::{Policy, Retention, progress};
+
+use common::recording::Recording;
+use common::*;
+
+/// Options keeping the newest `n` checkpoints, with no window (so that no pack is young and
+/// left for later).
+fn keep_last(n: usize) -> GcOptions {
+    let mut opts = GcOptions::new(Retention::uniform(Policy::KeepLast(n)));
+    opts.window = Duration::ZERO;
+    opts
+}
+
+async fn gc_run(store: &Store, opts: &GcOptions) -> GcReport {
+    gc::run(store, opts, progress::none()).await.expect("gc")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_after_one_that_found_nothing_reads_two_objects_and_stops() {
+    let (_d, root) = tempdir();
+    let rec = Recording::new(local_backend(&root.join("store")));
+    let recorded: DynBackend = rec.clone();
+    let store = Store::open_or_create(recorded, StoreConfig::default_config())
+        .await
+        .unwrap();
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let src = root.join("src");
+    write_files(&src, &[("layer_0".to_string(), noise(200_000, 1))].into());
+    checkpoint_dir(&writer, &src, 0x100).await;
+
+    let first = gc_run(&store, &keep_last(1)).await;
+    assert!(first.sealed && !first.unchanged, "{first:?}");
+    rec.take();
+    let second = gc_run(&store, &keep_last(1)).await;
+    assert!(second.unchanged && !second.sealed, "{second:?}");
+    let mut requests = rec.take();
+    requests.sort();
+    assert_eq!(requests, ["get gc/seal", "get gc/state"], "{second:?}");
+    let steps: Vec<&str> = second.steps.iter().map(|s| s.step).collect();
+    assert_eq!(steps, ["read-seal"]);
+
+    // A commit deletes the seal: the next run scans and drops the older checkpoint.
+    write_files(&src, &[("layer_1".to_string(), noise(200_000, 2))].into());
+    checkpoint_dir(&writer, &src, 0x200).await;
+    let third = gc_run(&store, &keep_last(1)).await;
+    assert!(!third.unchanged, "{third:?}");
+    assert_eq!(third.manifests_deleted, 1, "{third:?}");
+    assert!(!third.sealed, "a run that deleted something does not seal: {third:?}");
+    let fourth = gc_run(&store, &keep_last(1)).await;
+    assert!(!fourth.unchanged && fourth.sealed, "{fourth:?}");
+
+    // A seal counts only for the options it was made with, and never with --full.
+    let other = gc_run(&store, &keep_last(2)).await;
+    assert!(!other.unchanged && other.sealed, "{other:?}");
+    let mut full = keep_last(2);
+    full.full = true;
+    let forced = gc_run(&store, &full).await;
+    assert!(!forced.unchanged, "{forced:?}");
+    assert!(gc_run(&store, &keep_last(2)).await.unchanged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_left_for_later_or_a_repair_keeps_the_next_run_scanning() {
+    let (_d, root) = tempdir();
+    let store = local_store(&root.join("store")).await;
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let src = root.join("src");
+    write_files(&src, &[("layer_0".to_string(), noise(200_000, 1))].into());
+    checkpoint_dir(&writer, &src, 0x100).await;
+    write_files(&src, &[("layer_1".to_string(), noise(200_000, 2))].into());
+    checkpoint_dir(&writer, &src, 0x200).await;
+
+    // Dropping the first checkpoint leaves its pack dead but young (the default 60 s window):
+    // the run leaves it for later, so it must not seal, and the next run must look again.
+    let mut windowed = keep_last(1);
+    windowed.window = Duration::from_secs(60);
+    let first = gc_run(&store, &windowed).await;
+    assert_eq!(first.manifests_deleted, 1, "{first:?}");
+    let second = gc_run(&store, &windowed).await;
+    assert_eq!(second.packs_deleted, 0, "the pack is young: {second:?}");
+    assert!(!second.sealed && !second.unchanged, "{second:?}");
+    // Without the window the dead pack goes (the small live one is consolidated), and the run
+    // after that seals.
+    let third = gc_run(&store, &keep_last(1)).await;
+    assert!(third.packs_deleted >= 1 && !third.sealed, "{third:?}");
+    let fourth = gc_run(&store, &keep_last(1)).await;
+    assert!(fourth.sealed, "{fourth:?}");
+
+    // An index object lost and rebuilt by `repair index` deletes the seal too.
+    let backend = store.backend();
+    let index = store.list(&layout::prefix(layout::INDEX)).await.unwrap();
+    backend.delete(&index[0].key).await.unwrap();
+    let repaired = gc::repair::repair_index(&store, false).await.unwrap();
+    assert!(!repaired.index_objects_written.is_empty(), "{repaired:?}");
+    let err = backend.head(&layout::gc_seal_key()).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(!gc_run(&store, &keep_last(1)).await.unchanged);
+}
