@@ -317,7 +317,11 @@ async fn gc_figures(u: &Under, store: &Store, k: &Knobs, quiet: bool) -> Value {
     // No writer runs now: packs of the last minute need not be spared.
     opts.window = std::time::Duration::ZERO;
     let mut runs = Vec::new();
-    for what in ["gc", "gc with nothing to do", "gc with nothing changed since"] {
+    for what in [
+        "gc",
+        "gc with nothing to do",
+        "gc with nothing changed since",
+    ] {
         let before = u.requests();
         let started = Instant::now();
         let r = gc::run(store, &opts, progress::none()).await.unwrap();

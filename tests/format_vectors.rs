@@ -529,10 +529,7 @@ fn gc_seal_vector() {
     // msgpack [generation (uint), options (str, 64 lower-case hex), confirmed (bool)].
     assert_eq!(
         envelope_body(&bytes, 10),
-        spelled(&format!(
-            "93 07 d9 40 {} c3",
-            hex::encode("ab".repeat(32))
-        ))
+        spelled(&format!("93 07 d9 40 {} c3", hex::encode("ab".repeat(32))))
     );
     assert_eq!(GcSeal::decode(&bytes).unwrap(), sealed);
     // Upper-case hex is no digest this format writes: refused.

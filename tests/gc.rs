@@ -21,6 +21,7 @@ use layercas::id::Lsn;
 use layercas::store::Store;
 use layercas::write::{CheckpointMode, CheckpointRequest, Writer};
 use layercas::{Error, progress};
+use serde_json::json;
 
 use common::*;
 use jitter::Jitter;
@@ -487,4 +488,13 @@ fn gc_consolidates_small_packs() {
         json_of(casctl(&store).args(args).arg(&to));
         assert_eq!(&read_tree(&to), files);
     }
+    // The next run finds nothing to do and seals; the one after stops at the seal, unless
+    // told --full (format-spec 13.8).
+    let idle = json_of(casctl(&store).args(["gc", "--window-ms", "0"]));
+    assert_eq!((&idle["sealed"], &idle["unchanged"]), (&json!(true), &json!(false)), "{idle}");
+    let stopped = json_of(casctl(&store).args(["gc", "--window-ms", "0"]));
+    assert_eq!(stopped["unchanged"], json!(true), "{stopped}");
+    assert_eq!(stopped["steps"].as_array().unwrap().len(), 1, "{stopped}");
+    let full = json_of(casctl(&store).args(["gc", "--window-ms", "0", "--full"]));
+    assert_eq!(full["unchanged"], json!(false), "{full}");
 }

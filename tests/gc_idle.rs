@@ -92,7 +92,10 @@ async fn a_gc_that_condemns_nothing_does_not_wait() {
     let (second, moved) = gc_on_paused_clock(&store).await;
     assert_eq!(moved, Duration::ZERO, "the idle gc waited: {second:?}");
     // The young pack is left for later: neither run may seal (format-spec 13.8).
-    assert!(!first.sealed && !second.sealed && !second.unchanged, "{second:?}");
+    assert!(
+        !first.sealed && !second.sealed && !second.unchanged,
+        "{second:?}"
+    );
     assert!(second.generation > first.generation, "{second:?}");
     // The report names each step in order: an idle run settles, it never re-marks or deletes.
     let steps: Vec<&str> = second.steps.iter().map(|s| s.step).collect();

@@ -146,7 +146,10 @@ mod s3 {
             .await;
         confirm.release();
         let sealing = run.await.expect("gc task").expect("gc");
-        assert!(!sealing.sealed && sealing.manifests_deleted == 0, "{sealing:?}");
+        assert!(
+            !sealing.sealed && sealing.manifests_deleted == 0,
+            "{sealing:?}"
+        );
         let next = gc(&rig.direct, WINDOW).await.expect("gc");
         assert!(!next.unchanged, "{next:?}");
         assert_eq!(next.manifests_deleted, 1, "{next:?}");

@@ -59,7 +59,10 @@ async fn a_run_after_one_that_found_nothing_reads_two_objects_and_stops() {
     let third = gc_run(&store, &keep_last(1)).await;
     assert!(!third.unchanged, "{third:?}");
     assert_eq!(third.manifests_deleted, 1, "{third:?}");
-    assert!(!third.sealed, "a run that deleted something does not seal: {third:?}");
+    assert!(
+        !third.sealed,
+        "a run that deleted something does not seal: {third:?}"
+    );
     let fourth = gc_run(&store, &keep_last(1)).await;
     assert!(!fourth.unchanged && fourth.sealed, "{fourth:?}");
 

@@ -150,27 +150,15 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    if let Some(generation) = seal::unchanged(store, opts).await? {
-        laps.lap("read-seal");
+    let unchanged = seal::unchanged(store, opts).await?;
+    laps.lap("read-seal");
+    if let Some(generation) = unchanged {
         report.generation = generation;
         report.unchanged = true;
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        report.steps = laps.take();
-        tracing::info!(generation, "gc: nothing changed since a run that found nothing to do");
-        return Ok(report);
+        return Ok(finished(report, started, &mut laps));
     }
-    laps.lap("read-seal");
-    let held = if opts.dry_run {
-        state::read(store.backend()).await?
-    } else {
-        claim(store, opts.window).await?
-    };
+    let (held, tentative) = claim_and_seal(store, opts).await?;
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
-    // Before the first listing: a commit that listing misses deletes this (format-spec 13.8).
-    let tentative = match opts.dry_run {
-        true => None,
-        false => seal::begin(store, report.generation, opts).await,
-    };
     laps.lap("claim");
     if opts.clear_intents && !opts.dry_run {
         report.intents_cleared = intents::clear_all(store).await?;
@@ -193,9 +181,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         report.packs_deleted = reclaim.dead.len() + reclaim.repack.len();
         report.bytes_freed = reclaim.bytes_released.saturating_sub(reclaim.bytes_copied)
             + plan.delete.iter().map(|s| s.r.size).sum::<u64>();
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        report.steps = laps.take();
-        return Ok(report);
+        return Ok(finished(report, started, &mut laps));
     }
     caches.manifests.save(store, &first.listed.0).await;
     caches.indexes.save(store, &first.listed.1).await;
@@ -235,10 +221,15 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     let wrote = (report.manifests_folded, report.index_objects_written);
     caches.refresh(store, (wrote.0 > 0, wrote.1 > 0)).await;
     laps.lap("refresh-caches");
+    Ok(finished(report, started, &mut laps))
+}
+
+/// `report` with the run's wall time and steps, logged.
+fn finished(mut report: GcReport, started: Instant, laps: &mut Laps) -> GcReport {
     report.duration_ms = started.elapsed().as_millis() as u64;
     report.steps = laps.take();
     tracing::info!(?report, "gc finished");
-    Ok(report)
+    report
 }
 
 /// The end of a run that condemns nothing (format-spec 13.4, last paragraph): intents are read
@@ -448,6 +439,20 @@ fn compaction_plan(scan: &Scan, opts: &GcOptions) -> compact::CompactPlan {
     }
     let kept = retention::kept(&opts.retention, &timelines);
     compact::plan(&scan.manifests, &kept, opts.max_chain)
+}
+
+/// Claims the state (a dry run only reads it) and writes the tentative seal, before any listing:
+/// a commit that listing misses deletes the seal (format-spec 13.8).
+async fn claim_and_seal(
+    store: &Store,
+    opts: &GcOptions,
+) -> Result<(Versioned, Option<seal::Tentative>)> {
+    if opts.dry_run {
+        return Ok((state::read(store.backend()).await?, None));
+    }
+    let held = claim(store, opts.window).await?;
+    let generation = held.state.as_ref().map_or(0, |s| s.generation);
+    Ok((held, seal::begin(store, generation, opts).await))
 }
 
 /// Takes the gc state over for this run (one conditional update; condemned packs carry over).

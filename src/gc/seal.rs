@@ -134,7 +134,11 @@ pub(crate) async fn confirm(store: &Store, tentative: Tentative) -> bool {
     };
     let payload = Payload::from_bytes(Bytes::from(seal.encode()));
     let mode = PutMode::Update(tentative.etag);
-    match store.backend().put(&layout::gc_seal_key(), payload, mode).await {
+    match store
+        .backend()
+        .put(&layout::gc_seal_key(), payload, mode)
+        .await
+    {
         Ok(()) => true,
         Err(BackendError::PreconditionFailed { .. }) => false,
         Err(e) if e.is_not_found() => false,

@@ -3,9 +3,9 @@
 #![allow(dead_code)] // each test binary uses a different part of it
 
 pub mod hold_proxy;
-pub mod recording;
 #[cfg(feature = "s3")]
 pub mod race_rig;
+pub mod recording;
 #[cfg(feature = "s3")]
 pub mod s3server;
 pub mod target;
