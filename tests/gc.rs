@@ -491,7 +491,11 @@ fn gc_consolidates_small_packs() {
     // The next run finds nothing to do and seals; the one after stops at the seal, unless
     // told --full (format-spec 13.8).
     let idle = json_of(casctl(&store).args(["gc", "--window-ms", "0"]));
-    assert_eq!((&idle["sealed"], &idle["unchanged"]), (&json!(true), &json!(false)), "{idle}");
+    assert_eq!(
+        (&idle["sealed"], &idle["unchanged"]),
+        (&json!(true), &json!(false)),
+        "{idle}"
+    );
     let stopped = json_of(casctl(&store).args(["gc", "--window-ms", "0"]));
     assert_eq!(stopped["unchanged"], json!(true), "{stopped}");
     assert_eq!(stopped["steps"].as_array().unwrap().len(), 1, "{stopped}");

@@ -222,15 +222,34 @@ impl Plan {
 }
 
 /// The per-schedule result.
+/// What the completed gc runs of a schedule did.
+#[derive(Clone, Copy, Debug, Default)]
+struct GcTally {
+    runs_ok: usize,
+    /// Manifests gc runs took from the manifest cache (format-spec 13.7).
+    manifests_cached: usize,
+    /// Runs that sealed the store, and runs that stopped at a seal (format-spec 13.8).
+    sealed: usize,
+    unchanged: usize,
+}
+
+impl GcTally {
+    fn add(mut self, o: GcTally) -> GcTally {
+        self.runs_ok += o.runs_ok;
+        self.manifests_cached += o.manifests_cached;
+        self.sealed += o.sealed;
+        self.unchanged += o.unchanged;
+        self
+    }
+}
+
 #[derive(Debug, Default)]
 struct Verdict {
     problems: Vec<String>,
     longest_pause: Duration,
     checkpoints_ok: usize,
     checkpoints_failed: usize,
-    gc_runs_ok: usize,
-    /// Manifests gc runs took from the manifest cache (format-spec 13.7).
-    manifests_cached: usize,
+    gc: GcTally,
     /// Checkpoint errors by kind.
     errors: BTreeMap<String, usize>,
     /// Every request and event in virtual time: kept when the schedule failed or
@@ -349,14 +368,8 @@ fn mode_of(problem: &str) -> String {
 }
 
 /// One gc party: `runs` runs, possibly one killed, each on its own adversarial stack.
-/// Returns the runs completed and the manifests they took from the manifest cache.
-async fn gc_party(
-    n: usize,
-    base: DynBackend,
-    p: GcPlan,
-    rng: Rng,
-    stats: Arc<Stats>,
-) -> (usize, usize) {
+/// Returns what its completed runs did.
+async fn gc_party(n: usize, base: DynBackend, p: GcPlan, rng: Rng, stats: Arc<Stats>) -> GcTally {
     tokio::time::sleep(p.start).await;
     let name = format!("gc{n}");
     let backend = standard_stack(
@@ -364,9 +377,9 @@ async fn gc_party(
         &StackConfig::default(),
     );
     let Ok(store) = Store::open(backend.backend).await else {
-        return (0, 0);
+        return GcTally::default();
     };
-    let (mut ok, mut cached) = (0, 0);
+    let mut tally = GcTally::default();
     for i in 0..p.runs {
         stats.log(|| {
             format!(
@@ -386,12 +399,16 @@ async fn gc_party(
             Some(Err(e)) => format!("{name} run {i} failed: {e}"),
         });
         if let Some(Ok(r)) = &done {
-            ok += 1;
-            cached += r.manifests_cached;
+            tally = tally.add(GcTally {
+                runs_ok: 1,
+                manifests_cached: r.manifests_cached,
+                sealed: r.sealed as usize,
+                unchanged: r.unchanged as usize,
+            });
         }
         tokio::time::sleep(p.gap).await;
     }
-    (ok, cached)
+    tally
 }
 
 async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
@@ -441,8 +458,7 @@ async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
             .iter()
             .filter(|a| matches!(a.outcome, Outcome::Ok))
             .count(),
-        gc_runs_ok: gc_ok.iter().map(|(ok, _)| ok).sum(),
-        manifests_cached: gc_ok.iter().map(|(_, c)| c).sum(),
+        gc: gc_ok.into_iter().fold(GcTally::default(), GcTally::add),
         ..Default::default()
     };
     v.checkpoints_failed = attempts.len() - v.checkpoints_ok;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Verdict, mode_of, schedule};
+use crate::{GcTally, Verdict, mode_of, schedule};
 
 /// Runs one seed on a fresh paused current-thread runtime; a panic is a problem too.
 pub fn run_seed(seed: u64, calm: bool) -> Verdict {
@@ -136,14 +136,17 @@ pub fn simulate(name: &str, seeds: Vec<u64>, calm: bool) -> Vec<(u64, Vec<String
     let (ok, failed): (usize, usize) = results.iter().fold((0, 0), |(a, b), (_, v)| {
         (a + v.checkpoints_ok, b + v.checkpoints_failed)
     });
-    let gc_ok: usize = results.iter().map(|(_, v)| v.gc_runs_ok).sum();
-    let cached: usize = results.iter().map(|(_, v)| v.manifests_cached).sum();
+    let gc = results
+        .iter()
+        .fold(GcTally::default(), |t, (_, v)| t.add(v.gc));
+    let (gc_ok, cached) = (gc.runs_ok, gc.manifests_cached);
+    let (sealed, unchanged) = (gc.sealed, gc.unchanged);
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     for (k, n) in results.iter().flat_map(|(_, v)| &v.errors) {
         *errors.entry(k.clone()).or_default() += n;
     }
     eprintln!(
-        "{name}: {} schedules in {:.1?}: {} with problems; longest pause injected {:.1?}; checkpoints {ok} ok / {failed} refused, failed or killed; {gc_ok} gc runs completed, {cached} manifests from gc's cache",
+        "{name}: {} schedules in {:.1?}: {} with problems; longest pause injected {:.1?}; checkpoints {ok} ok / {failed} refused, failed or killed; {gc_ok} gc runs completed ({sealed} sealed, {unchanged} stopped at a seal), {cached} manifests from gc's cache",
         seeds.len(),
         started.elapsed(),
         results
