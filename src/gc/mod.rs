@@ -2,6 +2,10 @@
 //! blocking them (format-spec section 13 states the protocol as rules).
 //!
 //! # Phases of one run
+//! 0. **Seal**: a run stops before claiming when gc's seal says that nothing was committed since
+//!    a run with the same options found nothing to do (`seal`, format-spec 13.8); otherwise it
+//!    writes a tentative seal right after its claim and confirms it only if it finds nothing to
+//!    do.
 //! 1. **Claim**: update the gc state (`gc/state`, conditional on its etag) to a new generation.
 //!    Every later update is conditional on the etag of the previous one, so a second gc that
 //!    claims in between makes this one stop at its next update; condemned packs carry over.

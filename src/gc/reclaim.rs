@@ -75,7 +75,7 @@ impl ReclaimPlan {
     /// there are at least two: their live blobs are copied into packs of the target size, so at
     /// most one small pack is left and a timeline with many small checkpoints restores in few
     /// requests. `young` packs (written within the window) are left for a later run: a writer
-    /// may be deduplicating against them.
+    /// may be deduplicating against them (`deferred` says so when that held a consolidation back).
     pub fn consolidate(
         &mut self,
         packs: &IdMap<PackId, u64>,
