@@ -208,7 +208,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     let held = if condemned.is_empty() {
         settle_without_condemning(store, (&first, &plan, &owned), &mut report).await?;
         laps.lap("settle");
-        if let Some(t) = tentative.filter(|_| did_nothing(&plan, &reclaim, &report)) {
+        if let Some(t) = tentative.filter(|_| seal::may_seal(&plan, &reclaim, &report)) {
             report.sealed = seal::confirm(store, t).await;
             laps.lap("seal");
         }
@@ -405,22 +405,6 @@ async fn reclaim_condemned(
     let listed: BTreeSet<Key> = second.manifests.iter().map(|s| s.r.key.clone()).collect();
     report.intents_cleared += intents::clear(store, intents.settled(&listed)).await?;
     Ok(held)
-}
-
-/// Whether a run that condemned nothing also changed nothing and left nothing for a later run
-/// (so that a seal may stand for it, format-spec 13.8).
-fn did_nothing(
-    plan: &compact::CompactPlan,
-    reclaim: &reclaim::ReclaimPlan,
-    report: &GcReport,
-) -> bool {
-    plan.bases.is_empty()
-        && plan.delete.is_empty()
-        && reclaim.repack.is_empty()
-        && !reclaim.deferred
-        && report.chunks_missing == 0
-        && report.index_objects_written == 0
-        && report.index_objects_deleted == 0
 }
 
 fn count_rewrite(report: &mut GcReport, rewrite: domains::IndexRewrite) {

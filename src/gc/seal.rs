@@ -24,8 +24,8 @@ use crate::format::gc_seal::{GcSeal, MAX_GC_SEAL_BODY};
 use crate::format::layout;
 use crate::store::Store;
 
-use super::GcOptions;
 use super::state::{self, Phase};
+use super::{GcOptions, GcReport, compact::CompactPlan, reclaim::ReclaimPlan};
 
 /// A seal older than this (by the store's clock against ours; liveness only) is not trusted to
 /// stop a run, so work a lost deletion hid is found within a day.
@@ -90,6 +90,18 @@ async fn read(store: &Store) -> Result<Option<(GcSeal, SystemTime)>> {
             Ok(None)
         }
     }
+}
+
+/// Whether a run that condemned nothing also changed nothing and left nothing for a later run
+/// (format-spec 13.8, rule 2), so that its seal may stand.
+pub(crate) fn may_seal(plan: &CompactPlan, reclaim: &ReclaimPlan, report: &GcReport) -> bool {
+    plan.bases.is_empty()
+        && plan.delete.is_empty()
+        && reclaim.repack.is_empty()
+        && !reclaim.deferred
+        && report.chunks_missing == 0
+        && report.index_objects_written == 0
+        && report.index_objects_deleted == 0
 }
 
 /// A tentative seal this run wrote, and the etag its confirmation is conditional on.
