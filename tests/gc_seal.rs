@@ -1,6 +1,7 @@
 //! gc's seal (format-spec 13.8): a run after one that found nothing to do, with nothing changed
-//! since, reads the gc state and the seal and stops; any commit, other options, `--full`, or a
-//! pack left for later makes the next run scan the store as before.
+//! since, reads the gc state and the seal and stops; any commit, other options, `--full`, a pack
+//! left for later, a repair, or a seal older than a day makes the next run scan the store as
+//! before.
 
 mod common;
 
@@ -112,4 +113,27 @@ async fn a_pack_left_for_later_or_a_repair_keeps_the_next_run_scanning() {
     let err = backend.head(&layout::gc_seal_key()).await.unwrap_err();
     assert!(err.is_not_found(), "{err}");
     assert!(!gc_run(&store, &keep_last(1)).await.unchanged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_older_than_a_day_does_not_stop_a_run() {
+    let (_d, root) = tempdir();
+    let store = local_store(&root.join("store")).await;
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let src = root.join("src");
+    write_files(&src, &[("layer_0".to_string(), noise(100_000, 3))].into());
+    checkpoint_dir(&writer, &src, 0x100).await;
+    assert!(gc_run(&store, &keep_last(1)).await.sealed);
+    // The local store's objects are files: age the seal by its modification time (the store's
+    // clock, which the age limit reads).
+    let file = std::fs::File::options()
+        .write(true)
+        .open(root.join("store").join(layout::GC_SEAL))
+        .unwrap();
+    let aged = gc::seal::MAX_AGE + Duration::from_secs(3600);
+    file.set_modified(std::time::SystemTime::now() - aged)
+        .unwrap();
+    let run = gc_run(&store, &keep_last(1)).await;
+    assert!(!run.unchanged && run.sealed, "{run:?}");
+    assert!(gc_run(&store, &keep_last(1)).await.unchanged);
 }
