@@ -49,7 +49,8 @@ pub async fn update(
     Ok(now)
 }
 
-/// Marks the store for binaries that know tenant index domains (format-spec 11 and 13.1):
+/// Marks the store for binaries that know tenant index domains and delete gc's seal after each
+/// commit (format-spec 11, 13.1 and 13.8):
 /// writes the gc state back unchanged at [`GC_STATE_VERSION`] when it is older, or creates the
 /// initial state when there is none, so that older writers and gc refuse the store instead of
 /// misreading it. The one write of the state not made by gc: conditional like gc's, and it
