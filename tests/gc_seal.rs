@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use layercas::backend::DynBackend;
+use layercas::backend::{DynBackend, Payload, PutMode};
 use layercas::format::config::StoreConfig;
 use layercas::format::layout;
 use layercas::gc::{self, GcOptions, GcReport};
@@ -135,5 +135,31 @@ async fn a_seal_older_than_a_day_does_not_stop_a_run() {
         .unwrap();
     let run = gc_run(&store, &keep_last(1)).await;
     assert!(!run.unchanged && run.sealed, "{run:?}");
+    assert!(gc_run(&store, &keep_last(1)).await.unchanged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_oversized_seal_costs_a_scan_never_a_failure() {
+    let (_d, root) = tempdir();
+    let store = local_store(&root.join("store")).await;
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let src = root.join("src");
+    write_files(&src, &[("layer_0".to_string(), noise(100_000, 4))].into());
+    checkpoint_dir(&writer, &src, 0x100).await;
+    assert!(gc_run(&store, &keep_last(1)).await.sealed);
+    let key = layout::gc_seal_key();
+    for junk in [vec![0x5a; 100], vec![0; 1 << 20]] {
+        store
+            .backend()
+            .put(
+                &key,
+                Payload::from_bytes(bytes::Bytes::from(junk)),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let run = gc_run(&store, &keep_last(1)).await;
+        assert!(!run.unchanged && run.sealed, "{run:?}");
+    }
     assert!(gc_run(&store, &keep_last(1)).await.unchanged);
 }

@@ -82,8 +82,11 @@ async fn read(store: &Store) -> Result<Option<(GcSeal, SystemTime)>> {
         other => other?,
     };
     let written = got.meta.last_modified;
-    let bytes = crate::backend::collect_stream(got.body, MAX_GC_SEAL_BODY + 64).await?;
-    match GcSeal::decode(&bytes) {
+    let decoded = match crate::backend::collect_stream(got.body, MAX_GC_SEAL_BODY + 64).await {
+        Err(e @ BackendError::TooLarge { .. }) => Err(e.to_string()),
+        bytes => GcSeal::decode(&bytes?).map_err(|e| e.to_string()),
+    };
+    match decoded {
         Ok(seal) => Ok(Some((seal, written))),
         Err(e) => {
             tracing::warn!(key = %key, error = %e, "ignoring an unreadable gc seal");
