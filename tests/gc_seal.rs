@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use layercas::backend::{DynBackend, Payload, PutMode};
@@ -26,6 +27,23 @@ fn keep_last(n: usize) -> GcOptions {
     opts
 }
 
+/// Checkpoint `lsn` of one new layer file (seeded by `seed`) through `writer`.
+async fn checkpoint(writer: &Writer, root: &Path, lsn: u64, seed: u64) {
+    let src = root.join(format!("src-{lsn:x}"));
+    write_files(
+        &src,
+        &[(format!("layer_{lsn:x}"), noise(200_000, seed))].into(),
+    );
+    checkpoint_dir(writer, &src, lsn).await;
+}
+
+/// A local store under `root` with its writer.
+async fn store_and_writer(root: &Path) -> (Store, Writer) {
+    let store = local_store(&root.join("store")).await;
+    let writer = Writer::new(store.clone()).await.unwrap();
+    (store, writer)
+}
+
 async fn gc_run(store: &Store, opts: &GcOptions) -> GcReport {
     gc::run(store, opts, progress::none()).await.expect("gc")
 }
@@ -39,9 +57,7 @@ async fn a_run_after_one_that_found_nothing_reads_two_objects_and_stops() {
         .await
         .unwrap();
     let writer = Writer::new(store.clone()).await.unwrap();
-    let src = root.join("src");
-    write_files(&src, &[("layer_0".to_string(), noise(200_000, 1))].into());
-    checkpoint_dir(&writer, &src, 0x100).await;
+    checkpoint(&writer, &root, 0x100, 1).await;
 
     let first = gc_run(&store, &keep_last(1)).await;
     assert!(first.sealed && !first.unchanged, "{first:?}");
@@ -55,8 +71,7 @@ async fn a_run_after_one_that_found_nothing_reads_two_objects_and_stops() {
     assert_eq!(steps, ["read-seal"]);
 
     // A commit deletes the seal: the next run scans and drops the older checkpoint.
-    write_files(&src, &[("layer_1".to_string(), noise(200_000, 2))].into());
-    checkpoint_dir(&writer, &src, 0x200).await;
+    checkpoint(&writer, &root, 0x200, 2).await;
     let third = gc_run(&store, &keep_last(1)).await;
     assert!(!third.unchanged, "{third:?}");
     assert_eq!(third.manifests_deleted, 1, "{third:?}");
@@ -80,13 +95,9 @@ async fn a_run_after_one_that_found_nothing_reads_two_objects_and_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pack_left_for_later_or_a_repair_keeps_the_next_run_scanning() {
     let (_d, root) = tempdir();
-    let store = local_store(&root.join("store")).await;
-    let writer = Writer::new(store.clone()).await.unwrap();
-    let src = root.join("src");
-    write_files(&src, &[("layer_0".to_string(), noise(200_000, 1))].into());
-    checkpoint_dir(&writer, &src, 0x100).await;
-    write_files(&src, &[("layer_1".to_string(), noise(200_000, 2))].into());
-    checkpoint_dir(&writer, &src, 0x200).await;
+    let (store, writer) = store_and_writer(&root).await;
+    checkpoint(&writer, &root, 0x100, 1).await;
+    checkpoint(&writer, &root, 0x200, 2).await;
 
     // Dropping the first checkpoint leaves its pack dead but young (the default 60 s window):
     // the run leaves it for later, so it must not seal, and the next run must look again.
@@ -118,11 +129,8 @@ async fn a_pack_left_for_later_or_a_repair_keeps_the_next_run_scanning() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seal_older_than_a_day_does_not_stop_a_run() {
     let (_d, root) = tempdir();
-    let store = local_store(&root.join("store")).await;
-    let writer = Writer::new(store.clone()).await.unwrap();
-    let src = root.join("src");
-    write_files(&src, &[("layer_0".to_string(), noise(100_000, 3))].into());
-    checkpoint_dir(&writer, &src, 0x100).await;
+    let (store, writer) = store_and_writer(&root).await;
+    checkpoint(&writer, &root, 0x100, 3).await;
     assert!(gc_run(&store, &keep_last(1)).await.sealed);
     // The local store's objects are files: age the seal by its modification time (the store's
     // clock, which the age limit reads).
@@ -141,11 +149,8 @@ async fn a_seal_older_than_a_day_does_not_stop_a_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_or_oversized_seal_costs_a_scan_never_a_failure() {
     let (_d, root) = tempdir();
-    let store = local_store(&root.join("store")).await;
-    let writer = Writer::new(store.clone()).await.unwrap();
-    let src = root.join("src");
-    write_files(&src, &[("layer_0".to_string(), noise(100_000, 4))].into());
-    checkpoint_dir(&writer, &src, 0x100).await;
+    let (store, writer) = store_and_writer(&root).await;
+    checkpoint(&writer, &root, 0x100, 4).await;
     assert!(gc_run(&store, &keep_last(1)).await.sealed);
     let key = layout::gc_seal_key();
     for junk in [vec![0x5a; 100], vec![0; 1 << 20]] {
