@@ -113,7 +113,7 @@ fn to_text(r: &GcReport) -> String {
     let verb = if r.dry_run { "would free" } else { "freed" };
     format!(
         "{}manifests folded {}, deleted {}; packs deleted {}, repacked {}, rescued {}, written {}; \
-         index objects deleted {}, written {}; intents cleared {}; {verb} {}, wrote {} in {} ms{}",
+         index objects deleted {}, written {}; intents cleared {}; {verb} {}, wrote {} in {} ms{}{}",
         if r.dry_run { "dry run: " } else { "" },
         r.manifests_folded,
         r.manifests_deleted,
@@ -127,6 +127,11 @@ fn to_text(r: &GcReport) -> String {
         size(r.bytes_freed),
         size(r.bytes_written),
         r.duration_ms,
+        if r.sealed {
+            "; nothing to do: sealed, so the next run stops at once unless something is committed"
+        } else {
+            ""
+        },
         if r.chunks_missing > 0 {
             format!(
                 "\nwarning: {} referenced chunks are missing",
