@@ -168,3 +168,78 @@ async fn a_store_written_before_dictionaries_restores_and_takes_new_checkpoints(
         assert_eq!(std::fs::read(out.join(name)).unwrap().len(), len);
     }
 }
+
+/// Checkpoints one writer runs at once, as the sync loop does: two timelines of one tenant with
+/// the same files and a timeline of another tenant, each with more than `TRAIN_BYTES` of new
+/// data. One dictionary is trained (not one per checkpoint), the tenant's second timeline stores
+/// nothing new, and the store ends up as large as when the three run one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checkpoints_train_one_dictionary_and_share_a_tenants_chunks() {
+    use layercas::format::metadata::TimelineMetadata;
+    use layercas::id::{Lsn, TenantId, TimelineId};
+    use layercas::write::{CheckpointMode, CheckpointRequest};
+
+    let (_w, work) = tempdir();
+    let (shared, other) = (work.join("shared"), work.join("other"));
+    let mut files = BTreeMap::new();
+    files.insert("layer".to_string(), rows(dict::TRAIN_BYTES + (4 << 20), 7));
+    write_files(&shared, &files);
+    files.insert("layer".to_string(), rows(dict::TRAIN_BYTES + (4 << 20), 8));
+    write_files(&other, &files);
+    let tenant_b: TenantId = "b0000000000000000000000000000000".parse().unwrap();
+    let timeline_2: TimelineId = "20000000000000000000000000000000".parse().unwrap();
+    let jobs = [
+        (TENANT, TIMELINE, &shared),
+        (TENANT, timeline_2, &shared),
+        (tenant_b, TIMELINE, &other),
+    ];
+    let request =
+        |(tenant, timeline, dir): (TenantId, TimelineId, &std::path::PathBuf)| CheckpointRequest {
+            tenant,
+            timeline,
+            metadata: TimelineMetadata::at(Lsn(0x100)),
+            files: sources(dir),
+            mode: CheckpointMode::Full,
+        };
+    let mut sizes = Vec::new();
+    for concurrent in [true, false] {
+        let (_s, store_dir) = tempdir();
+        let store = local_store(&store_dir).await;
+        let writer = Writer::new(store.clone()).await.unwrap();
+        let run = |job| writer.checkpoint(request(job), progress::none());
+        let reports = if concurrent {
+            let (a, b, c) = tokio::join!(run(jobs[0]), run(jobs[1]), run(jobs[2]));
+            vec![a.unwrap(), b.unwrap(), c.unwrap()]
+        } else {
+            let mut v = Vec::new();
+            for job in jobs {
+                v.push(run(job).await.unwrap());
+            }
+            v
+        };
+        let dicts = Prefix::new(layout::DICTS).unwrap();
+        let listed = store.backend().list_all(&dicts).await.unwrap();
+        assert_eq!(listed.len(), 1, "concurrent {concurrent}: {listed:?}");
+        let shared_new: Vec<u64> = reports[..2].iter().map(|r| r.new_chunks).collect();
+        assert!(
+            shared_new.iter().filter(|n| **n == 0).count() == 1
+                && shared_new.iter().any(|n| *n > 100),
+            "concurrent {concurrent}: one of the tenant's timelines stores its chunks, the other none: {shared_new:?}"
+        );
+        let packs = Prefix::new(layout::PACKS).unwrap();
+        let stored: u64 = store
+            .backend()
+            .list_all(&packs)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.size)
+            .sum();
+        sizes.push(stored);
+    }
+    let (concurrent, sequential) = (sizes[0] as f64, sizes[1] as f64);
+    assert!(
+        (concurrent / sequential - 1.0).abs() < 0.02,
+        "concurrent checkpoints stored {concurrent} bytes of packs, one after another {sequential}"
+    );
+}

@@ -1,8 +1,11 @@
-//! The three tools compared, driven as a user would drive them from a shell: `casctl checkpoint`
-//! and `casctl restore` per timeline, `borg create --compression zstd,3` / `borg extract`, and
-//! `restic backup` / `restic restore` (repository version 2, compression auto); casctl with
-//! `--immutable-names` unless `LAYERCAS_PEERS_IMMUTABLE=0`. Each tool gets
-//! its own repository, cache and config under one scratch directory.
+//! The three tools compared, driven as a user would drive them from a shell, each on the whole
+//! workdir: `casctl sync --workdir` / `casctl sync --download --workdir` (the pageserver's front
+//! door: every timeline in one process, layer files trusted to keep their bytes under their
+//! names), `borg create --compression zstd,3` / `borg extract`, and `restic backup` /
+//! `restic restore` (repository version 2, compression auto). `LAYERCAS_PEERS_PER_TIMELINE=1`
+//! drives casctl one `checkpoint --immutable-names` and one `restore` per timeline instead, and
+//! `LAYERCAS_PEERS_IMMUTABLE=0` does so without `--immutable-names` (every file read). Each tool
+//! gets its own repository, cache and config under one scratch directory.
 //!
 //! Owns the command lines and where each tool keeps its state; timing is `proc`'s business.
 
@@ -76,10 +79,32 @@ pub struct Tool {
     /// Caches, config and keys of borg and restic.
     home: PathBuf,
     archives: usize,
-    /// casctl only: `checkpoint --immutable-names` (a layer file keeps its bytes under its name,
-    /// as the pgbench and sample datasets' layers do), from `LAYERCAS_PEERS_IMMUTABLE` (default
-    /// 1; 0 reads every file, as borg and restic would without their files caches).
-    immutable: bool,
+    /// casctl only: how it is driven.
+    casctl_mode: CasctlMode,
+}
+
+/// How casctl records and restores the workdir.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CasctlMode {
+    /// `sync` over the whole workdir, as borg and restic take it whole.
+    Workdir,
+    /// One `checkpoint` and one `restore` process per timeline; `immutable`: with
+    /// `--immutable-names` (a layer file keeps its bytes under its name, as the datasets' layers
+    /// do; without it every file is read, as borg and restic would without their files caches).
+    PerTimeline { immutable: bool },
+}
+
+impl CasctlMode {
+    /// From `LAYERCAS_PEERS_PER_TIMELINE` and `LAYERCAS_PEERS_IMMUTABLE` (see the module doc).
+    fn from_env() -> CasctlMode {
+        let set = |name: &str, default: bool| std::env::var(name).map_or(default, |v| v != "0");
+        let immutable = set("LAYERCAS_PEERS_IMMUTABLE", true);
+        if set("LAYERCAS_PEERS_PER_TIMELINE", false) || !immutable {
+            CasctlMode::PerTimeline { immutable }
+        } else {
+            CasctlMode::Workdir
+        }
+    }
 }
 
 impl Tool {
@@ -92,7 +117,7 @@ impl Tool {
             repo: dir.join("repo"),
             home: dir.join("home"),
             archives: 0,
-            immutable: std::env::var("LAYERCAS_PEERS_IMMUTABLE").map_or(true, |v| v != "0"),
+            casctl_mode: CasctlMode::from_env(),
         };
         std::fs::create_dir_all(&tool.home).unwrap();
         match kind {
@@ -138,22 +163,27 @@ impl Tool {
         c
     }
 
-    /// Records the workdir's current state as the next checkpoint (casctl: one `checkpoint` per
-    /// timeline; borg and restic: one archive or snapshot of the whole workdir).
+    /// Records the workdir's current state as the next checkpoint (borg and restic: one archive
+    /// or snapshot of the whole workdir; casctl: see [`CasctlMode`]).
     pub fn ingest(&mut self, workdir: &Path, tls: &[Timeline]) -> Cost {
         self.archives += 1;
-        match self.kind {
-            Kind::Casctl => tls.iter().fold(Cost::default(), |acc, t| {
-                let mut c = self.cmd("checkpoint");
-                if self.immutable {
-                    c.arg("--immutable-names");
-                }
-                c.args(["--tenant", &t.tenant.to_hex(), "--timeline"])
-                    .arg(t.timeline.to_hex())
-                    .arg(workdir.join(&t.rel));
-                acc.then(proc::run(&mut c))
-            }),
-            Kind::Borg => {
+        match (self.kind, self.casctl_mode) {
+            (Kind::Casctl, CasctlMode::Workdir) => {
+                proc::run(self.cmd("sync").arg("--workdir").arg(workdir))
+            }
+            (Kind::Casctl, CasctlMode::PerTimeline { immutable }) => {
+                tls.iter().fold(Cost::default(), |acc, t| {
+                    let mut c = self.cmd("checkpoint");
+                    if immutable {
+                        c.arg("--immutable-names");
+                    }
+                    c.args(["--tenant", &t.tenant.to_hex(), "--timeline"])
+                        .arg(t.timeline.to_hex())
+                        .arg(workdir.join(&t.rel));
+                    acc.then(proc::run(&mut c))
+                })
+            }
+            (Kind::Borg, _) => {
                 let mut repo = self.repo.as_os_str().to_owned();
                 repo.push(format!("::ck{}", self.archives));
                 let mut c = self.cmd("create");
@@ -163,7 +193,7 @@ impl Tool {
                     .current_dir(workdir);
                 proc::run(&mut c)
             }
-            Kind::Restic => {
+            (Kind::Restic, _) => {
                 let mut c = self.cmd("backup");
                 c.args(["-q", "--host", "bench", "--compression", "auto", "tenants"])
                     .current_dir(workdir);
@@ -176,21 +206,28 @@ impl Tool {
     /// durable copy.
     pub fn restore(&self, to: &Path, tls: &[Timeline]) -> Cost {
         std::fs::create_dir_all(to).unwrap();
-        let cost = match self.kind {
-            Kind::Casctl => tls.iter().fold(Cost::default(), |acc, t| {
-                let mut c = self.cmd("restore");
-                c.args(["--tenant", &t.tenant.to_hex(), "--timeline"])
-                    .arg(t.timeline.to_hex())
-                    .arg("--to")
-                    .arg(to.join(&t.rel));
-                acc.then(proc::run(&mut c))
-            }),
-            Kind::Borg => {
+        let cost = match (self.kind, self.casctl_mode) {
+            (Kind::Casctl, CasctlMode::Workdir) => {
+                proc::run(self.cmd("sync").arg("--download").arg("--workdir").arg(to))
+            }
+            (Kind::Casctl, CasctlMode::PerTimeline { .. }) => {
+                tls.iter().fold(Cost::default(), |acc, t| {
+                    let mut c = self.cmd("restore");
+                    c.args(["--tenant", &t.tenant.to_hex(), "--timeline"])
+                        .arg(t.timeline.to_hex())
+                        .arg("--to")
+                        .arg(to.join(&t.rel));
+                    acc.then(proc::run(&mut c))
+                })
+            }
+            (Kind::Borg, _) => {
                 let mut repo = self.repo.as_os_str().to_owned();
                 repo.push(format!("::ck{}", self.archives));
                 proc::run(self.cmd("extract").arg(repo).current_dir(to))
             }
-            Kind::Restic => proc::run(self.cmd("restore").args(["latest", "--target"]).arg(to)),
+            (Kind::Restic, _) => {
+                proc::run(self.cmd("restore").args(["latest", "--target"]).arg(to))
+            }
         };
         cost.then(proc::sync())
     }

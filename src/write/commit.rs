@@ -26,6 +26,7 @@ use crate::write::request::{
     CheckpointOptions, CheckpointReport, CheckpointRequest, SourceFile, removed_names,
 };
 use crate::write::source::{self, Job};
+use crate::write::turns::Turns;
 
 /// Times a checkpoint stores chunks again because gc condemned packs it meant to reference.
 const FENCE_RETRIES: usize = 3;
@@ -44,6 +45,8 @@ pub struct Writer {
     fence: Fence,
     /// Whether the gc state is known to carry the version of tenant domains (section 11).
     marked: std::sync::atomic::AtomicBool,
+    /// Which checkpoints may run at once (one per tenant; one at all until a dictionary exists).
+    turns: Turns,
 }
 
 /// What storing a checkpoint's files produced: the added entries, the packs written and the
@@ -62,6 +65,7 @@ impl Writer {
             states: Mutex::new(HashMap::new()),
             fence,
             marked: Default::default(),
+            turns: Turns::default(),
         })
     }
 
@@ -157,6 +161,7 @@ impl Writer {
         progress: DynProgress,
     ) -> Result<CheckpointReport> {
         let lsn = req.metadata.disk_consistent_lsn;
+        let _turn = self.turns.take(req.tenant).await;
         let prev = self.previous_state(&req).await?;
         for f in &req.files {
             manifest::validate_name(&f.name)
@@ -361,11 +366,16 @@ impl Writer {
         let ctx = Arc::try_unwrap(ctx)
             .map_err(|_| ())
             .expect("workers are done");
+        let has_dictionary = ctx.has_dictionary();
         // Finishing the context closes the pack channel, which ends the uploads.
         ctx.finish().report(report);
         let packs = uploader.await?;
         let outcomes = outcomes?;
         let packs = packs?;
+        if has_dictionary {
+            // Loaded from the store, or trained here and uploaded before any of the packs.
+            self.turns.trained();
+        }
         let added = outcomes
             .into_iter()
             .filter_map(|o| o.tally(report))

@@ -19,13 +19,16 @@
 //!
 //! Modules: [`request`] (what to record, what was done), `source` (reading, hashing, chunking
 //! files), `packer` (packs, their upload and index object; shared with gc's repack), `commit`
-//! ([`Writer`]: the checkpoint's order and its manifest), [`fence`] (the writer's side of gc).
+//! ([`Writer`]: the checkpoint's order and its manifest), [`fence`] (the writer's side of gc),
+//! `turns` (which checkpoints of one writer run at once: one per tenant, so that concurrent
+//! checkpoints of a tenant's timelines deduplicate against each other).
 
 mod commit;
 pub(crate) mod fence;
 pub(crate) mod packer;
 pub(crate) mod request;
 mod source;
+mod turns;
 
 pub use commit::Writer;
 pub use packer::UPLOAD_CONCURRENCY;

@@ -108,6 +108,12 @@ impl IngestCtx {
         }
     }
 
+    /// Whether blobs are compressed with the store's dictionary (loaded, or trained by this
+    /// checkpoint).
+    pub(crate) fn has_dictionary(&self) -> bool {
+        self.encoder.read().expect("encoder lock").is_some()
+    }
+
     /// What the workers stored, once they are done (the pack channel closes with it).
     pub(crate) fn finish(self) -> ChunkStats {
         self.stats.into_inner().expect("stats lock")
