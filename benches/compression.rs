@@ -319,7 +319,7 @@ fn report(name: &str, chunks: &Chunks, peers: &[(Kind, u64)]) {
     let c = &chunks.new;
     // LAYERCAS_COMP_QUICK=1: only level 3, the default dictionary and grouping.
     let quick = env_or("LAYERCAS_COMP_QUICK", 0) != 0;
-    let levels: &[i32] = if quick { &[3] } else { &[3, 6, 9, 19] };
+    let levels: &[i32] = if quick { &[3] } else { &[3, 1, 2, 6, 9, 19] };
     let sizes: &[usize] = if quick {
         &[dict::DEFAULT_DICT_LEN]
     } else {
@@ -333,7 +333,9 @@ fn report(name: &str, chunks: &Chunks, peers: &[(Kind, u64)]) {
     for &size in sizes {
         outcomes.push(with_dictionary(c, size, 3));
     }
-    outcomes.push(with_dictionary(c, dict::DEFAULT_DICT_LEN, 6));
+    for l in [1, 2, 6] {
+        outcomes.push(with_dictionary(c, dict::DEFAULT_DICT_LEN, l));
+    }
     let mut acc = 0;
     let at_train_bytes = c
         .iter()

@@ -17,7 +17,7 @@ pub struct Args {
     chunk_max: u32,
     #[arg(long, default_value_t = 16 << 20)]
     pack_size: u64,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     zstd_level: i32,
 }
 
