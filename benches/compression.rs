@@ -2,7 +2,8 @@
 //! (a real PostgreSQL cluster under pgbench load, and the sample generator's workdir), chunked as
 //! a store chunks them and deduplicated across checkpoints, compressed by each candidate scheme:
 //! per-chunk zstd at several levels, per-chunk zstd with a dictionary trained on the first chunks
-//! written, and ~1 MiB groups of consecutive chunks in one frame. borg 1.2 (zstd,3) and restic
+//! written, ~1 MiB groups of consecutive chunks in one frame, and each chunk as a delta against
+//! the bytes around it in the previous version of its file. borg 1.2 (zstd,3) and restic
 //! (compression auto) ingest the same checkpoints in the same run for reference.
 //!
 //! Run: `cargo bench --bench compression`. Settings (env): LAYERCAS_COMP_CHECKPOINTS (default 6),
@@ -20,7 +21,7 @@ mod proc;
 #[allow(dead_code)]
 mod tools;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +39,9 @@ const GROUP: usize = 1 << 20;
 /// The new chunks of every checkpoint, in the order a writer stores them, and the logical bytes.
 struct Chunks {
     new: Vec<Vec<u8>>,
+    /// For each new chunk, the bytes around its offset in the previous checkpoint's version of
+    /// its file (the same name up to `__`, where the datasets put the LSN), if there was one.
+    refs: Vec<Option<Vec<u8>>>,
     /// Index into `new` where each checkpoint's chunks start.
     starts: Vec<usize>,
     logical: u64,
@@ -73,17 +77,93 @@ impl Chunker {
     }
 }
 
-/// Chunks the workdir and appends the chunks not seen before.
-fn take_checkpoint(workdir: &Path, chunker: &Chunker, seen: &mut HashSet<ChunkId>, c: &mut Chunks) {
+/// Bytes of the previous version taken on each side of a new chunk's range as its reference.
+const REF_SLACK: usize = 16 << 10;
+
+/// Chunks the workdir and appends the chunks not seen before, each with its reference in `prev`
+/// (the files of the previous checkpoint by name up to `__`), which it then replaces.
+fn take_checkpoint(
+    workdir: &Path,
+    chunker: &Chunker,
+    seen: &mut HashSet<ChunkId>,
+    prev: &mut HashMap<String, Vec<u8>>,
+    c: &mut Chunks,
+) {
     c.starts.push(c.new.len());
+    let mut now = HashMap::new();
     for f in layer_files(workdir) {
         let data = std::fs::read(&f).unwrap();
         c.logical += data.len() as u64;
+        let rel = f.strip_prefix(workdir).unwrap().to_string_lossy();
+        let stem = rel.split("__").next().unwrap().to_string();
+        let old = prev.get(&stem);
         for chunk in chunker.chunk_slice(&data) {
             if seen.insert(ChunkId::of(chunk)) {
+                let at = chunk.as_ptr() as usize - data.as_ptr() as usize;
+                let r = old.map(|o| {
+                    let end = (at + chunk.len() + REF_SLACK).min(o.len());
+                    o[at.saturating_sub(REF_SLACK).min(end)..end].to_vec()
+                });
                 c.new.push(chunk.to_vec());
+                c.refs.push(r.filter(|r| !r.is_empty()));
             }
         }
+        now.insert(stem, data);
+    }
+    *prev = now;
+}
+
+/// Each new chunk compressed with its reference (the bytes around it in the previous version of
+/// its file) as a raw-content dictionary where it has one, else on its own: what a store that
+/// stores chunks as deltas against the checkpoint before would hold (a restore would then need
+/// the reference's chunks too: chains that gc would have to bound).
+fn delta(chunks: &[Vec<u8>], refs: &[Option<Vec<u8>>], level: i32) -> Outcome {
+    let t = Instant::now();
+    let (mut plain, mut with) = (
+        zstd::bulk::Compressor::new(level).unwrap(),
+        zstd::bulk::Compressor::new(level).unwrap(),
+    );
+    let out: Vec<Vec<u8>> = chunks
+        .iter()
+        .zip(refs)
+        .map(|(ch, r)| match r {
+            Some(r) => {
+                with.set_dictionary(level, r).unwrap();
+                with.compress(ch).unwrap()
+            }
+            None => plain.compress(ch).unwrap(),
+        })
+        .collect();
+    let compress_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let (mut plain, mut with) = (
+        zstd::bulk::Decompressor::new().unwrap(),
+        zstd::bulk::Decompressor::new().unwrap(),
+    );
+    for ((z, ch), r) in out.iter().zip(chunks).zip(refs) {
+        let back = match r {
+            Some(r) => {
+                with.set_dictionary(r).unwrap();
+                with.decompress(z, ch.len()).unwrap()
+            }
+            None => plain.decompress(z, ch.len()).unwrap(),
+        };
+        assert!(back == *ch);
+    }
+    let with_ref = refs.iter().filter(|r| r.is_some()).count();
+    Outcome {
+        name: format!("delta vs previous, level {level}"),
+        stored: out
+            .iter()
+            .zip(chunks)
+            .map(|(z, c)| z.len().min(c.len()) as u64)
+            .sum(),
+        compress_s,
+        decompress_s: t.elapsed().as_secs_f64(),
+        extra: format!(
+            "{with_ref} of {} chunks had a previous version",
+            chunks.len()
+        ),
     }
 }
 
@@ -257,8 +337,10 @@ fn collect(
         Vec::new()
     };
     let mut seen = HashSet::new();
+    let mut prev = HashMap::new();
     let mut chunks = Chunks {
         new: Vec::new(),
+        refs: Vec::new(),
         starts: Vec::new(),
         logical: 0,
     };
@@ -283,7 +365,7 @@ fn collect(
             (_, Some(wd)) if round > 0 => drop(wd.step().unwrap()),
             _ => {}
         }
-        take_checkpoint(workdir, &chunker, &mut seen, &mut chunks);
+        take_checkpoint(workdir, &chunker, &mut seen, &mut prev, &mut chunks);
         let tls = tools::timelines(workdir);
         for p in &mut peers {
             p.ingest(workdir, &tls);
@@ -350,6 +432,7 @@ fn report(name: &str, chunks: &Chunks, peers: &[(Kind, u64)]) {
         outcomes.push(trained_after(c, end_of_first, size, "after ckpt 0"));
     }
     outcomes.push(grouped(c, 3));
+    outcomes.push(delta(c, &chunks.refs, 3));
     println!(
         "  {:<32} {:>10} {:>7} {:>7} {:>7} {:>9} {:>9}",
         "scheme", "MiB", "/lvl3", "/borg", "/restic", "comp MB/s", "dec MB/s"
