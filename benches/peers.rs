@@ -52,6 +52,13 @@ impl Source {
             Source::Sample(_) => {}
         }
     }
+
+    /// Stops what runs beside the tools (the PostgreSQL server); its files stay.
+    fn stop(&mut self) {
+        if let Source::Pg(pg) = self {
+            pg.stop();
+        }
+    }
 }
 
 struct Settings {
@@ -147,10 +154,7 @@ fn ingest_all(
 
 /// Restores the last checkpoint with every tool, `runs` times, interleaved, each into a new empty
 /// directory; checks each restore holds the workdir's files with their bytes. The restored trees
-/// are removed only after the last timed run: on ext4 without a journal, creating a file scans
-/// past every inode of its block group freed in the last seconds, so a restore timed right after
-/// the previous one's ~900 files were removed spends about half a second in that scan whatever
-/// the tool does.
+/// stay until the bench ends (see `main` on removing files before restores are timed).
 fn restore_all(tools: &[Tool], workdir: &Path, scratch: &Path, runs: usize) -> Vec<Vec<Cost>> {
     let tls = timelines(workdir);
     let want = proc::tree_bytes(workdir, Some("metadata"));
@@ -178,12 +182,6 @@ fn restore_all(tools: &[Tool], workdir: &Path, scratch: &Path, runs: usize) -> V
             costs[i].push(c);
         }
     }
-    for run in 0..runs {
-        for t in tools {
-            let to = scratch.join(format!("restored-{}-{run}", t.kind.name()));
-            std::fs::remove_dir_all(&to).unwrap();
-        }
-    }
     costs
 }
 
@@ -206,7 +204,7 @@ fn peak(a: &[Cost], b: &[Cost]) -> f64 {
 /// Runs one dataset through every tool; prints its table and returns its JSON.
 fn run_dataset(
     name: &str,
-    mut source: Source,
+    source: &mut Source,
     workdir: &Path,
     kinds: &[Kind],
     s: &Settings,
@@ -217,8 +215,8 @@ fn run_dataset(
         .map(|k| Tool::new(*k, &s.casctl, &scratch))
         .collect();
     println!("dataset {name}:");
-    let (ingest, logical) = ingest_all(&mut tools, &mut source, workdir, s);
-    drop(source); // stops the server before the restores are timed
+    let (ingest, logical) = ingest_all(&mut tools, source, workdir, s);
+    source.stop(); // before the restores are timed
     let restore = restore_all(&tools, workdir, &scratch, s.restores);
     let lim = limits::measure(workdir, &scratch, 256 << 20);
     let mut rows = Vec::new();
@@ -371,6 +369,11 @@ fn main() {
         );
     }
     let mut results = Vec::new();
+    // Nothing is removed before the last restore: on ext4 without a journal, creating a file
+    // skips every inode of its block group freed in the last minute (or more while the inode
+    // table is dirty), so restores timed after thousands of files were removed (the PostgreSQL
+    // data directory, an earlier dataset) pay for that scan, more or less by chance.
+    let mut sources = Vec::new();
     let datasets = std::env::var("LAYERCAS_PEERS_DATASETS").unwrap_or("pgbench,sample".into());
     for name in datasets.split(',').map(str::trim) {
         let workdir = tmp.path().join(name).join("workdir");
@@ -380,13 +383,12 @@ fn main() {
             "sample" => Some(sample_source(&workdir)),
             other => panic!("LAYERCAS_PEERS_DATASETS: unknown dataset {other:?} (pgbench, sample)"),
         };
-        if let Some(source) = source {
-            results.push(run_dataset(name, source, &workdir, &kinds, &s));
-        }
-        if !keep {
-            std::fs::remove_dir_all(tmp.path().join(name)).unwrap();
+        if let Some(mut source) = source {
+            results.push(run_dataset(name, &mut source, &workdir, &kinds, &s));
+            sources.push(source);
         }
     }
+    drop(sources);
     let versions: Vec<String> = [Kind::Casctl]
         .iter()
         .map(|_| proc::first_line(s.casctl.to_str().unwrap(), &["--version"]))

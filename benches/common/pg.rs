@@ -243,7 +243,8 @@ impl PgDataset {
         }
     }
 
-    fn stop(&mut self) {
+    /// Stops the server; its files stay until the dataset is dropped.
+    pub fn stop(&mut self) {
         if std::mem::take(&mut self.running) {
             let _ = server_cmd("pg_ctl")
                 .args(["-s", "-m", "immediate", "-D"])
