@@ -172,7 +172,8 @@ async fn a_store_written_before_dictionaries_restores_and_takes_new_checkpoints(
 /// Checkpoints one writer runs at once, as the sync loop does: two timelines of one tenant with
 /// the same files and a timeline of another tenant, each with more than `TRAIN_BYTES` of new
 /// data. One dictionary is trained (not one per checkpoint), the tenant's second timeline stores
-/// nothing new, and the store ends up as large as when the three run one after another.
+/// nothing new, and the store ends up within 5% of its size when the three run one after another
+/// (the other tenant's checkpoint, beside the one that trains, compresses without dictionary).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_checkpoints_train_one_dictionary_and_share_a_tenants_chunks() {
     use layercas::format::metadata::TimelineMetadata;
@@ -239,7 +240,48 @@ async fn concurrent_checkpoints_train_one_dictionary_and_share_a_tenants_chunks(
     }
     let (concurrent, sequential) = (sizes[0] as f64, sizes[1] as f64);
     assert!(
-        (concurrent / sequential - 1.0).abs() < 0.02,
+        (concurrent / sequential - 1.0).abs() < 0.05,
         "concurrent checkpoints stored {concurrent} bytes of packs, one after another {sequential}"
     );
+}
+
+/// A checkpoint that trained the dictionary but failed before the dictionary was durable gives
+/// the training back: the writer's next checkpoint trains one and stores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_that_fails_gives_the_training_back() {
+    use layercas::backend::layers::fault::{FaultBackend, FaultConfig};
+    let (_s, store_dir) = tempdir();
+    let faults = FaultConfig {
+        broken_prefix: Some(layout::DICTS.into()),
+        ops: vec![layercas::backend::wrap::Op::Put],
+        ..FaultConfig::none()
+    };
+    let backend = std::sync::Arc::new(FaultBackend::new(local_backend(&store_dir), faults));
+    let config = layercas::format::config::StoreConfig::default_config();
+    let store = Store::open_or_create(backend.clone(), config)
+        .await
+        .unwrap();
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let (_w, work) = tempdir();
+    let mut files = BTreeMap::new();
+    files.insert("layer".to_string(), rows(dict::TRAIN_BYTES + (4 << 20), 9));
+    write_files(&work, &files);
+    let req = |lsn| layercas::write::CheckpointRequest {
+        tenant: TENANT,
+        timeline: TIMELINE,
+        metadata: layercas::format::metadata::TimelineMetadata::at(layercas::id::Lsn(lsn)),
+        files: sources(&work),
+        mode: layercas::write::CheckpointMode::Full,
+    };
+    let failed = writer.checkpoint(req(0x100), progress::none()).await;
+    assert!(failed.is_err(), "the dictionary's upload fails: {failed:?}");
+    backend.repair();
+    let r = writer
+        .checkpoint(req(0x100), progress::none())
+        .await
+        .unwrap();
+    let dicts = Prefix::new(layout::DICTS).unwrap();
+    let listed = store.backend().list_all(&dicts).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(r.new_stored_bytes * 3 < r.new_raw_bytes, "{r:?}");
 }

@@ -360,21 +360,22 @@ impl Writer {
             .collect();
         let (tx, uploader) = packer::start_uploads(self.store.backend().clone());
         let dict = self.store.load_dictionaries().await?;
-        let ctx = IngestCtx::new(&self.store, index, tx, progress, dict);
+        let training = self.turns.training();
+        let ctx = IngestCtx::new(&self.store, index, tx, progress, (dict, training));
         let ctx = Arc::new(ctx);
         let outcomes = source::ingest_all(ctx.clone(), jobs, known, opts.immutable_names).await;
         let ctx = Arc::try_unwrap(ctx)
             .map_err(|_| ())
             .expect("workers are done");
-        let has_dictionary = ctx.has_dictionary();
+        let claim = ctx.take_claim();
         // Finishing the context closes the pack channel, which ends the uploads.
         ctx.finish().report(report);
         let packs = uploader.await?;
         let outcomes = outcomes?;
         let packs = packs?;
-        if has_dictionary {
-            // Loaded from the store, or trained here and uploaded before any of the packs.
-            self.turns.trained();
+        // A dictionary trained here was uploaded before any of the packs: it is durable.
+        if let Some(claim) = claim {
+            claim.keep();
         }
         let added = outcomes
             .into_iter()

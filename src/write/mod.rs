@@ -21,7 +21,8 @@
 //! files), `packer` (packs, their upload and index object; shared with gc's repack), `commit`
 //! ([`Writer`]: the checkpoint's order and its manifest), [`fence`] (the writer's side of gc),
 //! `turns` (which checkpoints of one writer run at once: one per tenant, so that concurrent
-//! checkpoints of a tenant's timelines deduplicate against each other).
+//! checkpoints of a tenant's timelines deduplicate against each other; and which one trains
+//! the store's dictionary).
 
 mod commit;
 pub(crate) mod fence;

@@ -26,6 +26,7 @@ use crate::progress::DynProgress;
 use crate::store::Store;
 use crate::store::index_cache::DomainIndex;
 use crate::write::request::CheckpointReport;
+use crate::write::turns::{Claim, TrainingRight};
 
 /// Sealed packs waiting for an upload slot.
 const PACK_QUEUE: usize = 2;
@@ -67,6 +68,9 @@ pub(crate) struct IngestCtx {
     encoder: RwLock<Option<Arc<dict::Encoder>>>,
     /// New chunks collected to train the store's dictionary, while it has none.
     samples: Mutex<Option<Samples>>,
+    /// Where the writer's checkpoints claim the training, and this one's claim once it trained.
+    training: TrainingRight,
+    claim: Mutex<Option<Claim>>,
     pack_target: u64,
     /// Chunks stored before this checkpoint began.
     index: DomainIndex,
@@ -81,13 +85,13 @@ pub(crate) struct IngestCtx {
 impl IngestCtx {
     /// The shared state of one checkpoint's workers, sending sealed packs to `tx`.
     /// `dict` is the store's dictionary ([`Store::load_dictionaries`]); without one, the first
-    /// [`dict::TRAIN_BYTES`] of new chunks train it.
+    /// [`dict::TRAIN_BYTES`] of new chunks train it if `training` can be claimed.
     pub(crate) fn new(
         store: &Store,
         index: DomainIndex,
         tx: PackSender,
         progress: DynProgress,
-        dict: Option<Arc<dict::Dictionary>>,
+        (dict, training): (Option<Arc<dict::Dictionary>>, TrainingRight),
     ) -> IngestCtx {
         let level = store.config().zstd_level;
         let encoder = dict
@@ -98,6 +102,8 @@ impl IngestCtx {
             zstd_level: level,
             samples: Mutex::new(encoder.is_none().then(Samples::default)),
             encoder: RwLock::new(encoder),
+            training,
+            claim: Mutex::new(None),
             pack_target: store.config().pack_target_size,
             index,
             session: Mutex::new(HashSet::new()),
@@ -108,10 +114,10 @@ impl IngestCtx {
         }
     }
 
-    /// Whether blobs are compressed with the store's dictionary (loaded, or trained by this
-    /// checkpoint).
-    pub(crate) fn has_dictionary(&self) -> bool {
-        self.encoder.read().expect("encoder lock").is_some()
+    /// The training claim, if this checkpoint trained the dictionary: kept once its uploads
+    /// (the dictionary's first) succeeded, given back if dropped.
+    pub(crate) fn take_claim(&self) -> Option<Claim> {
+        self.claim.lock().expect("claim lock").take()
     }
 
     /// What the workers stored, once they are done (the pack channel closes with it).
@@ -190,14 +196,18 @@ impl IngestCtx {
             }
             slot.take().expect("checked above")
         };
+        let Some(claim) = self.training.claim() else {
+            return Ok(()); // another checkpoint of this writer trains it
+        };
         let Some((object, encoder)) = full.train(self.zstd_level) else {
-            return Ok(()); // nothing worth a dictionary: stay per-chunk
+            return Ok(()); // nothing worth a dictionary: stay per-chunk (the claim goes back)
         };
         tracing::info!(dictionary = %encoder.id, "trained the store's compression dictionary");
         // Sent before the encoder is published: every pack holding a blob that names it is
         // sealed, and so queued, after the dictionary (the uploader stores it first).
         self.tx.send_dict(encoder.id, object)?;
         *self.encoder.write().expect("encoder lock") = Some(Arc::new(encoder));
+        *self.claim.lock().expect("claim lock") = Some(claim);
         Ok(())
     }
 

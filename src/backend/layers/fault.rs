@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -47,7 +47,7 @@ pub struct FaultConfig {
     /// The operations faults apply to.
     pub ops: Vec<Op>,
     /// Every call on a key (or listing prefix) starting with this fails, permanently (not
-    /// transient): a part of the store that is broken for good.
+    /// transient): a part of the store that is broken until [`FaultBackend::repair`].
     pub broken_prefix: Option<String>,
 }
 
@@ -91,6 +91,7 @@ pub struct FaultBackend {
     attempts: Mutex<HashMap<(Op, String), u32>>,
     rng: Mutex<fastrand::Rng>,
     injected: AtomicU64,
+    repaired: AtomicBool,
 }
 
 impl FaultBackend {
@@ -102,7 +103,13 @@ impl FaultBackend {
             config,
             attempts: Mutex::default(),
             injected: AtomicU64::new(0),
+            repaired: AtomicBool::new(false),
         }
+    }
+
+    /// The broken part ([`FaultConfig::broken_prefix`]) works from now on.
+    pub fn repair(&self) {
+        self.repaired.store(true, Ordering::Release);
     }
 
     /// Failures injected so far (not counting corrupted downloads).
@@ -119,12 +126,8 @@ impl FaultBackend {
         if !self.config.ops.contains(&op) {
             return None;
         }
-        if self
-            .config
-            .broken_prefix
-            .as_deref()
-            .is_some_and(|p| key.starts_with(p))
-        {
+        let broken = self.config.broken_prefix.as_deref();
+        if broken.is_some_and(|p| key.starts_with(p)) && !self.repaired.load(Ordering::Acquire) {
             self.injected.fetch_add(1, Ordering::Relaxed);
             return Some(BackendError::other(
                 op.name(),
