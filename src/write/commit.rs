@@ -26,6 +26,7 @@ use crate::write::request::{
     CheckpointOptions, CheckpointReport, CheckpointRequest, SourceFile, removed_names,
 };
 use crate::write::source::{self, Job};
+use crate::write::training::TrainingRight;
 use crate::write::turns::Turns;
 
 /// Times a checkpoint stores chunks again because gc condemned packs it meant to reference.
@@ -45,8 +46,10 @@ pub struct Writer {
     fence: Fence,
     /// Whether the gc state is known to carry the version of tenant domains (section 11).
     marked: std::sync::atomic::AtomicBool,
-    /// Which checkpoints may run at once (one per tenant; one at all until a dictionary exists).
+    /// Which checkpoints may run at once (one per tenant).
     turns: Turns,
+    /// Which checkpoint trains the store's dictionary (one of this writer's at a time).
+    training: TrainingRight,
 }
 
 /// What storing a checkpoint's files produced: the added entries, the packs written and the
@@ -66,6 +69,7 @@ impl Writer {
             fence,
             marked: Default::default(),
             turns: Turns::default(),
+            training: TrainingRight::default(),
         })
     }
 
@@ -360,7 +364,7 @@ impl Writer {
             .collect();
         let (tx, uploader) = packer::start_uploads(self.store.backend().clone());
         let dict = self.store.load_dictionaries().await?;
-        let training = self.turns.training();
+        let training = self.training.clone();
         let ctx = IngestCtx::new(&self.store, index, tx, progress, (dict, training));
         let ctx = Arc::new(ctx);
         let outcomes = source::ingest_all(ctx.clone(), jobs, known, opts.immutable_names).await;

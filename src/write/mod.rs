@@ -21,14 +21,15 @@
 //! files), `packer` (packs, their upload and index object; shared with gc's repack), `commit`
 //! ([`Writer`]: the checkpoint's order and its manifest), [`fence`] (the writer's side of gc),
 //! `turns` (which checkpoints of one writer run at once: one per tenant, so that concurrent
-//! checkpoints of a tenant's timelines deduplicate against each other; and which one trains
-//! the store's dictionary).
+//! checkpoints of a tenant's timelines deduplicate against each other), `training` (the
+//! store's dictionary: sampling new chunks, and which checkpoint trains it).
 
 mod commit;
 pub(crate) mod fence;
 pub(crate) mod packer;
 pub(crate) mod request;
 mod source;
+mod training;
 mod turns;
 
 pub use commit::Writer;

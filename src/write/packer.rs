@@ -26,7 +26,7 @@ use crate::progress::DynProgress;
 use crate::store::Store;
 use crate::store::index_cache::DomainIndex;
 use crate::write::request::CheckpointReport;
-use crate::write::turns::{Claim, TrainingRight};
+use crate::write::training::{Claim, Samples, TrainingRight};
 
 /// Sealed packs waiting for an upload slot.
 const PACK_QUEUE: usize = 2;
@@ -180,18 +180,7 @@ impl IngestCtx {
     fn sample<'a>(&self, new: impl Iterator<Item = &'a [u8]>) -> Result<()> {
         let full = {
             let mut slot = self.samples.lock().expect("samples lock");
-            let Some(s) = slot.as_mut() else {
-                return Ok(());
-            };
-            for c in new {
-                if s.data.len() + c.len() > dict::TRAIN_BYTES {
-                    s.full = true;
-                    break;
-                }
-                s.data.extend_from_slice(c);
-                s.sizes.push(c.len());
-            }
-            if !s.full {
+            if !slot.as_mut().is_some_and(|s| s.add(new)) {
                 return Ok(());
             }
             slot.take().expect("checked above")
@@ -240,25 +229,6 @@ impl IngestCtx {
 
     fn seal(&self, b: PackBuilder) -> SealedPack {
         seal_unique(b, self.zstd_level)
-    }
-}
-
-/// New chunks gathered for training a dictionary.
-#[derive(Default)]
-struct Samples {
-    data: Vec<u8>,
-    sizes: Vec<usize>,
-    full: bool,
-}
-
-impl Samples {
-    /// Trains the dictionary; returns its object and an encoder (registered for decoding too).
-    fn train(self, level: i32) -> Option<(Vec<u8>, dict::Encoder)> {
-        let trained = dict::train_continuous(&self.data, &self.sizes, dict::DEFAULT_DICT_LEN)?;
-        let object = dict::encode(&trained);
-        let d = Arc::new(dict::Dictionary::new(DictId::of(&object), trained)?);
-        let encoder = dict::Encoder::new(&d, level)?;
-        dict::register(d).then_some((object, encoder))
     }
 }
 
