@@ -365,7 +365,7 @@ impl Writer {
         let (tx, uploader) = packer::start_uploads(self.store.backend().clone());
         let dict = self.store.load_dictionaries().await?;
         let training = self.training.clone();
-        let ctx = IngestCtx::new(&self.store, index, tx, progress, (dict, training));
+        let ctx = IngestCtx::new(&self.store, index, tx, progress, dict, training);
         let ctx = Arc::new(ctx);
         let outcomes = source::ingest_all(ctx.clone(), jobs, known, opts.immutable_names).await;
         let ctx = Arc::try_unwrap(ctx)

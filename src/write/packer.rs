@@ -91,7 +91,8 @@ impl IngestCtx {
         index: DomainIndex,
         tx: PackSender,
         progress: DynProgress,
-        (dict, training): (Option<Arc<dict::Dictionary>>, TrainingRight),
+        dict: Option<Arc<dict::Dictionary>>,
+        training: TrainingRight,
     ) -> IngestCtx {
         let level = store.config().zstd_level;
         let encoder = dict
