@@ -124,6 +124,87 @@ mod s3 {
         rig.assert_intact().await;
     }
 
+    /// gc's seal after a run that did work (format-spec 13.8, rule 2): the run drops a
+    /// checkpoint and its pack, scans again and finds nothing more, and a commit lands before
+    /// its confirmation (held by the proxy). That writer deleted the tentative seal, so the run
+    /// does not seal, and the next run scans and drops the checkpoint before the new one. (A run
+    /// that did work sent no confirmation before the seal could follow work: `arrived` timed
+    /// out.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn seal_after_work_a_commit_before_the_confirmation_makes_the_next_run_scan() {
+        let mut rig = Rig::new(WINDOW).await;
+        let writer = Writer::new(rig.direct.clone()).await.expect("writer");
+        rig.checkpoint(&writer, T2, 1, files("one", 50 << 10, 31))
+            .await;
+        rig.checkpoint(&writer, T2, 2, files("two", 50 << 10, 32))
+            .await;
+        // The first checkpoint's pack must be older than the window, or the run leaves it for
+        // later and never seals.
+        tokio::time::sleep(WINDOW + Duration::from_millis(300)).await;
+        let gc_store = rig.via(&rig.gc_proxy).await;
+        let confirm = rig
+            .gc_proxy
+            .rule_after(1, "PUT", "/gc/seal", 1, Action::Hold);
+        let run = tokio::spawn(async move { gc(&gc_store, WINDOW).await });
+        tokio::time::timeout(Duration::from_secs(60), confirm.arrived(1))
+            .await
+            .expect("the run that did work confirms its seal");
+        rig.checkpoint(&writer, T2, 3, files("three", 50 << 10, 33))
+            .await;
+        confirm.release();
+        let worked = run.await.expect("gc task").expect("gc");
+        assert!(
+            worked.manifests_deleted == 1 && worked.packs_deleted >= 1 && !worked.sealed,
+            "{worked:?}"
+        );
+        let next = gc(&rig.direct, WINDOW).await.expect("gc");
+        assert!(!next.unchanged && next.manifests_deleted == 1, "{next:?}");
+        rig.assert_intact().await;
+    }
+
+    /// The scan after a run's work decides whether it seals: a writer uploads its pack while gc
+    /// condemns (the proxy holds gc's update to `Condemned`) and pauses before its intent. gc's
+    /// own plan left nothing for later, but the young pack its last scan lists would be left for
+    /// later by a new run, so the run must not seal (a seal there would hide the pack from every
+    /// run until the next commit).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn seal_after_work_not_when_a_writers_pack_arrived_during_the_run() {
+        let mut rig = Rig::new(WINDOW).await;
+        let direct = Writer::new(rig.direct.clone()).await.expect("writer");
+        rig.checkpoint(&direct, T2, 1, files("one", 50 << 10, 41))
+            .await;
+        rig.checkpoint(&direct, T2, 2, files("two", 50 << 10, 42))
+            .await;
+        tokio::time::sleep(WINDOW + Duration::from_millis(300)).await;
+        let gc_store = rig.via(&rig.gc_proxy).await;
+        let condemn = rig
+            .gc_proxy
+            .rule_after(1, "PUT", "/gc/state", 1, Action::Hold);
+        let run = tokio::spawn(async move { gc(&gc_store, WINDOW).await });
+        condemn.arrived(1).await;
+        let writer = Arc::new(
+            Writer::new(rig.via(&rig.writer_proxy).await)
+                .await
+                .expect("writer"),
+        );
+        let intent = rig.writer_proxy.rule("PUT", "/intents/", 1, Action::Hold);
+        let w = rig.spawn(&writer, T3, 1, files("in flight", 50 << 10, 43));
+        intent.arrived(1).await;
+        condemn.release();
+        let worked = run.await.expect("gc task").expect("gc");
+        assert!(
+            worked.manifests_deleted == 1 && !worked.sealed,
+            "{worked:?}"
+        );
+        assert!(
+            !worked.left_for_later,
+            "its own plan left nothing: {worked:?}"
+        );
+        intent.release();
+        rig.finished(w).await;
+        rig.assert_intact().await;
+    }
+
     /// gc's seal (format-spec 13.8): a commit lands after a gc that finds nothing to do has
     /// listed the manifests and before it confirms its seal (the proxy holds the confirmation).
     /// The writer deleted the tentative seal, so the confirmation fails and the next run scans,

@@ -116,6 +116,26 @@ pub async fn rewrite_indexes(
     gone: &BTreeSet<PackId>,
     owned: &Owned,
 ) -> Result<IndexRewrite> {
+    apply(store, indexes, plan(indexes, packs, gone, owned)).await
+}
+
+/// Whether [`rewrite_indexes`] with these arguments would write or delete any index object.
+pub fn rewrite_needed(
+    indexes: &BTreeMap<Key, (u64, IndexObject)>,
+    packs: &IdMap<PackId, u64>,
+    owned: &Owned,
+) -> bool {
+    let plans = plan(indexes, packs, &BTreeSet::new(), owned);
+    plans.values().any(|p| p.rewrite || !p.added.is_empty())
+}
+
+/// What [`rewrite_indexes`] writes, per domain.
+fn plan<'a>(
+    indexes: &'a BTreeMap<Key, (u64, IndexObject)>,
+    packs: &IdMap<PackId, u64>,
+    gone: &BTreeSet<PackId>,
+    owned: &Owned,
+) -> BTreeMap<Domain, DomainPlan<'a>> {
     let stale = |p: &PackId| gone.contains(p) || !packs.contains_key(p);
     let mut plans: BTreeMap<Domain, DomainPlan> = BTreeMap::new();
     let mut home: IdMap<ChunkId, (PackId, &Vec<BlobEntry>)> = IdMap::default();
@@ -150,7 +170,7 @@ pub async fn rewrite_indexes(
         legacy.want.retain(|p, _| !named.contains(p));
         legacy.rewrite |= legacy.want.len() != before;
     }
-    apply(store, indexes, plans).await
+    plans
 }
 
 /// Adds to each tenant's domain the home pack of every chunk it owns that the domain does not

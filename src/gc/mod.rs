@@ -5,7 +5,7 @@
 //! 0. **Seal**: a run stops before claiming when gc's seal says that nothing was committed since
 //!    a run with the same options found nothing to do (`seal`, format-spec 13.8); otherwise it
 //!    writes a tentative seal right after its claim and confirms it only if it finds nothing to
-//!    do.
+//!    do, or if, having done its work, a scan after it finds nothing more (`seal::conclude`).
 //! 1. **Claim**: update the gc state (`gc/state`, conditional on its etag) to a new generation.
 //!    Every later update is conditional on the etag of the previous one, so a second gc that
 //!    claims in between makes this one stop at its next update; condemned packs carry over.
@@ -45,6 +45,7 @@ pub(crate) mod compact;
 pub(crate) mod domains;
 pub mod intents;
 pub(crate) mod missing;
+mod plan;
 pub(crate) mod reclaim;
 pub mod repair;
 pub mod report;
@@ -53,7 +54,7 @@ mod scan;
 pub mod seal;
 pub mod state;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -68,7 +69,7 @@ use cache::Caches;
 pub use reclaim::SMALL_PACK;
 pub use report::GcReport;
 use report::Laps;
-use retention::{Retention, TimelineCheckpoints};
+use retention::Retention;
 use scan::{Scan, scan};
 use state::{GcState, Phase, Versioned};
 
@@ -179,7 +180,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     report.manifests_cached = caches.manifests.hits;
     report.index_objects_cached = caches.indexes.hits;
     first.packs.retain(|p, _| !doomed_before.contains(p));
-    let (plan, sections, reclaim) = plan_run(store, &first, opts, &mut report).await?;
+    let (plan, sections, reclaim) = plan::plan_run(store, &first, opts, &mut report).await?;
     laps.lap("plan");
     if opts.dry_run {
         report.packs_deleted = reclaim.dead.len() + reclaim.repack.len();
@@ -192,7 +193,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     laps.lap("save-caches");
     compact::write_bases(store, &plan).await?;
     progress.phase("repack");
-    let owned = domains::owned(remaining(&first, &plan));
+    let owned = domains::owned(plan::remaining(&first, &plan));
     let (new_packs, written) =
         reclaim::repack(store, &reclaim, (&sections, &owned), &progress).await?;
     report.packs_written = new_packs.len();
@@ -205,26 +206,29 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         .unwrap_or_default();
     let mut condemned: BTreeSet<PackId> = carried.into_iter().collect();
     condemned.extend(reclaim.dead.iter().chain(&reclaim.repack));
-    let held = if condemned.is_empty() {
-        settle_without_condemning(store, (&first, &plan, &owned), &mut report).await?;
-        laps.lap("settle");
-        if let Some(t) = tentative.filter(|_| seal::may_seal(&plan, &reclaim, &report)) {
-            report.sealed = seal::confirm(store, t).await;
-            laps.lap("seal");
-        }
-        held
-    } else {
+    let condemns = !condemned.is_empty();
+    let held = if condemns {
         progress.phase("condemn");
         let held = update(store, &held, Phase::Condemned, condemned.clone(), None).await?;
         let sets = (condemned, doomed_before);
         let run = (&plan, &mut caches, &mut laps);
         reclaim_condemned(store, held, sets, run, &mut report, &progress).await?
+    } else {
+        settle_without_condemning(store, (&first, &plan, &owned), &mut report).await?;
+        laps.lap("settle");
+        held
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
-    // What this run wrote would otherwise be read by the next one (format-spec 13.7).
-    let wrote = (report.manifests_folded, report.index_objects_written);
-    caches.refresh(store, (wrote.0 > 0, wrote.1 > 0)).await;
-    laps.lap("refresh-caches");
+    let quiet = !condemns && seal::may_seal(&plan, &reclaim, &report);
+    report.sealed = seal::conclude(
+        store,
+        opts,
+        tentative,
+        quiet,
+        (&mut caches, &mut laps),
+        &report,
+    )
+    .await;
     Ok(finished(report, started, &mut laps))
 }
 
@@ -257,77 +261,6 @@ async fn settle_without_condemning(
         domains::rewrite_indexes(store, &first.indexes, &first.packs, &nothing, owned).await?;
     count_rewrite(report, rewrite);
     Ok(())
-}
-
-/// Plans compaction and reclamation from the first scan, after checking that every chunk of
-/// the remaining manifests resolves (refusing otherwise unless `allow_missing`).
-async fn plan_run(
-    store: &Store,
-    first: &Scan,
-    opts: &GcOptions,
-    report: &mut GcReport,
-) -> Result<(
-    compact::CompactPlan,
-    BTreeMap<PackId, Vec<crate::format::pack::BlobEntry>>,
-    reclaim::ReclaimPlan,
-)> {
-    let spared = intents::read_all(store).await?.protected();
-    let plan = compaction_plan(first, opts);
-    report.manifests_folded = plan.bases.len();
-    report.manifests_deleted = plan.delete.len();
-    let mut sections = reclaim::sections(first.index_objects());
-    let gone = missing::check(store, remaining(first, &plan), &mut sections, &first.packs).await?;
-    if let Some(m) = gone {
-        if !opts.allow_missing {
-            return Err(m.to_error());
-        }
-        tracing::warn!(count = m.count, first = %m.first_chunk, manifest = %m.first_manifest,
-            "kept manifests reference missing chunks; collecting anyway (--allow-missing)");
-        report.chunks_missing = m.count;
-    }
-    let live = reclaim::live_chunks(remaining(first, &plan));
-    let mut reclaim = reclaim::plan(&sections, &first.packs, &live, opts.repack_threshold);
-    // Liveness only: a writer about to commit these packs would otherwise store them again.
-    let recent = first.recent(opts.window);
-    let dead = reclaim.dead.len();
-    reclaim
-        .dead
-        .retain(|p| !spared.contains(p) && !recent.contains(p));
-    reclaim.deferred |= reclaim.dead.len() < dead;
-    let young: BTreeSet<PackId> = recent.union(&spared).copied().collect();
-    reclaim.consolidate(&first.packs, opts.small_pack, &young);
-    if !reclaim.copy.is_empty() {
-        reclaim.order_by(&chunk_ranks(remaining(first, &plan)));
-    }
-    report.packs_repacked = reclaim.repack.len();
-    Ok((plan, sections, reclaim))
-}
-
-/// Each chunk's position in the first manifest naming it, manifests taken in the scan's order
-/// (tenant, timeline, LSN): repack copies blobs in this order.
-fn chunk_ranks<'a>(
-    manifests: impl Iterator<Item = &'a crate::format::manifest::Manifest>,
-) -> crate::id::IdMap<crate::id::ChunkId, usize> {
-    let mut rank = crate::id::IdMap::default();
-    for c in manifests.flat_map(|m| m.added.iter().flat_map(|f| f.chunks.iter())) {
-        let next = rank.len();
-        rank.entry(c.id).or_insert(next);
-    }
-    rank
-}
-
-/// The manifests that remain once `plan` is applied (bases in place of what they replace).
-fn remaining<'a>(
-    scan: &'a Scan,
-    plan: &'a compact::CompactPlan,
-) -> impl Iterator<Item = &'a crate::format::manifest::Manifest> {
-    let dropped: BTreeSet<&Key> = plan.delete.iter().map(|s| &s.r.key).collect();
-    let replaced: HashMap<&Key, &crate::format::manifest::Manifest> =
-        plan.bases.iter().map(|(s, b)| (&s.r.key, b)).collect();
-    scan.manifests
-        .iter()
-        .filter(move |s| !dropped.contains(&s.r.key))
-        .map(move |s| *replaced.get(&s.r.key).unwrap_or(&&s.manifest))
 }
 
 /// Deletes `dropped` (from [`compact::deletable`], computed after intents were read); counts
@@ -411,22 +344,6 @@ fn count_rewrite(report: &mut GcReport, rewrite: domains::IndexRewrite) {
     report.index_objects_deleted = rewrite.deleted;
     report.index_objects_written = rewrite.written;
     report.bytes_freed += rewrite.bytes_freed;
-}
-
-fn compaction_plan(scan: &Scan, opts: &GcOptions) -> compact::CompactPlan {
-    let mut timelines: BTreeMap<_, TimelineCheckpoints> = BTreeMap::new();
-    for s in &scan.manifests {
-        let t = timelines
-            .entry((s.r.tenant, s.r.timeline))
-            .or_insert_with(|| TimelineCheckpoints {
-                lsns: Vec::new(),
-                newest: s.manifest.metadata.clone(),
-            });
-        t.lsns.push(s.r.lsn);
-        t.newest = s.manifest.metadata.clone();
-    }
-    let kept = retention::kept(&opts.retention, &timelines);
-    compact::plan(&scan.manifests, &kept, opts.max_chain)
 }
 
 /// Claims the state (a dry run only reads it) and writes the tentative seal, before any listing:

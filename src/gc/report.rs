@@ -16,8 +16,12 @@ pub struct GcReport {
     /// The run stopped after reading the state and gc's seal: nothing changed since a run that
     /// found nothing to do (format-spec 13.8). Every count is then zero.
     pub unchanged: bool,
-    /// This run found nothing to do and sealed the store, so the next run may stop early.
+    /// This run left nothing for a later one (it found nothing to do, or a scan after its work
+    /// found nothing more) and sealed the store, so the next run may stop early.
     pub sealed: bool,
+    /// Work this run left for a later one: dead packs spared because they are young or named by
+    /// an intent, or small packs not consolidated because some of them are young.
+    pub left_for_later: bool,
     /// Kept manifests replaced by a base.
     pub manifests_folded: usize,
     /// Manifests of dropped checkpoints removed.

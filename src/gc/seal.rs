@@ -3,7 +3,9 @@
 //!
 //! A run writes a tentative seal (its claimed generation, a digest of its options) before its
 //! first listing and confirms it, conditional on the tentative object's etag, only when it found
-//! nothing to do and left nothing for later. Writers delete the seal after every commit, so a
+//! nothing to do and left nothing for later, or when it did work and a scan after its last
+//! write (`gc::conclude`) finds nothing more; the confirmed seal carries the generation of the
+//! state the run wrote last. Writers delete the seal after every commit, so a
 //! commit whose manifest that run's listing missed either deleted the tentative seal before the
 //! confirmation (which then fails) or deletes the confirmed one later. A later run that finds a
 //! confirmed seal of the state's current generation, made with its own options, stops: there is
@@ -19,13 +21,16 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::backend::{BackendError, Payload, PutMode};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::gc_seal::{GcSeal, MAX_GC_SEAL_BODY};
 use crate::format::layout;
 use crate::store::Store;
 
+use super::cache::Caches;
+use super::report::Laps;
+use super::scan::scan;
 use super::state::{self, Phase};
-use super::{GcOptions, GcReport, compact::CompactPlan, reclaim::ReclaimPlan};
+use super::{GcOptions, GcReport, compact::CompactPlan, domains, plan, reclaim::ReclaimPlan};
 
 /// A seal older than this (by the store's clock against ours; liveness only) is not trusted to
 /// stop a run, so work a lost deletion hid is found within a day.
@@ -107,6 +112,12 @@ pub(crate) fn may_seal(plan: &CompactPlan, reclaim: &ReclaimPlan, report: &GcRep
         && report.index_objects_deleted == 0
 }
 
+/// Whether a run that did work may be worth sealing after it scans again: it left nothing it
+/// knows of for later (no young or spared pack, no rescued pack, no missing chunk).
+pub(crate) fn worth_rescanning(report: &GcReport) -> bool {
+    !report.left_for_later && report.packs_rescued == 0 && report.chunks_missing == 0
+}
+
 /// A tentative seal this run wrote, and the etag its confirmation is conditional on.
 pub(crate) struct Tentative {
     seal: GcSeal,
@@ -140,11 +151,12 @@ pub(crate) async fn begin(store: &Store, generation: u64, opts: &GcOptions) -> O
     }
 }
 
-/// Confirms `tentative` unless a writer deleted it (or another run replaced it) since; returns
-/// whether the seal now stands.
-pub(crate) async fn confirm(store: &Store, tentative: Tentative) -> bool {
+/// Confirms `tentative` for the state of `generation` (the one this run last wrote) unless a
+/// writer deleted it (or another run replaced it) since; returns whether the seal now stands.
+pub(crate) async fn confirm(store: &Store, tentative: Tentative, generation: u64) -> bool {
     let seal = GcSeal {
         confirmed: true,
+        generation,
         ..tentative.seal
     };
     let payload = Payload::from_bytes(Bytes::from(seal.encode()));
@@ -162,4 +174,61 @@ pub(crate) async fn confirm(store: &Store, tentative: Tentative) -> bool {
             false
         }
     }
+}
+
+/// The end of a run that wrote `tentative`: confirms the seal when a new run would find nothing
+/// to do (format-spec 13.8, rule 2) and keeps gc's caches current (13.7). A `quiet` run (it
+/// changed nothing and left nothing for later) seals at once; a run that did work, and left
+/// nothing it knows of for later, scans again first and seals only if a plan from that scan is
+/// quiet too, so that the next run with nothing committed since stops at the seal.
+pub(crate) async fn conclude(
+    store: &Store,
+    opts: &GcOptions,
+    tentative: Option<Tentative>,
+    quiet: bool,
+    (caches, laps): (&mut Caches, &mut Laps),
+    report: &GcReport,
+) -> bool {
+    let generation = report.generation;
+    let sealed = match tentative {
+        Some(t) if quiet => confirm(store, t, generation).await,
+        Some(t) if worth_rescanning(report) => {
+            nothing_left(store, opts, caches, laps).await && confirm(store, t, generation).await
+        }
+        _ => {
+            // What this run wrote would otherwise be read by the next one.
+            let wrote = (report.manifests_folded, report.index_objects_written);
+            caches.refresh(store, (wrote.0 > 0, wrote.1 > 0)).await;
+            laps.lap("refresh-caches");
+            return false;
+        }
+    };
+    laps.lap("seal");
+    sealed
+}
+
+/// Whether a new run would find nothing to do and leave nothing for later, from a scan made
+/// after this run's last write (which also saves gc's caches). A failed scan or plan says no.
+async fn nothing_left(
+    store: &Store,
+    opts: &GcOptions,
+    caches: &mut Caches,
+    laps: &mut Laps,
+) -> bool {
+    let planned = async {
+        let last = scan(store, caches, laps).await?;
+        caches.manifests.save(store, &last.listed.0).await;
+        caches.indexes.save(store, &last.listed.1).await;
+        let mut would = GcReport::default();
+        let (plan, _, reclaim) = plan::plan_run(store, &last, opts, &mut would).await?;
+        let owned = domains::owned(plan::remaining(&last, &plan));
+        let rewrite = domains::rewrite_needed(&last.indexes, &last.packs, &owned);
+        Ok::<_, Error>(reclaim.dead.is_empty() && !rewrite && may_seal(&plan, &reclaim, &would))
+    };
+    let quiet = planned.await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the scan after this run failed; it does not seal");
+        false
+    });
+    laps.lap("plan-again");
+    quiet
 }
