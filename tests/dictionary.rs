@@ -285,3 +285,66 @@ async fn a_checkpoint_that_fails_gives_the_training_back() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert!(r.new_stored_bytes * 3 < r.new_raw_bytes, "{r:?}");
 }
+
+/// A writer lists `dicts/` only until it knows a dictionary: the checkpoint after the one that
+/// trained lists it once, later checkpoints not at all (a request less per checkpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_knows_the_dictionary_lists_dicts_no_more() {
+    let (_s, store_dir) = tempdir();
+    let rec = common::recording::Recording::new(local_backend(&store_dir));
+    let backend: layercas::backend::DynBackend = rec.clone();
+    let config = layercas::format::config::StoreConfig::default_config();
+    let store = Store::open_or_create(backend, config).await.unwrap();
+    let (_w, work) = tempdir();
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let mut files = BTreeMap::new();
+    files.insert("big".to_string(), rows(dict::TRAIN_BYTES + (2 << 20), 1));
+    write_files(&work, &files);
+    checkpoint_dir(&writer, &work, 0x100).await;
+    let dicts = Prefix::new(layout::DICTS).unwrap();
+    assert_eq!(store.backend().list_all(&dicts).await.unwrap().len(), 1);
+    let mut lists = Vec::new();
+    for (i, lsn) in [0x200, 0x300, 0x400].into_iter().enumerate() {
+        files.insert(format!("more-{i}"), rows(1 << 20, 10 + i as u64));
+        write_files(&work, &files);
+        rec.take();
+        checkpoint_dir(&writer, &work, lsn).await;
+        let seen = rec.take();
+        lists.push(
+            seen.iter()
+                .filter(|r| r.starts_with("list") && r.contains(layout::DICTS))
+                .count(),
+        );
+    }
+    assert_eq!(lists, [1, 0, 0]);
+}
+
+/// Checkpoints far smaller than a sample (a fleet's usual) still get the store a dictionary:
+/// a writer's checkpoints add their new chunks to one sample, and the one that fills it trains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_checkpoints_add_up_to_a_dictionary() {
+    let (_s, store_dir) = tempdir();
+    let store = local_store(&store_dir).await;
+    let (_w, work) = tempdir();
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let dicts = Prefix::new(layout::DICTS).unwrap();
+    let mut files = BTreeMap::new();
+    let each = 2 << 20;
+    let mut trained_at = None;
+    for i in 0..6u64 {
+        files.insert(format!("layer-{i}"), rows(each, 100 + i));
+        write_files(&work, &files);
+        checkpoint_dir(&writer, &work, 0x100 * (i + 1)).await;
+        let listed = store.backend().list_all(&dicts).await.unwrap();
+        if trained_at.is_none() && !listed.is_empty() {
+            trained_at = Some(i);
+        }
+        assert!(listed.len() <= 1, "{listed:?}");
+    }
+    // 2 MiB of new rows per checkpoint: the fifth fills the 8 MiB sample.
+    assert_eq!(
+        trained_at,
+        Some((dict::TRAIN_BYTES / each) as u64),
+        "{trained_at:?}"
+    );
+}

@@ -48,7 +48,8 @@ pub struct Writer {
     marked: std::sync::atomic::AtomicBool,
     /// Which checkpoints may run at once (one per tenant).
     turns: Turns,
-    /// Which checkpoint trains the store's dictionary (one of this writer's at a time).
+    /// Which checkpoint trains the store's dictionary (one of this writer's at a time), and the
+    /// dictionary the writer compresses with once it knows one.
     training: TrainingRight,
 }
 
@@ -363,7 +364,7 @@ impl Writer {
             .map(|f| (f.clone(), prev.and_then(|p| p.files.get(&f.name)).cloned()))
             .collect();
         let (tx, uploader) = packer::start_uploads(self.store.backend().clone());
-        let dict = self.store.load_dictionaries().await?;
+        let dict = self.training.dictionary(&self.store).await?;
         let training = self.training.clone();
         let ctx = IngestCtx::new(&self.store, index, tx, progress, dict, training);
         let ctx = Arc::new(ctx);

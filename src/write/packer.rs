@@ -26,7 +26,7 @@ use crate::progress::DynProgress;
 use crate::store::Store;
 use crate::store::index_cache::DomainIndex;
 use crate::write::request::CheckpointReport;
-use crate::write::training::{Claim, Samples, TrainingRight};
+use crate::write::training::{Claim, TrainingRight};
 
 /// Sealed packs waiting for an upload slot.
 const PACK_QUEUE: usize = 2;
@@ -66,8 +66,6 @@ pub(crate) struct IngestCtx {
     zstd_level: i32,
     /// The store's dictionary, once there is one (format-spec 5.1).
     encoder: RwLock<Option<Arc<dict::Encoder>>>,
-    /// New chunks collected to train the store's dictionary, while it has none.
-    samples: Mutex<Option<Samples>>,
     /// Where the writer's checkpoints claim the training, and this one's claim once it trained.
     training: TrainingRight,
     claim: Mutex<Option<Claim>>,
@@ -85,7 +83,8 @@ pub(crate) struct IngestCtx {
 impl IngestCtx {
     /// The shared state of one checkpoint's workers, sending sealed packs to `tx`.
     /// `dict` is the store's dictionary ([`Store::load_dictionaries`]); without one, the first
-    /// [`dict::TRAIN_BYTES`] of new chunks train it if `training` can be claimed.
+    /// [`dict::TRAIN_BYTES`] of new chunks of the writer's checkpoints train it, in the
+    /// checkpoint that gathers the last of them, if it can claim `training`.
     pub(crate) fn new(
         store: &Store,
         index: DomainIndex,
@@ -101,7 +100,6 @@ impl IngestCtx {
         IngestCtx {
             chunker: store.chunker(),
             zstd_level: level,
-            samples: Mutex::new(encoder.is_none().then(Samples::default)),
             encoder: RwLock::new(encoder),
             training,
             claim: Mutex::new(None),
@@ -176,18 +174,11 @@ impl IngestCtx {
             .collect())
     }
 
-    /// Collects new chunks for training; the worker that completes the sample trains the
+    /// Adds new chunks to the writer's sample; the worker that completes it trains the
     /// store's dictionary, has it uploaded before any pack that uses it, and starts using it.
     fn sample<'a>(&self, new: impl Iterator<Item = &'a [u8]>) -> Result<()> {
-        let full = {
-            let mut slot = self.samples.lock().expect("samples lock");
-            if !slot.as_mut().is_some_and(|s| s.add(new)) {
-                return Ok(());
-            }
-            slot.take().expect("checked above")
-        };
-        let Some(claim) = self.training.claim() else {
-            return Ok(()); // another checkpoint of this writer trains it
+        let Some((full, claim)) = self.training.sample(new) else {
+            return Ok(()); // not full yet, or another checkpoint of this writer trains
         };
         let Some((object, encoder)) = full.train(self.zstd_level) else {
             return Ok(()); // nothing worth a dictionary: stay per-chunk (the claim goes back)

@@ -1,16 +1,18 @@
-//! Training the store's compression dictionary (format-spec 5.1) while it has none: each
-//! checkpoint samples its new chunks; the first of a writer's checkpoints whose sample is full
-//! claims the training, and the others compress without a dictionary instead of training their
-//! own. The claim is given back when the training yields nothing or its checkpoint fails before
+//! Training the store's compression dictionary (format-spec 5.1) while it has none: a writer's
+//! checkpoints add their new chunks to one sample (small checkpoints add up); the checkpoint
+//! that fills it claims the training, and the others compress without a dictionary instead of
+//! training their own. The claim is given back when the training yields nothing or its checkpoint fails before
 //! the dictionary is durable, so that a later checkpoint can train.
 //!
-//! Owns the sample and the claim. Must not upload anything (the packer sends the dictionary
+//! Owns the sample, the claim and the writer's choice of dictionary. Must not upload anything (the packer sends the dictionary
 //! ahead of the packs that use it).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::format::dict::{self, DictId};
+use crate::error::Result;
+use crate::format::dict::{self, DictId, Dictionary};
+use crate::store::Store;
 
 /// New chunks gathered for training a dictionary.
 #[derive(Default)]
@@ -43,17 +45,57 @@ impl Samples {
     }
 }
 
-/// Where a checkpoint claims the right to train the store's dictionary.
+/// Where a checkpoint claims the right to train the store's dictionary, and the dictionary the
+/// writer compresses with once it knows one.
 #[derive(Clone, Default)]
-pub(crate) struct TrainingRight(Arc<AtomicBool>);
+pub(crate) struct TrainingRight {
+    claimed: Arc<AtomicBool>,
+    known: Arc<OnceLock<Arc<Dictionary>>>,
+    /// New chunks of the writer's checkpoints, gathered until they fill a sample: a fleet's
+    /// checkpoints are mostly far smaller than one.
+    samples: Arc<Mutex<Samples>>,
+}
 
 impl TrainingRight {
     /// The claim, unless another checkpoint of the writer holds (or held) it.
     pub(crate) fn claim(&self) -> Option<Claim> {
-        self.0
+        self.claimed
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
-            .then(|| Claim(Some(self.0.clone())))
+            .then(|| Claim(Some(self.claimed.clone())))
+    }
+
+    /// Adds new chunks to the writer's sample. When they fill it, returns the full sample with
+    /// the claim to train it, unless another checkpoint holds the claim; either way the next
+    /// chunks start a new sample.
+    pub(crate) fn sample<'a>(
+        &self,
+        new: impl Iterator<Item = &'a [u8]>,
+    ) -> Option<(Samples, Claim)> {
+        let full = {
+            let mut sample = self.samples.lock().expect("samples lock");
+            if !sample.add(new) {
+                return None;
+            }
+            std::mem::take(&mut *sample)
+        };
+        Some((full, self.claim()?))
+    }
+
+    /// The dictionary to compress with ([`Store::load_dictionaries`]). Once one is known, no
+    /// checkpoint lists `dicts/` again: a dictionary another writer trains meanwhile changes
+    /// nothing, since each blob names the dictionary that decodes it (format-spec 5.1).
+    pub(crate) async fn dictionary(&self, store: &Store) -> Result<Option<Arc<Dictionary>>> {
+        if let Some(d) = self.known.get() {
+            return Ok(Some(d.clone()));
+        }
+        let listed = store.load_dictionaries().await?;
+        if let Some(d) = &listed {
+            self.known.get_or_init(|| d.clone());
+            // Nothing more to train: the sample's memory goes.
+            *self.samples.lock().expect("samples lock") = Samples::default();
+        }
+        Ok(listed)
     }
 }
 
@@ -89,6 +131,22 @@ mod tests {
         let second = right.claim().expect("given back on drop");
         second.keep();
         assert!(right.clone().claim().is_none(), "kept for good");
+    }
+
+    #[test]
+    fn checkpoints_fill_one_sample_and_the_one_that_fills_it_claims() {
+        let right = TrainingRight::default();
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..dict::TRAIN_BYTES >> 20 {
+            assert!(right.clone().sample(std::iter::once(&chunk[..])).is_none());
+        }
+        let (full, claim) = right.sample(std::iter::once(&chunk[..])).expect("full");
+        assert_eq!(full.data.len(), dict::TRAIN_BYTES);
+        assert!(right.claim().is_none(), "claimed by the filler");
+        drop(claim);
+        // The next chunks start a new sample.
+        assert!(right.sample(std::iter::once(&chunk[..])).is_none());
+        assert_eq!(right.samples.lock().unwrap().data.len(), 1 << 20);
     }
 
     #[test]
