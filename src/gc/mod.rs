@@ -199,13 +199,7 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     report.packs_written = new_packs.len();
     report.bytes_written = written;
     laps.lap("bases-and-repack");
-    let carried = held
-        .state
-        .as_ref()
-        .map(|s| s.condemned.clone())
-        .unwrap_or_default();
-    let mut condemned: BTreeSet<PackId> = carried.into_iter().collect();
-    condemned.extend(reclaim.dead.iter().chain(&reclaim.repack));
+    let condemned = to_condemn(&held, &reclaim);
     let condemns = !condemned.is_empty();
     let held = if condemns {
         progress.phase("condemn");
@@ -230,6 +224,15 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
     )
     .await;
     Ok(finished(report, started, &mut laps))
+}
+
+/// The packs the run condemns: those a previous run left condemned, then the dead and the
+/// repacked ones.
+fn to_condemn(held: &Versioned, reclaim: &reclaim::ReclaimPlan) -> BTreeSet<PackId> {
+    let carried = held.state.iter().flat_map(|s| s.condemned.iter().copied());
+    carried
+        .chain(reclaim.dead.iter().chain(&reclaim.repack).copied())
+        .collect()
 }
 
 /// `report` with the run's wall time and steps, logged.
