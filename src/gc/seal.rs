@@ -4,7 +4,7 @@
 //! A run writes a tentative seal (its claimed generation, a digest of its options) before its
 //! first listing and confirms it, conditional on the tentative object's etag, only when it found
 //! nothing to do and left nothing for later, or when it did work and a scan after its last
-//! write (`gc::conclude`) finds nothing more; the confirmed seal carries the generation of the
+//! write ([`conclude`]) finds nothing more; the confirmed seal carries the generation of the
 //! state the run wrote last. Writers delete the seal after every commit, so a
 //! commit whose manifest that run's listing missed either deleted the tentative seal before the
 //! confirmation (which then fails) or deletes the confirmed one later. A later run that finds a
@@ -13,8 +13,9 @@
 //! so safety does not depend on it; a lost deletion (a writer killed right after its create)
 //! only delays gc until the next commit, a `--full` run, or [`MAX_AGE`].
 //!
-//! Owns the seal's writes, its reading and the decision to stop. Must not decide what a run
-//! does otherwise (that is `gc::run`).
+//! Owns the seal's writes, its reading, the decision to stop and the decision to seal (with the
+//! scan a run makes after its work to take it). Must not decide what a run does otherwise (that
+//! is `gc::run`).
 
 use std::time::{Duration, SystemTime};
 
