@@ -177,7 +177,7 @@ impl IngestCtx {
     /// Adds new chunks to the writer's sample; the worker that completes it trains the
     /// store's dictionary, has it uploaded before any pack that uses it, and starts using it.
     fn sample<'a>(&self, new: impl Iterator<Item = &'a [u8]>) -> Result<()> {
-        let Some((full, claim)) = self.training.sample(new) else {
+        let Some((full, mut claim)) = self.training.sample(new) else {
             return Ok(()); // not full yet, or another checkpoint of this writer trains
         };
         let Some((object, encoder)) = full.train(self.zstd_level) else {
@@ -187,6 +187,7 @@ impl IngestCtx {
         // Sent before the encoder is published: every pack holding a blob that names it is
         // sealed, and so queued, after the dictionary (the uploader stores it first).
         self.tx.send_dict(encoder.id, object)?;
+        claim.trained(encoder.id);
         *self.encoder.write().expect("encoder lock") = Some(Arc::new(encoder));
         *self.claim.lock().expect("claim lock") = Some(claim);
         Ok(())

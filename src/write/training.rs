@@ -1,11 +1,11 @@
-//! Training the store's compression dictionary (format-spec 5.1) while it has none: a writer's
-//! checkpoints add their new chunks to one sample (small checkpoints add up); the checkpoint
-//! that fills it claims the training, and the others compress without a dictionary instead of
-//! training their own. The claim is given back when the training yields nothing or its checkpoint fails before
-//! the dictionary is durable, so that a later checkpoint can train.
+//! Training the store's compression dictionary (format-spec 5.1) while it has none: a
+//! writer's checkpoints add their new chunks to one sample (small checkpoints add up); the
+//! checkpoint that fills it claims the training, and the others compress without a dictionary
+//! instead of training their own. The claim is given back when the training yields nothing or
+//! its checkpoint fails before the dictionary is durable, so that a later checkpoint can train.
 //!
-//! Owns the sample, the claim and the writer's choice of dictionary. Must not upload anything (the packer sends the dictionary
-//! ahead of the packs that use it).
+//! Owns the sample, the claim and the writer's choice of dictionary. Must not upload anything
+//! (the packer sends the dictionary ahead of the packs that use it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -62,24 +62,28 @@ impl TrainingRight {
         self.claimed
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
-            .then(|| Claim(Some(self.claimed.clone())))
+            .then(|| Claim {
+                right: Some(self.clone()),
+                trained: None,
+            })
     }
 
-    /// Adds new chunks to the writer's sample. When they fill it, returns the full sample with
-    /// the claim to train it, unless another checkpoint holds the claim; either way the next
-    /// chunks start a new sample.
+    /// Adds new chunks to the writer's sample, unless it knows a dictionary already. Once the
+    /// sample is full, returns it with the claim to train it; while another checkpoint holds
+    /// the claim, the full sample waits for the next try.
     pub(crate) fn sample<'a>(
         &self,
         new: impl Iterator<Item = &'a [u8]>,
     ) -> Option<(Samples, Claim)> {
-        let full = {
-            let mut sample = self.samples.lock().expect("samples lock");
-            if !sample.add(new) {
-                return None;
-            }
-            std::mem::take(&mut *sample)
-        };
-        Some((full, self.claim()?))
+        if self.known.get().is_some() {
+            return None;
+        }
+        let mut sample = self.samples.lock().expect("samples lock");
+        if !sample.add(new) {
+            return None;
+        }
+        let claim = self.claim()?;
+        Some((std::mem::take(&mut *sample), claim))
     }
 
     /// The dictionary to compress with ([`Store::load_dictionaries`]). Once one is known, no
@@ -89,31 +93,46 @@ impl TrainingRight {
         if let Some(d) = self.known.get() {
             return Ok(Some(d.clone()));
         }
-        let listed = store.load_dictionaries().await?;
-        if let Some(d) = &listed {
-            self.known.get_or_init(|| d.clone());
-            // Nothing more to train: the sample's memory goes.
-            *self.samples.lock().expect("samples lock") = Samples::default();
-        }
-        Ok(listed)
+        Ok(store.load_dictionaries().await?.map(|d| self.know(d)))
+    }
+
+    /// Records `d` as the writer's dictionary (the first one recorded stays) and returns it; the
+    /// sample's memory goes, since nothing more is trained.
+    fn know(&self, d: Arc<Dictionary>) -> Arc<Dictionary> {
+        let d = self.known.get_or_init(|| d).clone();
+        *self.samples.lock().expect("samples lock") = Samples::default();
+        d
     }
 }
 
 /// A held training claim: given back when dropped, unless [`Claim::keep`] says the dictionary
 /// it trained is durable.
-pub(crate) struct Claim(Option<Arc<AtomicBool>>);
+pub(crate) struct Claim {
+    right: Option<TrainingRight>,
+    trained: Option<DictId>,
+}
 
 impl Claim {
-    /// The dictionary is in the store: no checkpoint of this writer trains another.
+    /// Names the dictionary this claim trained.
+    pub(crate) fn trained(&mut self, id: DictId) {
+        self.trained = Some(id);
+    }
+
+    /// The dictionary is in the store: no checkpoint of this writer trains another, and the
+    /// writer compresses with it from now on.
     pub(crate) fn keep(mut self) {
-        self.0 = None;
+        if let Some(right) = self.right.take() {
+            if let Some(d) = self.trained.as_ref().and_then(dict::get) {
+                right.know(d);
+            }
+        }
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        if let Some(flag) = self.0.take() {
-            flag.store(false, Ordering::Release);
+        if let Some(right) = self.right.take() {
+            right.claimed.store(false, Ordering::Release);
         }
     }
 }
@@ -140,6 +159,10 @@ mod tests {
         for _ in 0..dict::TRAIN_BYTES >> 20 {
             assert!(right.clone().sample(std::iter::once(&chunk[..])).is_none());
         }
+        // While another checkpoint holds the claim, the full sample waits.
+        let held = right.claim().expect("free");
+        assert!(right.sample(std::iter::once(&chunk[..])).is_none());
+        drop(held);
         let (full, claim) = right.sample(std::iter::once(&chunk[..])).expect("full");
         assert_eq!(full.data.len(), dict::TRAIN_BYTES);
         assert!(right.claim().is_none(), "claimed by the filler");
@@ -147,6 +170,29 @@ mod tests {
         // The next chunks start a new sample.
         assert!(right.sample(std::iter::once(&chunk[..])).is_none());
         assert_eq!(right.samples.lock().unwrap().data.len(), 1 << 20);
+    }
+
+    #[test]
+    fn a_kept_claim_makes_its_dictionary_known_and_ends_sampling() {
+        let right = TrainingRight::default();
+        let chunk = vec![7u8; 1 << 20];
+        assert!(right.sample(std::iter::once(&chunk[..])).is_none());
+        let d = Arc::new(Dictionary::new(DictId::of(b"test"), vec![1u8; 4096]).expect("dict"));
+        let id = d.id;
+        let mut claim = right.claim().expect("free");
+        claim.trained(id);
+        assert!(dict::register(d));
+        claim.keep();
+        assert_eq!(right.known.get().map(|d| d.id), Some(id));
+        assert!(
+            right.samples.lock().unwrap().data.is_empty(),
+            "sample freed"
+        );
+        assert!(right.sample(std::iter::once(&chunk[..])).is_none());
+        assert!(
+            right.samples.lock().unwrap().data.is_empty(),
+            "no more sampling"
+        );
     }
 
     #[test]
