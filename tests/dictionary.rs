@@ -305,7 +305,10 @@ async fn a_writer_that_knows_the_dictionary_lists_dicts_no_more() {
     assert_eq!(store.backend().list_all(&dicts).await.unwrap().len(), 1);
     let newcomer = Writer::new(store.clone()).await.unwrap();
     let mut lists = Vec::new();
-    for (i, writer) in [&trainer, &trainer, &newcomer, &newcomer].into_iter().enumerate() {
+    for (i, writer) in [&trainer, &trainer, &newcomer, &newcomer]
+        .into_iter()
+        .enumerate()
+    {
         files.insert(format!("more-{i}"), rows(1 << 20, 10 + i as u64));
         write_files(&work, &files);
         rec.take();

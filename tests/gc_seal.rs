@@ -170,3 +170,29 @@ async fn a_damaged_or_oversized_seal_costs_a_scan_never_a_failure() {
     }
     assert!(gc_run(&store, &keep_last(1)).await.unchanged);
 }
+
+/// A run that takes over from one that was deleting writes no seal (format-spec 13.8, rule 1):
+/// that run may be paused, not dead, and still write after this one's last listing. The run
+/// after it, which finds the state idle, seals as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_takes_over_from_a_deleting_run_does_not_seal() {
+    use layercas::gc::state::{self, Phase};
+    let (_d, root) = tempdir();
+    let (store, writer) = store_and_writer(&root).await;
+    checkpoint(&writer, &root, 0x100, 1).await;
+    assert!(gc_run(&store, &keep_last(1)).await.sealed);
+    // A run doomed a pack, recorded it, and stopped (or paused) before deleting it.
+    let held = state::read(store.backend()).await.unwrap();
+    let mut deleting = held.state.clone().unwrap();
+    deleting.phase = Phase::Deleting;
+    deleting.condemned = vec![layercas::id::PackId([9; 32])];
+    state::update(store.backend(), &held, deleting).await.unwrap();
+
+    let took_over = gc_run(&store, &keep_last(1)).await;
+    assert!(!took_over.sealed && !took_over.unchanged, "{took_over:?}");
+    let after = state::read(store.backend()).await.unwrap().state.unwrap();
+    assert!(after.phase == Phase::Idle && after.condemned.is_empty(), "{after:?}");
+    let next = gc_run(&store, &keep_last(1)).await;
+    assert!(next.sealed, "{next:?}");
+    assert!(gc_run(&store, &keep_last(1)).await.unchanged);
+}

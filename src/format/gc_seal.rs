@@ -1,5 +1,5 @@
-//! gc's seal (`gc/seal`, envelope kind 10): a record that the gc run of one generation, with one
-//! set of options, found nothing to do and left nothing for later (format-spec section 13.8).
+//! gc's seal (`gc/seal`, envelope kind 10): a record that a gc run with one set of options left
+//! nothing to do and nothing for later at one generation of the gc state (format-spec 13.8).
 //!
 //! Owns the encoding only. Must not decide when a seal is written, trusted or removed: gc's side
 //! is `gc::seal`, the writer's removal is in `write::fence`.
@@ -15,11 +15,12 @@ pub const MAX_GC_SEAL_BODY: u64 = 1024;
 /// The seal object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcSeal {
-    /// The gc state's generation the sealing run claimed.
+    /// The generation of the gc state the sealing run wrote last (the one it claimed, when it
+    /// condemned nothing).
     pub generation: u64,
     /// What the run's options hash to (64 lower-case hex digits, `gc::seal::options_digest`).
     pub options: String,
-    /// False while the run is scanning; true once it found nothing to do.
+    /// False while the run is scanning; true once it left nothing to do.
     pub confirmed: bool,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! # Phases of one run
 //! 0. **Seal**: a run stops before claiming when gc's seal says that nothing was committed since
-//!    a run with the same options found nothing to do (`seal`, format-spec 13.8); otherwise it
+//!    a run with the same options left nothing to do (`seal`, format-spec 13.8); otherwise it
 //!    writes a tentative seal right after its claim and confirms it only if it finds nothing to
 //!    do, or if, having done its work, a scan after it finds nothing more (`seal::conclude`).
 //! 1. **Claim**: update the gc state (`gc/state`, conditional on its etag) to a new generation.
@@ -103,7 +103,7 @@ pub struct GcOptions {
     /// Delete every intent before scanning (`casctl gc --clear-intents`). Safe only when no
     /// writer runs: an intent is what protects a running writer's packs.
     pub clear_intents: bool,
-    /// Scan even when gc's seal says nothing changed since a run that found nothing to do
+    /// Scan even when gc's seal says nothing changed since a run that left nothing to do
     /// (`casctl gc --full`; see [`seal`]).
     pub full: bool,
 }
@@ -213,7 +213,8 @@ pub async fn run(store: &Store, opts: &GcOptions, progress: DynProgress) -> Resu
         held
     };
     report.generation = held.state.as_ref().map_or(0, |s| s.generation);
-    let quiet = !condemns && seal::may_seal(&plan, &reclaim, &report);
+    let rewrote = report.index_objects_written + report.index_objects_deleted > 0;
+    let quiet = seal::quiet(&plan, &reclaim, condemns, report.chunks_missing, rewrote);
     report.sealed = seal::conclude(
         store,
         opts,
@@ -360,6 +361,11 @@ async fn claim_and_seal(
     }
     let held = claim(store, opts.window).await?;
     let generation = held.state.as_ref().map_or(0, |s| s.generation);
+    // A run that takes over from one that was condemning or deleting does not seal: that run
+    // may be paused, not dead, and write after this one's last listing (format-spec 13.8).
+    if held.state.as_ref().is_some_and(|s| s.phase != Phase::Idle) {
+        return Ok((held, None));
+    }
     Ok((held, seal::begin(store, generation, opts).await))
 }
 

@@ -14,9 +14,9 @@ pub struct GcReport {
     /// The gc-state generation this run claimed.
     pub generation: u64,
     /// The run stopped after reading the state and gc's seal: nothing changed since a run that
-    /// found nothing to do (format-spec 13.8). Every count is then zero.
+    /// left nothing to do (format-spec 13.8). Every count is then zero.
     pub unchanged: bool,
-    /// This run left nothing for a later one (it found nothing to do, or a scan after its work
+    /// This run left nothing for a later one (it left nothing to do, or a scan after its work
     /// found nothing more) and sealed the store, so the next run may stop early.
     pub sealed: bool,
     /// Work this run left for a later one: dead packs spared because they are young or named by

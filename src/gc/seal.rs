@@ -1,5 +1,5 @@
 //! gc's seal (format-spec 13.8): how a run over a store where nothing changed since a run that
-//! found nothing to do stops after two reads instead of listing the whole store.
+//! left nothing to do stops after two reads instead of listing the whole store.
 //!
 //! A run writes a tentative seal (its claimed generation, a digest of its options) before its
 //! first listing and confirms it, conditional on the tentative object's etag, only when it found
@@ -13,9 +13,9 @@
 //! so safety does not depend on it; a lost deletion (a writer killed right after its create)
 //! only delays gc until the next commit, a `--full` run, or [`MAX_AGE`].
 //!
-//! Owns the seal's writes, its reading, the decision to stop and the decision to seal (with the
-//! scan a run makes after its work to take it). Must not decide what a run does otherwise (that
-//! is `gc::run`).
+//! Owns the seal's writes, its reading, the decision to stop, and the end of a run: the decision
+//! to seal (with the scan a run makes after its work to take it) and gc's caches kept current.
+//! Must not decide what a run does otherwise (that is `gc::run`).
 
 use std::time::{Duration, SystemTime};
 
@@ -101,16 +101,22 @@ async fn read(store: &Store) -> Result<Option<(GcSeal, SystemTime)>> {
     }
 }
 
-/// Whether a run that condemned nothing also changed nothing and left nothing for a later run
-/// (format-spec 13.8, rule 2), so that its seal may stand.
-pub(crate) fn may_seal(plan: &CompactPlan, reclaim: &ReclaimPlan, report: &GcReport) -> bool {
-    plan.bases.is_empty()
+/// Whether a run with `plan` and `reclaim` does nothing and leaves nothing for a later run
+/// (format-spec 13.8, rule 2): it condemns nothing, writes no base, deletes no manifest, finds
+/// no missing chunk, rewrites no index object and defers nothing.
+pub(crate) fn quiet(
+    plan: &CompactPlan,
+    reclaim: &ReclaimPlan,
+    condemns: bool,
+    chunks_missing: usize,
+    rewrites_indexes: bool,
+) -> bool {
+    !condemns
+        && plan.bases.is_empty()
         && plan.delete.is_empty()
-        && reclaim.repack.is_empty()
         && !reclaim.deferred
-        && report.chunks_missing == 0
-        && report.index_objects_written == 0
-        && report.index_objects_deleted == 0
+        && chunks_missing == 0
+        && !rewrites_indexes
 }
 
 /// Whether a run that did work may be worth sealing after it scans again: it left nothing it
@@ -177,6 +183,12 @@ pub(crate) async fn confirm(store: &Store, tentative: Tentative, generation: u64
     }
 }
 
+/// Whether the tentative seal is still the object this run wrote.
+async fn still_there(store: &Store, tentative: &Tentative) -> bool {
+    let head = store.backend().head(&layout::gc_seal_key()).await;
+    head.is_ok_and(|m| m.etag.as_deref() == Some(tentative.etag.as_str()))
+}
+
 /// The end of a run that wrote `tentative`: confirms the seal when a new run would find nothing
 /// to do (format-spec 13.8, rule 2) and keeps gc's caches current (13.7). A `quiet` run (it
 /// changed nothing and left nothing for later) seals at once; a run that did work, and left
@@ -193,7 +205,8 @@ pub(crate) async fn conclude(
     let generation = report.generation;
     let sealed = match tentative {
         Some(t) if quiet => confirm(store, t, generation).await,
-        Some(t) if worth_rescanning(report) => {
+        // Unless a writer has deleted the tentative seal already (then the rescan is wasted).
+        Some(t) if worth_rescanning(report) && still_there(store, &t).await => {
             nothing_left(store, opts, caches, laps).await && confirm(store, t, generation).await
         }
         _ => {
@@ -223,11 +236,14 @@ async fn nothing_left(
         let mut would = GcReport::default();
         let (plan, _, reclaim) = plan::plan_run(store, &last, opts, &mut would).await?;
         let owned = domains::owned(plan::remaining(&last, &plan));
-        let rewrite = domains::rewrite_needed(&last.indexes, &last.packs, &owned);
-        Ok::<_, Error>(reclaim.dead.is_empty() && !rewrite && may_seal(&plan, &reclaim, &would))
+        let rewrites = domains::rewrite_needed(&last.indexes, &last.packs, &owned);
+        let condemns = !reclaim.dead.is_empty() || !reclaim.repack.is_empty();
+        let missing = would.chunks_missing;
+        Ok::<_, Error>(quiet(&plan, &reclaim, condemns, missing, rewrites))
     };
     let quiet = planned.await.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "the scan after this run failed; it does not seal");
+        // Missing chunks right after this run's deletions would be a bug: say so loudly.
+        tracing::error!(error = %e, "gc's scan after its work failed; the store stays unsealed");
         false
     });
     laps.lap("plan-again");

@@ -106,7 +106,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
 fn to_text(r: &GcReport) -> String {
     if r.unchanged {
         return format!(
-            "nothing changed since a gc that found nothing to do (generation {}; --full scans anyway); {} ms",
+            "nothing changed since a gc that left nothing to do (generation {}; --full scans anyway); {} ms",
             r.generation, r.duration_ms
         );
     }
@@ -128,7 +128,7 @@ fn to_text(r: &GcReport) -> String {
         size(r.bytes_written),
         r.duration_ms,
         if r.sealed {
-            "; nothing to do: sealed, so the next run stops at once unless something is committed"
+            "; nothing left to do: sealed, so the next run stops at once unless something is committed"
         } else {
             ""
         },
