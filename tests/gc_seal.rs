@@ -186,12 +186,17 @@ async fn a_run_that_takes_over_from_a_deleting_run_does_not_seal() {
     let mut deleting = held.state.clone().unwrap();
     deleting.phase = Phase::Deleting;
     deleting.condemned = vec![layercas::id::PackId([9; 32])];
-    state::update(store.backend(), &held, deleting).await.unwrap();
+    state::update(store.backend(), &held, deleting)
+        .await
+        .unwrap();
 
     let took_over = gc_run(&store, &keep_last(1)).await;
     assert!(!took_over.sealed && !took_over.unchanged, "{took_over:?}");
     let after = state::read(store.backend()).await.unwrap().state.unwrap();
-    assert!(after.phase == Phase::Idle && after.condemned.is_empty(), "{after:?}");
+    assert!(
+        after.phase == Phase::Idle && after.condemned.is_empty(),
+        "{after:?}"
+    );
     let next = gc_run(&store, &keep_last(1)).await;
     assert!(next.sealed, "{next:?}");
     assert!(gc_run(&store, &keep_last(1)).await.unchanged);
