@@ -17,6 +17,8 @@ mod pg;
 #[path = "common/proc.rs"]
 #[allow(dead_code)]
 mod proc;
+#[path = "compression/stored_delta.rs"]
+mod stored_delta;
 #[path = "common/tools.rs"]
 #[allow(dead_code)]
 mod tools;
@@ -31,6 +33,7 @@ use layercas::format::config::ChunkerParams;
 use layercas::format::{dict, pack};
 use layercas::id::ChunkId;
 use layercas::testkit::sample::{SampleSpec, SampleWorkdir};
+use stored_delta::{Bound, stored_delta};
 use tools::{Kind, Tool};
 
 /// Bytes of consecutive new chunks compressed as one frame by the grouped scheme.
@@ -42,6 +45,9 @@ struct Chunks {
     /// For each new chunk, the bytes around its offset in the previous checkpoint's version of
     /// its file (the same name up to `__`, where the datasets put the LSN), if there was one.
     refs: Vec<Option<Vec<u8>>>,
+    /// Each new chunk's id, and the ids of the previous version's chunks overlapping its range.
+    ids: Vec<ChunkId>,
+    covers: Vec<Vec<ChunkId>>,
     /// Index into `new` where each checkpoint's chunks start.
     starts: Vec<usize>,
     logical: u64,
@@ -77,6 +83,27 @@ impl Chunker {
     }
 }
 
+/// One version of a file: its bytes and where its chunks start.
+struct Version {
+    bytes: Vec<u8>,
+    layout: Vec<(usize, ChunkId)>,
+}
+
+impl Version {
+    /// The chunks overlapping `len` bytes at `at`, in file order.
+    fn overlapping(&self, at: usize, len: usize) -> Vec<ChunkId> {
+        let first = self
+            .layout
+            .partition_point(|(s, _)| *s <= at)
+            .saturating_sub(1);
+        self.layout[first..]
+            .iter()
+            .take_while(|(s, _)| *s < at + len)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+}
+
 /// Bytes of the previous version taken on each side of a new chunk's range as its reference.
 const REF_SLACK: usize = 16 << 10;
 
@@ -86,7 +113,7 @@ fn take_checkpoint(
     workdir: &Path,
     chunker: &Chunker,
     seen: &mut HashSet<ChunkId>,
-    prev: &mut HashMap<String, Vec<u8>>,
+    prev: &mut HashMap<String, Version>,
     c: &mut Chunks,
 ) {
     c.starts.push(c.new.len());
@@ -97,10 +124,17 @@ fn take_checkpoint(
         let rel = f.strip_prefix(workdir).unwrap().to_string_lossy();
         let stem = rel.split("__").next().unwrap().to_string();
         let old = prev.get(&stem);
+        let mut layout = Vec::new();
         for chunk in chunker.chunk_slice(&data) {
-            if seen.insert(ChunkId::of(chunk)) {
-                let at = chunk.as_ptr() as usize - data.as_ptr() as usize;
+            let id = ChunkId::of(chunk);
+            let at = chunk.as_ptr() as usize - data.as_ptr() as usize;
+            layout.push((at, id));
+            if seen.insert(id) {
+                c.ids.push(id);
+                c.covers
+                    .push(old.map_or(Vec::new(), |o| o.overlapping(at, chunk.len())));
                 let r = old.map(|o| {
+                    let o = &o.bytes;
                     let end = (at + chunk.len() + REF_SLACK).min(o.len());
                     o[at.saturating_sub(REF_SLACK).min(end)..end].to_vec()
                 });
@@ -108,63 +142,15 @@ fn take_checkpoint(
                 c.refs.push(r.filter(|r| !r.is_empty()));
             }
         }
-        now.insert(stem, data);
+        now.insert(
+            stem,
+            Version {
+                bytes: data,
+                layout,
+            },
+        );
     }
     *prev = now;
-}
-
-/// Each new chunk compressed with its reference (the bytes around it in the previous version of
-/// its file) as a raw-content dictionary where it has one, else on its own: what a store that
-/// stores chunks as deltas against the checkpoint before would hold (a restore would then need
-/// the reference's chunks too: chains that gc would have to bound).
-fn delta(chunks: &[Vec<u8>], refs: &[Option<Vec<u8>>], level: i32) -> Outcome {
-    let t = Instant::now();
-    let (mut plain, mut with) = (
-        zstd::bulk::Compressor::new(level).unwrap(),
-        zstd::bulk::Compressor::new(level).unwrap(),
-    );
-    let out: Vec<Vec<u8>> = chunks
-        .iter()
-        .zip(refs)
-        .map(|(ch, r)| match r {
-            Some(r) => {
-                with.set_dictionary(level, r).unwrap();
-                with.compress(ch).unwrap()
-            }
-            None => plain.compress(ch).unwrap(),
-        })
-        .collect();
-    let compress_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let (mut plain, mut with) = (
-        zstd::bulk::Decompressor::new().unwrap(),
-        zstd::bulk::Decompressor::new().unwrap(),
-    );
-    for ((z, ch), r) in out.iter().zip(chunks).zip(refs) {
-        let back = match r {
-            Some(r) => {
-                with.set_dictionary(r).unwrap();
-                with.decompress(z, ch.len()).unwrap()
-            }
-            None => plain.decompress(z, ch.len()).unwrap(),
-        };
-        assert!(back == *ch);
-    }
-    let with_ref = refs.iter().filter(|r| r.is_some()).count();
-    Outcome {
-        name: format!("delta vs previous, level {level}"),
-        stored: out
-            .iter()
-            .zip(chunks)
-            .map(|(z, c)| z.len().min(c.len()) as u64)
-            .sum(),
-        compress_s,
-        decompress_s: t.elapsed().as_secs_f64(),
-        extra: format!(
-            "{with_ref} of {} chunks had a previous version",
-            chunks.len()
-        ),
-    }
 }
 
 /// Stored bytes of one scheme and the CPU seconds it took (one thread).
@@ -341,6 +327,8 @@ fn collect(
     let mut chunks = Chunks {
         new: Vec::new(),
         refs: Vec::new(),
+        ids: Vec::new(),
+        covers: Vec::new(),
         starts: Vec::new(),
         logical: 0,
     };
@@ -432,7 +420,24 @@ fn report(name: &str, chunks: &Chunks, peers: &[(Kind, u64)]) {
         outcomes.push(trained_after(c, end_of_first, size, "after ckpt 0"));
     }
     outcomes.push(grouped(c, 3));
-    outcomes.push(delta(c, &chunks.refs, 3));
+    outcomes.push(stored_delta::range_delta(c, &chunks.refs, 3));
+    for (n, bound, level) in [
+        (1, Bound::Chain, 3),
+        (2, Bound::Chain, 3),
+        (1, Bound::Depth1, 1),
+        (1, Bound::Depth1, 2),
+        (1, Bound::Depth1, 3),
+        (2, Bound::Depth1, 2),
+    ] {
+        outcomes.push(stored_delta(
+            c,
+            &chunks.ids,
+            &chunks.covers,
+            n,
+            bound,
+            level,
+        ));
+    }
     println!(
         "  {:<32} {:>10} {:>7} {:>7} {:>7} {:>9} {:>9}",
         "scheme", "MiB", "/lvl3", "/borg", "/restic", "comp MB/s", "dec MB/s"
