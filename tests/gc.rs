@@ -14,7 +14,6 @@ use std::time::Duration;
 use layercas::backend::{BackendError, DynBackend};
 use layercas::format::config::{ChunkerParams, StoreConfig};
 use layercas::format::metadata::TimelineMetadata;
-use layercas::format::pack;
 use layercas::gc::retention::{Policy, Retention};
 use layercas::gc::{self, GcOptions};
 use layercas::id::Lsn;
@@ -43,16 +42,9 @@ async fn every_chunk_readable(store: &Store, when: &str) -> usize {
     for m in store.read_manifests(&refs).await.expect("manifests") {
         for f in &m.added {
             for c in &f.chunks {
-                let loc = index
-                    .get(&c.id)
-                    .unwrap_or_else(|| panic!("{when}: {}: chunk {} unindexed", m.lsn, c.id));
-                let key = layercas::format::layout::pack_key(&loc.pack);
-                let data = store
-                    .backend()
-                    .get_range(&key, loc.offset..loc.offset + loc.stored_len as u64)
-                    .await
-                    .unwrap_or_else(|e| panic!("{when}: {}: chunk {} in {key}: {e}", m.lsn, c.id));
-                pack::decode_blob(&loc.entry(c.id), &data).expect("blob intact");
+                let raw = store.read_chunk(&index, c).await;
+                let raw = raw.unwrap_or_else(|e| panic!("{when}: {}: chunk {}: {e}", m.lsn, c.id));
+                assert_eq!(raw.len(), c.len as usize);
                 checked += 1;
             }
         }

@@ -20,11 +20,12 @@ pub fn max_zstd_len(raw_len: u32) -> u64 {
 }
 
 /// Largest stored length of a blob of `raw_len` raw bytes with `compression`: the raw length,
-/// zstd's compress bound, or the bound plus the dictionary id in front of the frame.
+/// zstd's compress bound (also for a delta's frame), or the bound plus the dictionary id in
+/// front of the frame.
 pub fn max_stored_len(compression: Compression, raw_len: u32) -> u64 {
     match compression {
         Compression::None => raw_len as u64,
-        Compression::Zstd => max_zstd_len(raw_len),
+        Compression::Zstd | Compression::Delta => max_zstd_len(raw_len),
         Compression::ZstdDict => DICT_ID_LEN as u64 + max_zstd_len(raw_len),
     }
 }
@@ -115,6 +116,12 @@ pub fn decode_blob(entry: &BlobEntry, data: &[u8]) -> Result<Vec<u8>, DecodeErro
                 .map_err(|e| DecodeError::new(WHAT, format!("zstd: {e}")))?
         }
         Compression::ZstdDict => decode_dict_blob(data, entry.raw_len)?,
+        Compression::Delta => {
+            return Err(DecodeError::new(
+                WHAT,
+                "is a delta, decoded only with its base (format::delta)",
+            ));
+        }
     };
     if raw.len() != entry.raw_len as usize {
         return Err(len_error("decompressed to", raw.len(), entry.raw_len));
@@ -126,6 +133,24 @@ pub fn decode_blob(entry: &BlobEntry, data: &[u8]) -> Result<Vec<u8>, DecodeErro
         ));
     }
     Ok(raw)
+}
+
+/// Checks a blob as far as its pack alone allows: a whole blob decodes to its chunk; a delta's
+/// frame is well formed (its content needs the base and the chunk id its manifest names:
+/// `format::delta`).
+pub fn check_blob(entry: &BlobEntry, data: &[u8]) -> Result<(), DecodeError> {
+    if entry.compression != Compression::Delta {
+        return decode_blob(entry, data).map(drop);
+    }
+    if data.len() != entry.stored_len as usize {
+        let why = format!(
+            "stored as {} bytes, expected {}",
+            data.len(),
+            entry.stored_len
+        );
+        return Err(DecodeError::new("delta blob", why));
+    }
+    check_zstd_frame(data, entry.raw_len).map_err(|e| DecodeError::new("delta blob", e))
 }
 
 /// Decompresses a [`Compression::ZstdDict`] blob with the loaded dictionary it names, into at

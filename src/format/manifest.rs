@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DecodeError;
+use crate::format::delta::delta_id;
 use crate::format::envelope::{self, Kind};
 use crate::format::metadata::{METADATA_FILE_NAME, TimelineMetadata};
 use crate::format::pack::MAX_RAW_LEN;
@@ -33,13 +34,53 @@ pub const MAX_COMPONENT_LEN: usize = 255;
 /// Names whose components start with this are reserved for temporary files.
 pub const RESERVED_PREFIX: &str = ".layercas";
 
-/// One chunk of a file: its id and raw length.
+/// One chunk of a file: its id and raw length, and the base it is stored against, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
-    /// The chunk's hash, its name in the store.
+    /// The chunk's hash: the id of its content.
     pub id: ChunkId,
     /// Raw length, so offsets in the file can be computed without reading chunks.
     pub len: u32,
+    /// The chunk whose bytes the stored delta blob needs (format-spec 5.2); the blob is indexed
+    /// under `delta_id(id, base)`. Absent (encoded as a 2-element array) for a whole blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<ChunkId>,
+}
+
+impl ChunkRef {
+    /// A chunk stored as a whole blob.
+    pub fn whole(id: ChunkId, len: u32) -> ChunkRef {
+        ChunkRef {
+            id,
+            len,
+            base: None,
+        }
+    }
+
+    /// The id of the index entry holding this chunk's blob.
+    pub fn blob_id(&self) -> ChunkId {
+        match &self.base {
+            Some(b) => delta_id(&self.id, b),
+            None => self.id,
+        }
+    }
+
+    /// Every id whose blob a reader of this chunk needs, so every id gc keeps live for it: the
+    /// blob's, then the base's.
+    pub fn stored_ids(&self) -> impl Iterator<Item = ChunkId> {
+        std::iter::once(self.blob_id()).chain(self.base)
+    }
+
+    /// What is wrong with this reference on its own, if anything.
+    fn fault(&self) -> Option<String> {
+        if self.len == 0 || self.len > MAX_RAW_LEN {
+            return Some(format!(
+                "chunk {} of {} bytes is empty or exceeds {MAX_RAW_LEN}",
+                self.id, self.len
+            ));
+        }
+        (self.base == Some(self.id)).then(|| format!("chunk {} is its own base", self.id))
+    }
 }
 
 /// A file a checkpoint added.
@@ -167,13 +208,11 @@ impl Manifest {
                 self.lsn, self.metadata.disk_consistent_lsn
             ));
         }
-        if let Some(prev) = self.prev_lsn {
-            if prev >= self.lsn {
-                return Err(format!(
-                    "previous lsn {prev} is not before lsn {}",
-                    self.lsn
-                ));
-            }
+        if let Some(prev) = self.prev_lsn.filter(|p| *p >= self.lsn) {
+            return Err(format!(
+                "previous lsn {prev} is not before lsn {}",
+                self.lsn
+            ));
         }
         let mut seen = HashSet::new();
         for f in &self.added {
@@ -187,11 +226,8 @@ impl Manifest {
                     f.name, f.size
                 ));
             }
-            if let Some(c) = f.chunks.iter().find(|c| c.len > MAX_RAW_LEN) {
-                return Err(format!(
-                    "file {:?}: chunk {} of {} bytes exceeds {MAX_RAW_LEN}",
-                    f.name, c.id, c.len
-                ));
+            if let Some(why) = f.chunks.iter().find_map(ChunkRef::fault) {
+                return Err(format!("file {:?}: {why}", f.name));
             }
             let total: u64 = f.chunks.iter().map(|c| c.len as u64).sum();
             if total != f.size {
@@ -199,9 +235,6 @@ impl Manifest {
                     "file {:?}: chunks add up to {total} bytes, size says {}",
                     f.name, f.size
                 ));
-            }
-            if f.chunks.iter().any(|c| c.len == 0) {
-                return Err(format!("file {:?} has an empty chunk", f.name));
             }
         }
         let mut removed = HashSet::new();
@@ -373,128 +406,5 @@ impl TimelineState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub(crate) fn sample_manifest() -> Manifest {
-        let chunk = ChunkRef {
-            id: ChunkId::of(b"hello"),
-            len: 5,
-        };
-        Manifest {
-            tenant: TenantId([0x11; 16]),
-            timeline: TimelineId([0x22; 16]),
-            lsn: Lsn(0x100),
-            prev_lsn: Some(Lsn(0x80)),
-            metadata: TimelineMetadata::at(Lsn(0x100)),
-            added: vec![FileEntry {
-                name: "layer_a".into(),
-                size: 5,
-                hash: FileHash(*blake3::hash(b"hello").as_bytes()),
-                chunks: vec![chunk],
-            }],
-            removed: vec!["old_layer".into()],
-            base: false,
-            dropped_from: None,
-        }
-    }
-
-    #[test]
-    fn manifest_round_trips() {
-        let m = sample_manifest();
-        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
-    }
-
-    #[test]
-    fn escaping_names_are_rejected_even_with_a_valid_checksum() {
-        for bad in [
-            "../x",
-            "/etc/x",
-            "a/../../x",
-            "a//b",
-            "./x",
-            "metadata",
-            ".layercas-tmp",
-            "a\\..\\b",
-            "",
-        ] {
-            let mut m = sample_manifest();
-            m.added[0].name = bad.into();
-            let err = Manifest::decode(&m.encode()).unwrap_err();
-            assert!(err.reason.contains("file"), "{bad:?}: {err}");
-        }
-        assert!(validate_name("sub/dir/layer-1__00AB").is_ok());
-    }
-
-    #[test]
-    fn inconsistent_sizes_and_lsns_are_rejected() {
-        let mut m = sample_manifest();
-        m.added[0].size = 6;
-        assert!(Manifest::decode(&m.encode()).is_err());
-        let mut m = sample_manifest();
-        m.prev_lsn = Some(Lsn(0x100));
-        assert!(Manifest::decode(&m.encode()).is_err());
-    }
-
-    #[test]
-    fn fold_applies_removals_and_replacements_in_order() {
-        let m1 = sample_manifest();
-        let mut m2 = sample_manifest();
-        m2.lsn = Lsn(0x200);
-        m2.metadata = TimelineMetadata::at(Lsn(0x200));
-        m2.added[0].name = "layer_b".into();
-        m2.removed = vec!["layer_a".into()];
-        let s = TimelineState::fold([m1, m2]).unwrap();
-        assert_eq!(s.files.keys().collect::<Vec<_>>(), vec!["layer_b"]);
-        assert_eq!(s.lsn, Lsn(0x200));
-    }
-
-    #[test]
-    fn a_base_round_trips_as_version_2_and_resets_the_fold() {
-        let m1 = sample_manifest();
-        let state = TimelineState::fold([m1.clone()]).unwrap();
-        let base = state.to_base(m1.tenant, m1.timeline);
-        let bytes = base.encode();
-        assert_eq!(bytes[5], BASE_VERSION);
-        let back = Manifest::decode(&bytes).unwrap();
-        assert!(back.base);
-        assert_eq!(back, base);
-        // A version-1 reader refuses it rather than folding it as a delta.
-        assert!(envelope::open(Kind::Manifest, &bytes, MAX_MANIFEST_BODY).is_err());
-        // Folding a delta that the base superseded, then the base, gives the base's state.
-        let mut stale = sample_manifest();
-        stale.lsn = Lsn(0x50);
-        stale.prev_lsn = None;
-        stale.metadata = TimelineMetadata::at(Lsn(0x50));
-        stale.added[0].name = "gone".into();
-        let folded = TimelineState::fold([stale, back]).unwrap();
-        assert_eq!(folded, state);
-        // Unknown flags are refused.
-        let forged = envelope::seal_version(
-            Kind::Manifest,
-            BASE_VERSION,
-            &envelope::encode_msgpack(&(&base, 3u8)),
-        );
-        assert!(Manifest::decode(&forged).is_err());
-    }
-
-    #[test]
-    fn a_base_records_the_checkpoints_gc_dropped_below_it() {
-        let m1 = sample_manifest();
-        let mut base = TimelineState::fold([m1.clone()])
-            .unwrap()
-            .to_base(m1.tenant, m1.timeline);
-        let plain = base.encode();
-        base.dropped_from = Some(Lsn(0x20));
-        let bytes = base.encode();
-        assert!(bytes.len() > plain.len(), "one more array element");
-        let back = Manifest::decode(&bytes).unwrap();
-        assert_eq!(back.dropped_from, Some(Lsn(0x20)));
-        assert!(back.drops(Lsn(0x20)) && back.drops(Lsn(0xff)));
-        assert!(!back.drops(Lsn(0x1f)) && !back.drops(Lsn(0x100)));
-        assert_eq!(Manifest::decode(&plain).unwrap().dropped_from, None);
-        // A range above the base's own LSN is refused.
-        base.dropped_from = Some(Lsn(0x101));
-        assert!(Manifest::decode(&base.encode()).is_err());
-    }
-}
+#[path = "manifest_tests.rs"]
+mod tests;

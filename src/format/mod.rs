@@ -7,6 +7,7 @@
 mod blob;
 pub(crate) mod chunker;
 pub mod config;
+pub mod delta;
 pub mod dict;
 pub(crate) mod envelope;
 pub mod gc_seal;

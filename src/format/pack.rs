@@ -6,6 +6,7 @@
 //! table   = envelope(kind PackTable, body = count (u32 LE) || entry_0 || ... || entry_{n-1})
 //! entry   = chunk id (32) || compression (u8) || stored_len (u32 LE) || raw_len (u32 LE)
 //! blob    = raw chunk (compression 0) | zstd frame (1) | dictionary id (32) || zstd frame (2)
+//!         | zstd frame against a base chunk (3, `format::delta`)
 //! ```
 //! Blob `i` starts at the sum of the stored lengths of the blobs before it. A pack's key is the
 //! blake3 of all its bytes.
@@ -42,6 +43,10 @@ pub enum Compression {
     /// The id of a dictionary object (32 bytes), then one zstd frame that decompresses to the
     /// raw chunk with that dictionary (format-spec section 5.1).
     ZstdDict = 2,
+    /// One zstd frame that decompresses to the raw chunk with the raw bytes of another chunk,
+    /// the base, as prefix; indexed under `format::delta::delta_id` of the chunk and the base,
+    /// which the referencing manifest names (format-spec section 5.2).
+    Delta = 3,
 }
 
 impl Compression {
@@ -50,6 +55,7 @@ impl Compression {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
             2 => Some(Compression::ZstdDict),
+            3 => Some(Compression::Delta),
             _ => None,
         }
     }

@@ -221,10 +221,7 @@ mod tests {
                 name: add.into(),
                 size: 1,
                 hash: FileHash([lsn as u8; 32]),
-                chunks: vec![ChunkRef {
-                    id: ChunkId::of(add.as_bytes()),
-                    len: 1,
-                }],
+                chunks: vec![ChunkRef::whole(ChunkId::of(add.as_bytes()), 1)],
             }],
             removed: remove.iter().map(|s| s.to_string()).collect(),
             base: false,

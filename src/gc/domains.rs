@@ -18,7 +18,7 @@ use crate::backend::Key;
 use crate::error::Result;
 use crate::format::index::IndexObject;
 use crate::format::layout::{self, IndexDomain};
-use crate::format::manifest::Manifest;
+use crate::format::manifest::{ChunkRef, Manifest};
 use crate::format::pack::BlobEntry;
 use crate::id::{ChunkId, IdMap, IdSet, PackId, TenantId};
 use crate::store::{READ_CONCURRENCY, Store};
@@ -42,7 +42,8 @@ pub fn owned<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> Owned {
     let mut out = Owned::new();
     for m in manifests {
         let set = out.entry(m.tenant).or_default();
-        set.extend(m.added.iter().flat_map(|f| f.chunks.iter().map(|c| c.id)));
+        let refs = m.added.iter().flat_map(|f| f.chunks.iter());
+        set.extend(refs.flat_map(ChunkRef::stored_ids));
     }
     out
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::format::layout;
-use crate::format::manifest::Manifest;
+use crate::format::manifest::{ChunkRef, Manifest};
 use crate::format::pack::BlobEntry;
 use crate::id::{ChunkId, IdMap, IdSet, PackId};
 use crate::store::Store;
@@ -51,9 +51,14 @@ pub async fn check<'a>(
     let mut covered = covered_by(sections, packs);
     let mut seen = IdSet::default();
     for m in manifests {
-        for c in m.added.iter().flat_map(|f| f.chunks.iter()) {
-            if !covered.contains(&c.id) && seen.insert(c.id) {
-                unresolved.push((c.id, m));
+        for id in m
+            .added
+            .iter()
+            .flat_map(|f| f.chunks.iter())
+            .flat_map(ChunkRef::stored_ids)
+        {
+            if !covered.contains(&id) && seen.insert(id) {
+                unresolved.push((id, m));
             }
         }
     }

@@ -67,9 +67,10 @@ fn chunk_ranks<'a>(
     manifests: impl Iterator<Item = &'a crate::format::manifest::Manifest>,
 ) -> crate::id::IdMap<crate::id::ChunkId, usize> {
     let mut rank = crate::id::IdMap::default();
-    for c in manifests.flat_map(|m| m.added.iter().flat_map(|f| f.chunks.iter())) {
+    let refs = manifests.flat_map(|m| m.added.iter().flat_map(|f| f.chunks.iter()));
+    for id in refs.flat_map(crate::format::manifest::ChunkRef::stored_ids) {
         let next = rank.len();
-        rank.entry(c.id).or_insert(next);
+        rank.entry(id).or_insert(next);
     }
     rank
 }

@@ -17,7 +17,7 @@ use crate::backend::BackendError;
 use crate::error::{DecodeError, Error, Result};
 use crate::format::index::IndexObject;
 use crate::format::layout;
-use crate::format::manifest::Manifest;
+use crate::format::manifest::{ChunkRef, Manifest};
 use crate::format::pack::{self, Blob, BlobEntry, PackBuilder};
 use crate::id::{ChunkId, IdMap, IdSet, PackId};
 use crate::progress::DynProgress;
@@ -27,12 +27,13 @@ use crate::write::packer;
 /// Packs smaller than this are consolidated by default ([`ReclaimPlan::consolidate`]).
 pub const SMALL_PACK: u64 = 4 << 20;
 
-/// Every chunk any of `manifests` adds: a superset of the chunks of every state they fold to.
+/// Every blob any of `manifests` needs (chunks, delta blobs and their bases, by the ids they are
+/// indexed under): a superset of the blobs of every state they fold to.
 pub fn live_chunks<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> IdSet<ChunkId> {
     manifests
         .into_iter()
         .flat_map(|m| m.added.iter())
-        .flat_map(|f| f.chunks.iter().map(|c| c.id))
+        .flat_map(|f| f.chunks.iter().flat_map(ChunkRef::stored_ids))
         .collect()
 }
 
@@ -260,7 +261,7 @@ async fn read_blobs(
             continue;
         }
         let blob = data.slice(off as usize..(off + e.stored_len as u64) as usize);
-        pack::decode_blob(e, &blob).map_err(|d| Error::corrupt(&key, d))?;
+        pack::check_blob(e, &blob).map_err(|d| Error::corrupt(&key, d))?;
         out.push(Blob {
             entry: *e,
             data: blob,

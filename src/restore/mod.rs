@@ -25,14 +25,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::manifest::TimelineState;
+use crate::format::manifest::{ChunkRef, TimelineState};
 use crate::format::metadata::METADATA_FILE_NAME;
 use crate::progress::DynProgress;
 use crate::store::Store;
 use crate::store::chunk_index::ChunkIndex;
 use dest::{Dirs, Target};
 use dirfd::DirHandle;
-use reads::{RangeRead, ReadStats};
+use reads::{ReadPlan, ReadStats};
 
 /// What a restore did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -67,7 +67,7 @@ pub struct RestoreOptions {
 pub struct RestorePlan {
     root: Arc<DirHandle>,
     targets: Vec<Target>,
-    ranges: Vec<RangeRead>,
+    ranges: ReadPlan,
     metadata: Vec<u8>,
     report: RestoreReport,
 }
@@ -109,7 +109,7 @@ impl Store {
         let mut dirs = Dirs::new(root.clone());
         let targets = dest::prepare_targets(&mut dirs, state, reuse, &mut report, progress)?;
         let ranges = reads::plan_reads(index, &targets).inspect_err(|_| dest::discard(&targets))?;
-        let stats = ReadStats::of(&ranges);
+        let stats = ReadStats::of(ranges.stages.iter().flatten());
         report.range_reads = stats.ranges;
         report.chunks_fetched = stats.chunks;
         report.bytes_downloaded = stats.bytes;
@@ -137,7 +137,7 @@ impl Store {
             mut report,
         } = plan;
         let targets = Arc::new(targets);
-        let retried = match reads::fetch_and_write(self, ranges, &targets, &progress).await {
+        let retried = match reads::fetch_and_write_all(self, ranges, &targets, &progress).await {
             Ok(retried) => retried,
             Err(e) => {
                 dest::discard(&targets);
@@ -192,7 +192,7 @@ impl Store {
         let chunks: Vec<_> = state
             .files
             .values()
-            .flat_map(|f| f.chunks.iter().map(|c| c.id))
+            .flat_map(|f| f.chunks.iter().flat_map(ChunkRef::stored_ids))
             .collect();
         let index = self.load_tenant_index_for(tenant, &chunks).await?;
         self.restore_state(&index, &state, to, opts, progress).await

@@ -2,6 +2,10 @@
 //! the reads fetched in parallel, each blob decoded, re-hashed and written into the temporary
 //! files that need it, and each file checked against its hash once complete.
 //!
+//! Delta blobs (format-spec 5.2) need their base's bytes. Whole blobs are read first; then the
+//! deltas in groups whose bases add up to at most [`BASE_BUDGET`]: each group's bases are read
+//! and kept in memory, then its deltas decoded against them, then the bases dropped.
+//!
 //! A pack that is gone when it is read (gc repacked it after the plan was made) is not an error
 //! at once: those reads are planned again from a freshly loaded index and retried once.
 //!
@@ -15,9 +19,9 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::error::{Error, Result};
-use crate::format::layout;
-use crate::format::pack;
+use crate::error::{DecodeError, Error, Result};
+use crate::format::pack::{self, Compression};
+use crate::format::{delta, layout};
 use crate::id::{ChunkId, PackId};
 use crate::progress::DynProgress;
 use crate::restore::dest::{Target, hash_reader};
@@ -30,6 +34,11 @@ pub(crate) const RESTORE_CONCURRENCY: usize = 4;
 const COALESCE_GAP: u64 = 256 << 10;
 /// Longest single ranged read.
 const MAX_RANGE: u64 = 20 << 20;
+/// Raw bytes of the bases held in memory at once.
+const BASE_BUDGET: u64 = 64 << 20;
+
+/// The bytes of the bases of the delta group being restored.
+type Bases = std::sync::Mutex<HashMap<ChunkId, Arc<Vec<u8>>>>;
 
 /// One chunk needed, and every place it goes.
 #[derive(Clone)]
@@ -38,6 +47,15 @@ pub(crate) struct Need {
     loc: Location,
     /// (target index, offset in that file)
     dests: Vec<(usize, u64)>,
+    /// For a delta blob: the chunk it decodes to and its base.
+    delta: Option<(ChunkId, ChunkId)>,
+    /// Whether the decoded bytes are a base the next stage needs.
+    keep: bool,
+}
+
+/// The reads of a restore, as stages run one after another (see the module doc).
+pub(crate) struct ReadPlan {
+    pub(crate) stages: Vec<Vec<RangeRead>>,
 }
 
 /// One ranged read of a pack and the blobs it covers.
@@ -64,19 +82,35 @@ fn locate(index: &ChunkIndex, chunk: &ChunkId, len: u32, file: &str) -> Result<L
     Ok(loc)
 }
 
-/// Every chunk the targets need, each once with all its destinations, as ranged reads.
-pub(crate) fn plan_reads(index: &ChunkIndex, targets: &[Target]) -> Result<Vec<RangeRead>> {
+/// Where base `b` of a delta `file` needs is: a whole blob (format-spec 5.2).
+fn locate_base(index: &ChunkIndex, b: &ChunkId, file: &str) -> Result<Location> {
+    match index.get(b) {
+        Some(loc) if loc.compression != Compression::Delta => Ok(loc),
+        Some(_) => Err(Error::Integrity(format!(
+            "file {file:?}: base {b} of a delta is itself indexed as a delta"
+        ))),
+        None => Err(Error::Integrity(format!(
+            "file {file:?}: base {b} of a delta is in no index object (missing data)"
+        ))),
+    }
+}
+
+/// Every blob the targets need, each once with all its destinations, as ranged reads in stages.
+pub(crate) fn plan_reads(index: &ChunkIndex, targets: &[Target]) -> Result<ReadPlan> {
     let mut needs: HashMap<ChunkId, Need> = HashMap::new();
     for (ti, t) in targets.iter().enumerate() {
         let mut offset = 0u64;
         for c in &t.entry.chunks {
-            let loc = locate(index, &c.id, c.len, &t.entry.name)?;
+            let blob = c.blob_id();
+            let loc = locate(index, &blob, c.len, &t.entry.name)?;
             needs
-                .entry(c.id)
+                .entry(blob)
                 .or_insert_with(|| Need {
-                    chunk: c.id,
+                    chunk: blob,
                     loc,
                     dests: Vec::new(),
+                    delta: c.base.map(|b| (c.id, b)),
+                    keep: false,
                 })
                 .dests
                 .push((ti, offset));
@@ -84,7 +118,44 @@ pub(crate) fn plan_reads(index: &ChunkIndex, targets: &[Target]) -> Result<Vec<R
             offset += c.len as u64;
         }
     }
-    Ok(coalesce(needs.into_values()))
+    let (mut deltas, whole): (Vec<Need>, Vec<Need>) =
+        needs.into_values().partition(|n| n.delta.is_some());
+    let mut stages = vec![coalesce(whole)];
+    deltas.sort_by_key(|n| (n.loc.pack, n.loc.offset));
+    let (mut group, mut bases, mut held) = (Vec::new(), HashMap::new(), 0u64);
+    for n in deltas {
+        let (_, b) = n.delta.expect("partitioned");
+        if !bases.contains_key(&b) {
+            let loc = locate_base(index, &b, file_of(&n, targets))?;
+            if held + loc.raw_len as u64 > BASE_BUDGET && !group.is_empty() {
+                stages.push(coalesce(std::mem::take(&mut bases).into_values()));
+                stages.push(coalesce(std::mem::take(&mut group)));
+                held = 0;
+            }
+            held += loc.raw_len as u64;
+            let keep = Need {
+                chunk: b,
+                loc,
+                dests: Vec::new(),
+                delta: None,
+                keep: true,
+            };
+            bases.insert(b, keep);
+        }
+        group.push(n);
+    }
+    if !group.is_empty() {
+        stages.push(coalesce(bases.into_values()));
+        stages.push(coalesce(group));
+    }
+    Ok(ReadPlan { stages })
+}
+
+/// The file a need is for, for messages ("a delta's base" for a base).
+fn file_of<'a>(need: &Need, targets: &'a [Target]) -> &'a str {
+    need.dests.first().map_or("(a delta's base)", |&(ti, _)| {
+        targets[ti].entry.name.as_str()
+    })
 }
 
 /// Groups needs by pack and merges neighbours into ranged reads.
@@ -131,24 +202,51 @@ pub(crate) struct ReadStats {
 }
 
 impl ReadStats {
-    pub(crate) fn of(ranges: &[RangeRead]) -> ReadStats {
-        ReadStats {
-            ranges: ranges.len(),
-            chunks: ranges.iter().map(|r| r.blobs.len()).sum(),
-            bytes: ranges.iter().map(|r| r.end - r.start).sum(),
+    pub(crate) fn of<'a>(ranges: impl IntoIterator<Item = &'a RangeRead>) -> ReadStats {
+        let mut s = ReadStats::default();
+        for r in ranges {
+            s.ranges += 1;
+            s.chunks += r.blobs.len();
+            s.bytes += r.end - r.start;
+        }
+        s
+    }
+}
+
+/// Runs the stages of `plan` in order ([`fetch_and_write`] each); returns what retries read.
+pub(crate) async fn fetch_and_write_all(
+    store: &Store,
+    plan: ReadPlan,
+    targets: &Arc<Vec<Target>>,
+    progress: &DynProgress,
+) -> Result<ReadStats> {
+    let bases: Arc<Bases> = Arc::default();
+    let mut retried = ReadStats::default();
+    for stage in plan.stages {
+        let decodes_deltas = stage
+            .iter()
+            .flat_map(|r| &r.blobs)
+            .any(|n| n.delta.is_some());
+        let r = fetch_and_write(store, stage, targets, progress, &bases).await?;
+        (retried.ranges, retried.chunks) = (retried.ranges + r.ranges, retried.chunks + r.chunks);
+        retried.bytes += r.bytes;
+        if decodes_deltas {
+            bases.lock().expect("bases lock").clear();
         }
     }
+    Ok(retried)
 }
 
 /// Fetches and writes every range; the reads of packs found gone are planned again from a
 /// reloaded index and retried once. Returns what the retry read.
-pub(crate) async fn fetch_and_write(
+async fn fetch_and_write(
     store: &Store,
     ranges: Vec<RangeRead>,
     targets: &Arc<Vec<Target>>,
     progress: &DynProgress,
+    bases: &Arc<Bases>,
 ) -> Result<ReadStats> {
-    let gone = fetch_ranges(store, ranges, targets, progress).await?;
+    let gone = fetch_ranges(store, ranges, targets, progress, bases).await?;
     if gone.is_empty() {
         return Ok(ReadStats::default());
     }
@@ -162,21 +260,23 @@ pub(crate) async fn fetch_and_write(
     let mut needs = Vec::new();
     for r in gone {
         for mut need in r.blobs {
-            let name = &targets[need.dests[0].0].entry.name;
+            let name = file_of(&need, targets);
             need.loc = locate(&index, &need.chunk, need.loc.raw_len, name)?;
             needs.push(need);
         }
     }
     let ranges = coalesce(needs);
     let stats = ReadStats::of(&ranges);
-    if let Some(r) = fetch_ranges(store, ranges, targets, progress)
+    if let Some(r) = fetch_ranges(store, ranges, targets, progress, bases)
         .await?
         .first()
     {
         let need = &r.blobs[0];
         return Err(Error::Integrity(format!(
             "pack {} for chunk {} of file {:?} is gone, also after reloading the index",
-            r.pack, need.chunk, targets[need.dests[0].0].entry.name
+            r.pack,
+            need.chunk,
+            file_of(need, targets)
         )));
     }
     Ok(stats)
@@ -188,9 +288,10 @@ async fn fetch_ranges(
     ranges: Vec<RangeRead>,
     targets: &Arc<Vec<Target>>,
     progress: &DynProgress,
+    bases: &Arc<Bases>,
 ) -> Result<Vec<RangeRead>> {
     let results: Vec<Option<RangeRead>> = futures::stream::iter(ranges.into_iter().map(|r| {
-        let (targets, progress) = (targets.clone(), progress.clone());
+        let (targets, progress, bases) = (targets.clone(), progress.clone(), bases.clone());
         async move {
             let key = layout::pack_key(&r.pack);
             let bytes = match store.backend().get_range(&key, r.start..r.end).await {
@@ -200,11 +301,14 @@ async fn fetch_ranges(
                     let first = &r.blobs[0];
                     return Err(Error::Integrity(format!(
                         "reading pack {} for chunk {} of file {:?}: {e}",
-                        r.pack, first.chunk, targets[first.dests[0].0].entry.name
+                        r.pack,
+                        first.chunk,
+                        file_of(first, &targets)
                     )));
                 }
             };
-            tokio::task::spawn_blocking(move || write_range(&r, &bytes, &targets, &progress))
+            let write = move || write_range(&r, &bytes, (&targets, &bases), &progress);
+            tokio::task::spawn_blocking(write)
                 .await
                 .map_err(|e| Error::InvalidInput(format!("restore worker failed: {e}")))??;
             Ok(None)
@@ -220,7 +324,7 @@ async fn fetch_ranges(
 fn write_range(
     r: &RangeRead,
     bytes: &Bytes,
-    targets: &[Target],
+    (targets, bases): (&[Target], &Bases),
     progress: &DynProgress,
 ) -> Result<()> {
     if bytes.len() as u64 != r.end - r.start {
@@ -235,12 +339,23 @@ fn write_range(
     for need in &r.blobs {
         let at = (need.loc.offset - r.start) as usize;
         let data = &bytes[at..at + need.loc.stored_len as usize];
-        let raw = pack::decode_blob(&need.loc.entry(need.chunk), data).map_err(|e| {
+        let raw = decode(need, data, bases).map_err(|e| {
             Error::Integrity(format!(
                 "chunk {} of file {:?} in pack {} is corrupt: {}",
-                need.chunk, targets[need.dests[0].0].entry.name, r.pack, e.reason
+                need.chunk,
+                file_of(need, targets),
+                r.pack,
+                e.reason
             ))
         })?;
+        if need.keep {
+            // A base need has no destination of its own (plan_reads).
+            bases
+                .lock()
+                .expect("bases lock")
+                .insert(need.chunk, Arc::new(raw));
+            continue;
+        }
         for &(ti, offset) in &need.dests {
             let t = &targets[ti];
             t.handle.write_at(t, &raw, offset)?;
@@ -252,6 +367,18 @@ fn write_range(
         }
     }
     Ok(())
+}
+
+/// The raw bytes of `need`'s blob `data`; a delta is decoded against its base, which an earlier
+/// stage kept in `bases`.
+fn decode(need: &Need, data: &[u8], bases: &Bases) -> std::result::Result<Vec<u8>, DecodeError> {
+    let entry = need.loc.entry(need.chunk);
+    let Some((want, base)) = &need.delta else {
+        return pack::decode_blob(&entry, data);
+    };
+    let raw = bases.lock().expect("bases lock").get(base).cloned();
+    let raw = raw.ok_or_else(|| DecodeError::new("delta blob", format!("base {base} not read")))?;
+    delta::decode_delta_blob(&entry, data, want, base, &raw)
 }
 
 /// Checks a complete temporary file against its hash, computed while it was written or else by

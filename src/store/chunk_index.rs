@@ -57,6 +57,7 @@ fn flag_bits(c: Compression) -> u32 {
         Compression::None => 0,
         Compression::Zstd => ZSTD_BIT,
         Compression::ZstdDict => DICT_BIT,
+        Compression::Delta => ZSTD_BIT | DICT_BIT,
     }
 }
 
@@ -70,7 +71,8 @@ impl Slot {
             compression: match self.stored & (ZSTD_BIT | DICT_BIT) {
                 ZSTD_BIT => Compression::Zstd,
                 DICT_BIT => Compression::ZstdDict,
-                _ => Compression::None,
+                0 => Compression::None,
+                _ => Compression::Delta,
             },
         }
     }

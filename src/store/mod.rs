@@ -28,6 +28,7 @@ use crate::id::{Lsn, TenantId, TimelineId};
 #[cfg(test)]
 mod chain_tests;
 pub mod chunk_index;
+mod chunks;
 mod dicts;
 pub(crate) mod gc_state;
 pub(crate) mod index_cache;

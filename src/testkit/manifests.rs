@@ -11,10 +11,7 @@ pub fn file(name: &str, body: &[u8]) -> FileEntry {
         name: name.into(),
         size: body.len() as u64,
         hash: FileHash(*blake3::hash(body).as_bytes()),
-        chunks: vec![ChunkRef {
-            id: ChunkId::of(body),
-            len: body.len() as u32,
-        }],
+        chunks: vec![ChunkRef::whole(ChunkId::of(body), body.len() as u32)],
     }
 }
 

@@ -23,7 +23,8 @@ use crate::backend::{Key, ObjectMeta};
 use crate::error::Result;
 use crate::format::index::IndexObject;
 use crate::format::layout;
-use crate::format::pack::BlobEntry;
+use crate::format::manifest::ChunkRef;
+use crate::format::pack::{BlobEntry, Compression};
 use crate::id::{ChunkId, IdMap, IdSet, PackId, TenantId};
 use crate::progress::DynProgress;
 use crate::store::chunk_index::ChunkIndex;
@@ -276,8 +277,11 @@ async fn check_manifests(
             }
         };
         check_chunks(r, m, index, chunks, &mut referenced, report);
-        let away = m.added.iter().flat_map(|f| f.chunks.iter());
-        let away = away.filter(|c| index.contains(&c.id) && !named.at_home(r.tenant, c.id));
+        let away = m
+            .added
+            .iter()
+            .flat_map(|f| f.chunks.iter().flat_map(ChunkRef::stored_ids));
+        let away = away.filter(|c| index.contains(c) && !named.at_home(r.tenant, *c));
         if let n @ 1.. = away.count() {
             report.warning(
                 &r.key,
@@ -304,17 +308,27 @@ fn check_chunks(
 ) {
     for f in &m.added {
         for c in &f.chunks {
-            referenced.insert(c.id);
-            let message = match index.get(&c.id) {
-                None => format!(
-                    "file {:?}: chunk {} is in no existing pack of any index object",
+            referenced.extend(c.stored_ids());
+            let as_delta = |b: &ChunkId| format!(" (its delta against base {b})");
+            let blob = c.base.as_ref().map_or(String::new(), as_delta);
+            let message = match (index.get(&c.blob_id()), c.base.map(|b| (b, index.get(&b)))) {
+                (None, _) => format!(
+                    "file {:?}: chunk {}{blob} is in no existing pack of any index object",
                     f.name, c.id
                 ),
-                Some(l) if l.raw_len != c.len => format!(
-                    "file {:?}: chunk {} is {} bytes in the index, {} in the manifest",
+                (Some(l), _) if l.raw_len != c.len => format!(
+                    "file {:?}: chunk {}{blob} is {} bytes in the index, {} in the manifest",
                     f.name, c.id, l.raw_len, c.len
                 ),
-                Some(_) => continue,
+                (_, Some((b, None))) => format!(
+                    "file {:?}: base {b} of chunk {} is in no existing pack of any index object",
+                    f.name, c.id
+                ),
+                (_, Some((b, Some(l)))) if l.compression == Compression::Delta => format!(
+                    "file {:?}: base {b} of chunk {} is indexed as a delta blob",
+                    f.name, c.id
+                ),
+                _ => continue,
             };
             report.problems.push(Problem {
                 severity,

@@ -106,7 +106,7 @@ async fn check_pack(store: &Store, id: PackId, size: u64, read_data: bool) -> Re
         let mut bad = Vec::new();
         for (e, off) in table.iter().zip(offsets) {
             let data = &bytes[off as usize..(off + e.stored_len as u64) as usize];
-            if let Err(why) = pack::decode_blob(e, data) {
+            if let Err(why) = pack::check_blob(e, data) {
                 bad.push((e.chunk, why.reason));
             }
         }

@@ -16,10 +16,11 @@ use crate::backend::{BackendError, BackendExt, Key};
 use crate::error::{Error, Result};
 use crate::format::layout;
 use crate::format::manifest::{self, ChunkRef, FileEntry, Manifest, TimelineState};
-use crate::id::{ChunkId, FileHash, Lsn, PackId, TenantId, TimelineId};
+use crate::id::{ChunkId, Lsn, PackId, TenantId, TimelineId};
 use crate::progress::DynProgress;
 use crate::store::index_cache::{DomainIndex, Domains, IndexCache};
 use crate::store::{GC_RACE_RETRIES, ManifestRef, Store};
+use crate::write::bases;
 use crate::write::fence::{Fence, Guard, IndexAction, References, Start};
 use crate::write::packer::{self, IngestCtx, UploadedPack};
 use crate::write::request::{
@@ -125,7 +126,7 @@ impl Writer {
         let all: Vec<ChunkId> = state
             .files
             .values()
-            .flat_map(|f| f.chunks.iter().map(|c| c.id))
+            .flat_map(|f| f.chunks.iter().flat_map(ChunkRef::stored_ids))
             .collect();
         let mut needed = self.index.view(&cache).subset(&all);
         if all.iter().any(|c| !needed.contains(c)) {
@@ -315,7 +316,8 @@ impl Writer {
                 .iter()
                 .flat_map(|p| p.entries.iter().map(|e| (e.chunk, p.id)))
                 .collect();
-            let chunks: Vec<ChunkId> = added.iter().flat_map(|f| &f.chunks).map(|c| c.id).collect();
+            let refs = added.iter().flat_map(|f| &f.chunks);
+            let chunks: Vec<ChunkId> = refs.flat_map(ChunkRef::stored_ids).collect();
             let refs = References {
                 tenant: req.tenant,
                 timeline: req.timeline,
@@ -358,10 +360,14 @@ impl Writer {
             ..Default::default()
         };
         // A retry stores every chunk it cannot resolve afresh.
-        let known = known_files(prev.filter(|_| !retry));
+        let known = source::known_files(prev.filter(|_| !retry));
+        let priors = bases::priors(files, prev);
         let jobs: Vec<Job> = files
             .iter()
-            .map(|f| (f.clone(), prev.and_then(|p| p.files.get(&f.name)).cloned()))
+            .map(|f| {
+                let old = prev.and_then(|p| p.files.get(&f.name)).cloned();
+                (f.clone(), old, priors.get(&f.name).cloned())
+            })
             .collect();
         let (tx, uploader) = packer::start_uploads(self.store.backend().clone());
         let dict = self.training.dictionary(&self.store).await?;
@@ -483,15 +489,4 @@ fn check_order(refs: &[ManifestRef], lsn: Lsn) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Whole files of the previous checkpoint by content hash, to reuse their chunks.
-fn known_files(prev: Option<&TimelineState>) -> HashMap<FileHash, Vec<ChunkRef>> {
-    prev.map(|p| {
-        p.files
-            .values()
-            .map(|f| (f.hash, f.chunks.clone()))
-            .collect()
-    })
-    .unwrap_or_default()
 }

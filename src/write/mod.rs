@@ -24,6 +24,7 @@
 //! checkpoints of a tenant's timelines deduplicate against each other), `training` (the
 //! store's dictionary: sampling new chunks, and which checkpoint trains it).
 
+mod bases;
 mod commit;
 pub(crate) mod fence;
 pub(crate) mod packer;

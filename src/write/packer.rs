@@ -18,13 +18,14 @@ use crate::error::{Error, Result};
 use crate::format::chunker::Chunker;
 use crate::format::dict::{self, DictId};
 use crate::format::index::{IndexObject, MAX_INDEX_BODY, MAX_INDEX_SECTIONS};
-use crate::format::layout;
 use crate::format::manifest::ChunkRef;
 use crate::format::pack::{self, BlobEntry, PackBuilder, SealedPack};
+use crate::format::{delta, layout};
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::progress::DynProgress;
 use crate::store::Store;
 use crate::store::index_cache::DomainIndex;
+use crate::write::bases::{BaseReader, Prior};
 use crate::write::request::CheckpointReport;
 use crate::write::training::{Claim, TrainingRight};
 
@@ -72,6 +73,7 @@ pub(crate) struct IngestCtx {
     pack_target: u64,
     /// Chunks stored before this checkpoint began.
     index: DomainIndex,
+    bases: BaseReader,
     /// Chunks this checkpoint has put into a pack.
     session: Mutex<HashSet<ChunkId>>,
     builder: Mutex<PackBuilder>,
@@ -105,6 +107,7 @@ impl IngestCtx {
             claim: Mutex::new(None),
             pack_target: store.config().pack_target_size,
             index,
+            bases: BaseReader::new(store.backend().clone()),
             session: Mutex::new(HashSet::new()),
             builder: Mutex::new(PackBuilder::default()),
             tx,
@@ -129,10 +132,17 @@ impl IngestCtx {
         !self.index.contains(id) && self.session.lock().expect("session lock").insert(*id)
     }
 
-    /// Hashes a batch of chunks, compresses the ones nobody stored yet, adds them to packs.
-    pub(crate) fn store_batch(&self, chunks: &[&[u8]]) -> Result<Vec<ChunkRef>> {
+    /// Hashes a batch of chunks, compresses the ones nobody stored yet (as deltas against the
+    /// previous version of their file where it has a readable base: `bases`), adds them to
+    /// packs. `prior` is that version and the offset of the batch's first chunk.
+    pub(crate) fn store_batch(
+        &self,
+        chunks: &[&[u8]],
+        prior: Option<(&Prior, u64)>,
+    ) -> Result<Vec<ChunkRef>> {
         let ids: Vec<ChunkId> = chunks.par_iter().map(|c| ChunkId::of(c)).collect();
-        let fresh: Vec<bool> = ids.iter().map(|id| self.claim(id)).collect();
+        let (refs, bases) = self.bases.plan(&self.index, (chunks, &ids), prior)?;
+        let fresh: Vec<bool> = refs.iter().map(|r| self.claim(&r.blob_id())).collect();
         // Sampled before encoding: the batch that completes the sample is already compressed
         // with the dictionary it trains (a batch can be a whole 8 MiB window of a large file).
         if self.encoder.read().expect("encoder lock").is_none() {
@@ -142,14 +152,16 @@ impl IngestCtx {
         let encoder = self.encoder.read().expect("encoder lock").clone();
         let blobs: Vec<pack::Blob> = chunks
             .par_iter()
-            .zip(&ids)
+            .zip(&refs)
             .zip(&fresh)
             .filter(|(_, fresh)| **fresh)
-            .map(|((c, id), _)| match &encoder {
-                Some(e) => pack::encode_blob_with(*id, c, e),
-                None => pack::encode_blob(*id, c, self.zstd_level),
+            .map(|((c, r), _)| match (r.base, &encoder) {
+                (Some(b), _) => delta::encode_delta_blob(r.id, c, b, &bases[&b], self.zstd_level)
+                    .ok_or_else(|| Error::InvalidInput(format!("zstd failed on chunk {}", r.id))),
+                (None, Some(e)) => Ok(pack::encode_blob_with(r.id, c, e)),
+                (None, None) => Ok(pack::encode_blob(r.id, c, self.zstd_level)),
             })
-            .collect();
+            .collect::<Result<_>>()?;
         {
             let mut s = self.stats.lock().expect("stats lock");
             s.chunks += chunks.len() as u64;
@@ -164,14 +176,7 @@ impl IngestCtx {
         }
         self.progress
             .advance(chunks.iter().map(|c| c.len() as u64).sum());
-        Ok(ids
-            .into_iter()
-            .zip(chunks)
-            .map(|(id, c)| ChunkRef {
-                id,
-                len: c.len() as u32,
-            })
-            .collect())
+        Ok(refs)
     }
 
     /// Adds new chunks to the writer's sample; the worker that completes it trains the

@@ -21,8 +21,9 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::chunker::Chunker;
-use crate::format::manifest::{ChunkRef, FileEntry};
+use crate::format::manifest::{ChunkRef, FileEntry, TimelineState};
 use crate::id::FileHash;
+use crate::write::bases::Prior;
 use crate::write::packer::IngestCtx;
 use crate::write::request::{CheckpointReport, SourceFile};
 
@@ -31,8 +32,9 @@ const SMALL_FILE: u64 = 4 << 20;
 /// Bytes of chunks hashed and compressed together in one parallel batch.
 const BATCH_BYTES: usize = 8 << 20;
 
-/// One file of a checkpoint with its entry in the previous checkpoint, if any.
-pub(crate) type Job = (SourceFile, Option<FileEntry>);
+/// One file of a checkpoint with its entry in the previous checkpoint and its previous version
+/// (the same file, or the one its name continues: `bases`), if any.
+pub(crate) type Job = (SourceFile, Option<FileEntry>, Option<Arc<Prior>>);
 
 /// What happened to one file.
 pub(crate) enum FileOutcome {
@@ -79,19 +81,19 @@ pub(crate) async fn ingest_all(
 ) -> Result<Vec<FileOutcome>> {
     let total: u64 = jobs
         .iter()
-        .filter_map(|(f, _)| std::fs::metadata(&f.path).ok())
+        .filter_map(|(f, _, _)| std::fs::metadata(&f.path).ok())
         .map(|m| m.len())
         .sum();
     ctx.progress.set_total(total);
     let work = tokio::task::spawn_blocking(move || {
         let results: Result<Vec<FileOutcome>> = jobs
             .par_iter()
-            .map(|(src, old)| match old {
+            .map(|(src, old, prior)| match old {
                 Some(old) if immutable_names && same_size(&src.path, old) => {
                     ctx.progress.advance(old.size);
                     Ok(FileOutcome::Unchanged { read: false })
                 }
-                _ => ingest_file(&ctx, src, old.as_ref(), &known),
+                _ => ingest_file(&ctx, (src, prior.as_deref()), old.as_ref(), &known),
             })
             .collect();
         let flushed = ctx.flush();
@@ -99,6 +101,17 @@ pub(crate) async fn ingest_all(
     });
     work.await
         .map_err(|e| Error::InvalidInput(format!("ingest worker failed: {e}")))?
+}
+
+/// Whole files of the previous checkpoint by content hash, to reuse their chunks.
+pub(crate) fn known_files(prev: Option<&TimelineState>) -> HashMap<FileHash, Vec<ChunkRef>> {
+    prev.map(|p| {
+        p.files
+            .values()
+            .map(|f| (f.hash, f.chunks.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Whether `path` is a regular file of the size `old` records (a file that cannot be stat'ed is
@@ -110,11 +123,11 @@ fn same_size(path: &Path, old: &FileEntry) -> bool {
 /// Records one file: unchanged, reused whole, or chunked.
 pub(crate) fn ingest_file(
     ctx: &IngestCtx,
-    src: &SourceFile,
+    (src, prior): (&SourceFile, Option<&Prior>),
     old: Option<&FileEntry>,
     known: &HashMap<FileHash, Vec<ChunkRef>>,
 ) -> Result<FileOutcome> {
-    let snap = read_once(ctx, &src.path)?;
+    let snap = read_once(ctx, &src.path, prior)?;
     let size = snap.size;
     let entry = |chunks| FileEntry {
         name: src.name.clone(),
@@ -137,7 +150,8 @@ pub(crate) fn ingest_file(
             chunks.clone()
         }
         (Content::Whole(data), None) => {
-            ctx.store_batch(&ctx.chunker.chunk_slice(&data).collect::<Vec<_>>())?
+            let chunks = ctx.chunker.chunk_slice(&data).collect::<Vec<_>>();
+            ctx.store_batch(&chunks, prior.map(|p| (p, 0)))?
         }
     };
     Ok(FileOutcome::Added {
@@ -204,7 +218,7 @@ pub(crate) fn open_regular(path: &Path) -> std::io::Result<File> {
 }
 
 /// Reads `path` once: hashes it, and chunks and stores it when it is large.
-fn read_once(ctx: &IngestCtx, path: &Path) -> Result<Snapshot> {
+fn read_once(ctx: &IngestCtx, path: &Path, prior: Option<&Prior>) -> Result<Snapshot> {
     let file = open_regular(path).map_err(|e| Error::io("open", path, e))?;
     let before = Stamp::of(&file).map_err(|e| Error::io("stat", path, e))?;
     hook::call(path, 0);
@@ -217,7 +231,7 @@ fn read_once(ctx: &IngestCtx, path: &Path) -> Result<Snapshot> {
         let hash = FileHash(*blake3::hash(&data).as_bytes());
         (hash, data.len() as u64, Content::Whole(data))
     } else {
-        let (hash, read, chunks) = chunk_large_file(ctx, path, file, before.len)?;
+        let (hash, read, chunks) = chunk_large_file(ctx, (path, prior), file, before.len)?;
         (hash, read, Content::Chunked(chunks))
     };
     hook::call(path, read);
@@ -247,7 +261,7 @@ fn read_once(ctx: &IngestCtx, path: &Path) -> Result<Snapshot> {
 /// their count and the chunks.
 fn chunk_large_file(
     ctx: &IngestCtx,
-    path: &Path,
+    (path, prior): (&Path, Option<&Prior>),
     file: File,
     len: u64,
 ) -> Result<(FileHash, u64, Vec<ChunkRef>)> {
@@ -271,7 +285,8 @@ fn chunk_large_file(
             }
             let chunks = final_chunks(&ctx.chunker, &window, end);
             let cut: usize = chunks.iter().map(|c| c.len()).sum();
-            refs.extend(ctx.store_batch(&chunks)?);
+            let at: u64 = refs.iter().map(|r: &ChunkRef| r.len as u64).sum();
+            refs.extend(ctx.store_batch(&chunks, prior.map(|p| (p, at)))?);
             window.drain(..cut);
             if end {
                 return Ok(());

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use layercas::format::{layout, pack};
+use layercas::format::manifest::ChunkRef;
+use layercas::format::{delta, layout, pack};
 use layercas::id::{ChunkId, Lsn};
 use layercas::progress;
 use layercas::store::Store;
@@ -29,14 +30,15 @@ pub async fn all_locations(store: &Store) -> layercas::Result<HashMap<ChunkId, V
     Ok(out)
 }
 
-/// Whether some indexed location of `c` holds it intact; else why not.
-pub async fn readable(
+/// Whether some indexed location of the blob `id` decodes (with `decode`) intact; else why not.
+async fn readable_blob(
     store: &Store,
-    c: &ChunkId,
-    locs: Option<&Vec<Location>>,
-) -> Result<(), String> {
-    let Some(locs) = locs else {
-        return Err("in no index object".into());
+    id: &ChunkId,
+    locs: &HashMap<ChunkId, Vec<Location>>,
+    decode: impl Fn(&Location, &[u8]) -> Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, String> {
+    let Some(locs) = locs.get(id) else {
+        return Err(format!("blob {id} in no index object"));
     };
     let mut why = Vec::new();
     for loc in locs {
@@ -46,14 +48,38 @@ pub async fn readable(
             .get_range(&key, loc.offset..loc.offset + loc.stored_len as u64)
             .await
         {
-            Ok(data) => match pack::decode_blob(&loc.entry(*c), &data) {
-                Ok(_) => return Ok(()),
+            Ok(data) => match decode(loc, &data) {
+                Ok(raw) => return Ok(raw),
                 Err(e) => why.push(format!("{key}: {e}")),
             },
             Err(e) => why.push(format!("{key}: {e}")),
         }
     }
     Err(why.join("; "))
+}
+
+/// Whether some indexed location of each blob `r` needs holds it intact (a delta decoding
+/// against its base to the chunk); else why not.
+pub async fn readable(
+    store: &Store,
+    r: &ChunkRef,
+    locs: &HashMap<ChunkId, Vec<Location>>,
+) -> Result<(), String> {
+    let whole = |id: ChunkId| {
+        move |l: &Location, d: &[u8]| pack::decode_blob(&l.entry(id), d).map_err(|e| e.to_string())
+    };
+    let Some(base) = r.base else {
+        return readable_blob(store, &r.id, locs, whole(r.id))
+            .await
+            .map(drop);
+    };
+    let base_raw = readable_blob(store, &base, locs, whole(base)).await?;
+    let blob = r.blob_id();
+    let as_delta = |l: &Location, d: &[u8]| {
+        delta::decode_delta_blob(&l.entry(blob), d, &r.id, &base, &base_raw)
+            .map_err(|e| e.to_string())
+    };
+    readable_blob(store, &blob, locs, as_delta).await.map(drop)
 }
 
 pub fn describe(attempts: &[Attempt], t: usize, lsn: u64) -> String {
@@ -96,7 +122,7 @@ pub async fn check(
         let mut lost = 0;
         let mut first = String::new();
         for c in m.added.iter().flat_map(|f| &f.chunks) {
-            if let Err(why) = readable(store, &c.id, locs.get(&c.id)).await {
+            if let Err(why) = readable(store, c, &locs).await {
                 lost += 1;
                 if first.is_empty() {
                     first = format!("chunk {}: {why}", c.id);

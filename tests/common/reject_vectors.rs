@@ -155,6 +155,15 @@ fn manifest_rejects() -> Vec<Reject> {
             }),
         ),
         reject(
+            "chunk_own_base",
+            "manifest",
+            "is its own base",
+            "a chunk reference naming its own id as its base (format-spec 5.2)",
+            with(&|m| {
+                m.added[0].chunks[0].base = Some(m.added[0].chunks[0].id);
+            }),
+        ),
+        reject(
             "sizes_disagree",
             "manifest",
             "add up",
@@ -278,7 +287,7 @@ fn pack_rejects() -> Vec<Reject> {
     let unknown_dict = [&[0x77u8; 32][..], &frame].concat();
     let mut unknown = pack_of(&[b"raw"], &[entry(b"raw", Compression::None, 3, 3)], &[]);
     let at = 3 + 16 + 4 + 32;
-    unknown[at] = 3;
+    unknown[at] = 4;
     let table_len = unknown.len() - 8 - 3;
     let table = resealed(unknown[3..3 + table_len].to_vec());
     unknown[3..3 + table_len].copy_from_slice(&table);
@@ -294,7 +303,7 @@ fn pack_rejects() -> Vec<Reject> {
             "pack_unknown_compression",
             "pack",
             "unknown compression",
-            "a table entry with compression 3",
+            "a table entry with compression 4",
             unknown,
         ),
         reject(

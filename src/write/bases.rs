@@ -1,0 +1,291 @@
+//! Bases for delta blobs (format-spec 5.2): which stored chunk a new chunk is compressed
+//! against, and reading those chunks' bytes back from the store.
+//!
+//! A file's *previous version* is the file of the timeline's previous state with the same name,
+//! else the one file whose name has the same part before `__` (a pageserver's layer names carry
+//! the key range there, the LSNs after it). A new chunk's base is the chunk that covers the same
+//! offset in that version, or that chunk's own base when it was stored as a delta, so that every
+//! base is a whole blob.
+//!
+//! Owns base choice and base reads. Must not encode blobs or build packs (`packer`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+
+use crate::backend::DynBackend;
+use crate::error::{Error, Result};
+use crate::format::manifest::{ChunkRef, FileEntry, TimelineState};
+use crate::format::pack::{self, Compression};
+use crate::format::{delta, layout};
+use crate::id::{ChunkId, PackId};
+use crate::store::chunk_index::Location;
+use crate::store::index_cache::DomainIndex;
+use crate::write::request::SourceFile;
+
+/// Base reads in flight at once.
+const READ_CONCURRENCY: usize = 4;
+/// Blobs closer than this in a pack are read in one request.
+const COALESCE_GAP: u64 = 256 << 10;
+
+/// The previous version of a file: where each of its chunks starts, and how it was stored.
+#[derive(Debug)]
+pub(crate) struct Prior {
+    starts: Vec<u64>,
+    refs: Vec<ChunkRef>,
+}
+
+impl Prior {
+    fn of(entry: &FileEntry) -> Prior {
+        let mut at = 0;
+        let starts = entry
+            .chunks
+            .iter()
+            .map(|c| {
+                let s = at;
+                at += c.len as u64;
+                s
+            })
+            .collect();
+        Prior {
+            starts,
+            refs: entry.chunks.clone(),
+        }
+    }
+
+    /// The base for a new chunk starting at `offset`: the whole chunk the previous version's
+    /// chunk covering that offset was stored as (itself, or its base).
+    pub(crate) fn base_at(&self, offset: u64) -> Option<ChunkId> {
+        let i = self
+            .starts
+            .partition_point(|s| *s <= offset)
+            .checked_sub(1)?;
+        let r = self.refs.get(i)?;
+        Some(r.base.unwrap_or(r.id))
+    }
+}
+
+/// The previous versions of `files` in `prev`, by file name.
+pub(crate) fn priors(
+    files: &[SourceFile],
+    prev: Option<&TimelineState>,
+) -> HashMap<String, Arc<Prior>> {
+    let Some(prev) = prev else {
+        return HashMap::new();
+    };
+    let stem = |name: &str| name.split_once("__").map(|(s, _)| s.to_string());
+    let mut by_stem: BTreeMap<String, Option<&FileEntry>> = BTreeMap::new();
+    for f in prev.files.values() {
+        if let Some(s) = stem(&f.name) {
+            // A stem shared by several files has no single previous version.
+            by_stem
+                .entry(s)
+                .and_modify(|e| *e = None)
+                .or_insert(Some(f));
+        }
+    }
+    files
+        .iter()
+        .filter_map(|f| {
+            let same = prev.files.get(&f.name);
+            let old = same.or_else(|| stem(&f.name).and_then(|s| by_stem.get(&s).copied()?))?;
+            Some((f.name.clone(), Arc::new(Prior::of(old))))
+        })
+        .collect()
+}
+
+/// Reads bases for a checkpoint's workers (blocking threads of the checkpoint's runtime).
+pub(crate) struct BaseReader {
+    runtime: tokio::runtime::Handle,
+    backend: DynBackend,
+}
+
+/// How each chunk of a batch is referenced, and the bytes of the bases its deltas need.
+pub(crate) type Planned = (Vec<ChunkRef>, HashMap<ChunkId, Vec<u8>>);
+
+impl BaseReader {
+    /// A reader on the current runtime.
+    pub(crate) fn new(backend: DynBackend) -> BaseReader {
+        BaseReader {
+            runtime: tokio::runtime::Handle::current(),
+            backend,
+        }
+    }
+
+    /// How each of `chunks` (ids `ids`, the first at `offset` of a file whose previous version
+    /// is `prior`) is referenced: whole when `index` holds it whole or no base is readable, else
+    /// as a delta against the base at its offset.
+    pub(crate) fn plan(
+        &self,
+        index: &DomainIndex,
+        (chunks, ids): (&[&[u8]], &[ChunkId]),
+        prior: Option<(&Prior, u64)>,
+    ) -> Result<Planned> {
+        let mut at = prior.map_or(0, |(_, o)| o);
+        let candidates: Vec<Option<ChunkId>> = chunks
+            .iter()
+            .zip(ids)
+            .map(|(c, id)| {
+                let here = at;
+                at += c.len() as u64;
+                let (p, _) = prior?;
+                let base = p.base_at(here).filter(|b| b != id)?;
+                (!index.contains(id)).then_some(base)
+            })
+            .collect();
+        let bases = match prior {
+            None => HashMap::new(),
+            Some(_) => fetch(self, index, candidates.iter().flatten().copied())?,
+        };
+        let refs = chunks
+            .iter()
+            .zip(ids)
+            .zip(candidates)
+            .map(|((c, id), b)| ChunkRef {
+                id: *id,
+                len: c.len() as u32,
+                base: b.filter(|b| bases.contains_key(b)),
+            })
+            .collect();
+        Ok((refs, bases))
+    }
+}
+
+/// The bytes of those of `bases` that `index` places in a whole blob, read from the store in
+/// coalesced ranged reads (on the calling thread, which must not be a runtime worker). A base
+/// whose pack is gone is left out: its chunk is then stored whole.
+fn fetch(
+    reader: &BaseReader,
+    index: &DomainIndex,
+    bases: impl IntoIterator<Item = ChunkId>,
+) -> Result<HashMap<ChunkId, Vec<u8>>> {
+    let (runtime, backend) = (&reader.runtime, &reader.backend);
+    let bases: std::collections::BTreeSet<ChunkId> = bases.into_iter().collect();
+    let mut by_pack: BTreeMap<PackId, Vec<(ChunkId, Location)>> = BTreeMap::new();
+    for b in bases {
+        if let Some(loc) = index
+            .get(&b)
+            .filter(|l| l.compression != Compression::Delta)
+        {
+            by_pack.entry(loc.pack).or_default().push((b, loc));
+        }
+    }
+    let reads = by_pack.into_values().flat_map(coalesce);
+    let work = futures::stream::iter(reads.map(|blobs| read_range(backend, blobs)))
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect::<Vec<_>>();
+    let found = runtime.block_on(work)?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// Blobs of one pack, sorted by offset, in groups read by one request each.
+fn coalesce(mut blobs: Vec<(ChunkId, Location)>) -> Vec<Vec<(ChunkId, Location)>> {
+    blobs.sort_by_key(|(_, l)| l.offset);
+    let mut out: Vec<Vec<(ChunkId, Location)>> = Vec::new();
+    for b in blobs {
+        match out.last_mut() {
+            Some(g) if b.1.offset <= end_of(g) + COALESCE_GAP => g.push(b),
+            _ => out.push(vec![b]),
+        }
+    }
+    out
+}
+
+fn end_of(group: &[(ChunkId, Location)]) -> u64 {
+    group
+        .iter()
+        .map(|(_, l)| l.offset + l.stored_len as u64)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Reads one coalesced group and decodes its usable bases; a gone pack gives none.
+async fn read_range(
+    backend: &DynBackend,
+    blobs: Vec<(ChunkId, Location)>,
+) -> Result<Vec<(ChunkId, Vec<u8>)>> {
+    let (pack, start) = (blobs[0].1.pack, blobs[0].1.offset);
+    let key = layout::pack_key(&pack);
+    let bytes = match backend.get_range(&key, start..end_of(&blobs)).await {
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        other => other?,
+    };
+    let mut out = Vec::with_capacity(blobs.len());
+    for (id, loc) in blobs {
+        let at = (loc.offset - start) as usize;
+        let data = bytes.get(at..at + loc.stored_len as usize).ok_or_else(|| {
+            Error::Integrity(format!("pack {pack} is shorter than its index says"))
+        })?;
+        let raw = pack::decode_blob(&loc.entry(id), data).map_err(|e| Error::corrupt(&key, e))?;
+        if delta::usable_base(&raw) {
+            out.push((id, raw));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::manifest::ChunkRef;
+
+    #[test]
+    fn a_chunk_is_based_on_the_whole_chunk_at_its_offset() {
+        let (a, b, c) = (ChunkId::of(b"a"), ChunkId::of(b"b"), ChunkId::of(b"c"));
+        let entry = FileEntry {
+            name: "x__1".into(),
+            size: 30,
+            hash: crate::id::FileHash([0; 32]),
+            chunks: vec![
+                ChunkRef::whole(a, 10),
+                ChunkRef {
+                    id: b,
+                    len: 10,
+                    base: Some(c),
+                },
+                ChunkRef::whole(c, 10),
+            ],
+        };
+        let p = Prior::of(&entry);
+        assert_eq!(p.base_at(0), Some(a));
+        assert_eq!(p.base_at(9), Some(a));
+        // The chunk there is a delta: its base, never a delta, is the base.
+        assert_eq!(p.base_at(10), Some(c));
+        assert_eq!(p.base_at(29), Some(c));
+        assert_eq!(p.base_at(500), Some(c));
+    }
+
+    #[test]
+    fn previous_versions_are_found_by_name_then_by_unique_stem() {
+        let f = |name: &str| FileEntry {
+            name: name.into(),
+            size: 0,
+            hash: crate::id::FileHash([0; 32]),
+            chunks: vec![],
+        };
+        let mut state = TimelineState {
+            lsn: crate::id::Lsn(1),
+            metadata: crate::format::metadata::TimelineMetadata::at(crate::id::Lsn(1)),
+            files: BTreeMap::new(),
+        };
+        for n in ["img_a__10", "img_b__10", "img_b__20", "wal"] {
+            state.files.insert(n.into(), f(n));
+        }
+        let src = |n: &str| SourceFile {
+            name: n.into(),
+            path: n.into(),
+        };
+        let files = [
+            src("img_a__30"),
+            src("img_b__30"),
+            src("wal"),
+            src("new__1"),
+        ];
+        let found = priors(&files, Some(&state));
+        assert!(found.contains_key("img_a__30"));
+        assert!(!found.contains_key("img_b__30"), "two candidates: none");
+        assert!(found.contains_key("wal"));
+        assert!(!found.contains_key("new__1"));
+    }
+}
