@@ -1,7 +1,7 @@
-//! Chunks stored as deltas against the previous version of their file (format-spec 5.2): a
-//! rewritten layer stores a fraction of what it would whole, restores byte-identically at every
-//! checkpoint, every base is a whole chunk, verify finds nothing wrong, and gc that drops the
-//! checkpoints holding the bases (and repacks) keeps everything readable.
+//! Chunks stored as deltas (`CheckpointOptions::deltas`) against the previous version of their
+//! file (format-spec 5.2): a rewritten layer stores a fraction of what it would whole, restores
+//! byte-identically at every checkpoint, every base is a whole chunk, verify finds nothing wrong,
+//! and gc that drops the checkpoints holding the bases (and repacks) keeps everything readable.
 mod common;
 
 use std::collections::BTreeMap;
@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use common::*;
 use layercas::format::layout;
 use layercas::format::manifest::Manifest;
+use layercas::format::metadata::TimelineMetadata;
 use layercas::gc::retention::{Policy, Retention};
 use layercas::gc::{self, GcOptions};
 use layercas::id::{ChunkId, IdSet, Lsn};
 use layercas::progress;
 use layercas::store::Store;
-use layercas::write::Writer;
+use layercas::write::{CheckpointMode, CheckpointOptions, CheckpointRequest, Writer};
 
 /// A relation-like file: 8 KiB pages of text rows; `version` rewrites one row in every fourth
 /// page, so that every chunk of the file changes a little.
@@ -79,14 +80,24 @@ async fn rewritten_layers_store_as_deltas_and_survive_gc() {
     let store = local_store(&store_dir).await;
     let writer = Writer::new(store.clone()).await.unwrap();
     let mut stored = Vec::new();
+    let opts = CheckpointOptions {
+        deltas: true,
+        ..Default::default()
+    };
     for v in 1..=3 {
         let (_w, work) = tempdir();
         write_files(&work, &workdir(v));
-        stored.push(
-            checkpoint_dir(&writer, &work, 10 * v as u64)
-                .await
-                .new_stored_bytes,
-        );
+        let req = CheckpointRequest {
+            tenant: TENANT,
+            timeline: TIMELINE,
+            metadata: TimelineMetadata::at(Lsn(10 * v as u64)),
+            files: sources(&work),
+            mode: CheckpointMode::Full,
+        };
+        let report = writer.checkpoint_with(req, opts, progress::none()).await;
+        let report = report.unwrap();
+        assert_eq!(report.new_deltas > 0, v > 1, "checkpoint {v}: {report:?}");
+        stored.push(report.new_stored_bytes);
     }
     // The rewritten relation costs a fraction of its first version (the new WAL is the same
     // size every time and incompressible: 100,000 bytes of it are in every checkpoint).

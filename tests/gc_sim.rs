@@ -249,6 +249,8 @@ struct Verdict {
     longest_pause: Duration,
     checkpoints_ok: usize,
     checkpoints_failed: usize,
+    /// Chunks stored as deltas by checkpoints that succeeded.
+    deltas: u64,
     gc: GcTally,
     /// Checkpoint errors by kind.
     errors: BTreeMap<String, usize>,
@@ -295,7 +297,13 @@ async fn timeline(
                 files.keys().collect::<Vec<_>>()
             )
         });
-        let run = writer.checkpoint(req, progress::none());
+        let run = async {
+            let r = writer.checkpoint(req, progress::none()).await;
+            if let Ok(report) = &r {
+                stats.deltas.fetch_add(report.new_deltas, Ordering::Relaxed);
+            }
+            r
+        };
         let outcome = if rng.chance(plan.kill_per_mille) {
             let at = rng.between(Duration::ZERO, plan.kill_max);
             match tokio::time::timeout(at, run).await {
@@ -459,6 +467,7 @@ async fn schedule(seed: u64, calm: bool, root: &Path) -> Verdict {
             .filter(|a| matches!(a.outcome, Outcome::Ok))
             .count(),
         gc: gc_ok.into_iter().fold(GcTally::default(), GcTally::add),
+        deltas: stats.deltas.load(Ordering::Relaxed),
         ..Default::default()
     };
     v.checkpoints_failed = attempts.len() - v.checkpoints_ok;

@@ -177,6 +177,9 @@ impl Tool {
                     if immutable {
                         c.arg("--immutable-names");
                     }
+                    if std::env::var_os("LAYERCAS_PEERS_DELTAS").is_some() {
+                        c.arg("--deltas");
+                    }
                     c.args(["--tenant", &t.tenant.to_hex(), "--timeline"])
                         .arg(t.timeline.to_hex())
                         .arg(workdir.join(&t.rel));

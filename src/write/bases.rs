@@ -2,8 +2,9 @@
 //! against, and reading those chunks' bytes back from the store.
 //!
 //! A file's *previous version* is the file of the timeline's previous state with the same name,
-//! else the one file whose name has the same part before `__` (a pageserver's layer names carry
-//! the key range there, the LSNs after it). A new chunk's base is the chunk that covers the same
+//! else, of the files whose name has the same part before `__` (a pageserver's layer names carry
+//! the key range there, the LSNs after it, in fixed-width hex), the one with the greatest name:
+//! the newest image of that key range. A new chunk's base is the chunk that covers the same
 //! offset in that version, or that chunk's own base when it was stored as a delta, so that every
 //! base is a whole blob.
 //!
@@ -75,21 +76,18 @@ pub(crate) fn priors(
         return HashMap::new();
     };
     let stem = |name: &str| name.split_once("__").map(|(s, _)| s.to_string());
-    let mut by_stem: BTreeMap<String, Option<&FileEntry>> = BTreeMap::new();
+    // Files by name, in order: the last of a stem is its newest version.
+    let mut by_stem: BTreeMap<String, &FileEntry> = BTreeMap::new();
     for f in prev.files.values() {
         if let Some(s) = stem(&f.name) {
-            // A stem shared by several files has no single previous version.
-            by_stem
-                .entry(s)
-                .and_modify(|e| *e = None)
-                .or_insert(Some(f));
+            by_stem.insert(s, f);
         }
     }
     files
         .iter()
         .filter_map(|f| {
             let same = prev.files.get(&f.name);
-            let old = same.or_else(|| stem(&f.name).and_then(|s| by_stem.get(&s).copied()?))?;
+            let old = same.or_else(|| by_stem.get(&stem(&f.name)?).copied())?;
             Some((f.name.clone(), Arc::new(Prior::of(old))))
         })
         .collect()
@@ -257,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn previous_versions_are_found_by_name_then_by_unique_stem() {
+    fn previous_versions_are_found_by_name_then_by_newest_of_the_stem() {
         let f = |name: &str| FileEntry {
             name: name.into(),
             size: 0,
@@ -282,9 +280,20 @@ mod tests {
             src("wal"),
             src("new__1"),
         ];
+        for n in ["img_b__10", "img_b__20"] {
+            let mut e = f(n);
+            e.size = n.len() as u64;
+            e.chunks = vec![ChunkRef::whole(ChunkId::of(n.as_bytes()), n.len() as u32)];
+            state.files.insert(n.into(), e);
+        }
         let found = priors(&files, Some(&state));
         assert!(found.contains_key("img_a__30"));
-        assert!(!found.contains_key("img_b__30"), "two candidates: none");
+        let newest = ChunkId::of(b"img_b__20");
+        assert_eq!(
+            found["img_b__30"].base_at(0),
+            Some(newest),
+            "the newest of the stem"
+        );
         assert!(found.contains_key("wal"));
         assert!(!found.contains_key("new__1"));
     }

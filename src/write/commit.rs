@@ -361,7 +361,7 @@ impl Writer {
         };
         // A retry stores every chunk it cannot resolve afresh.
         let known = source::known_files(prev.filter(|_| !retry));
-        let priors = bases::priors(files, prev);
+        let priors = bases::priors(files, prev.filter(|_| opts.deltas));
         let jobs: Vec<Job> = files
             .iter()
             .map(|f| {

@@ -49,6 +49,7 @@ pub(crate) struct ChunkStats {
     new_chunks: u64,
     new_raw_bytes: u64,
     new_stored_bytes: u64,
+    new_deltas: u64,
 }
 
 impl ChunkStats {
@@ -57,6 +58,7 @@ impl ChunkStats {
         report.chunks = self.chunks;
         report.new_chunks = self.new_chunks;
         report.new_raw_bytes = self.new_raw_bytes;
+        report.new_deltas = self.new_deltas;
         report.new_stored_bytes = self.new_stored_bytes;
     }
 }
@@ -169,6 +171,7 @@ impl IngestCtx {
                 s.new_chunks += 1;
                 s.new_raw_bytes += b.entry.raw_len as u64;
                 s.new_stored_bytes += b.entry.stored_len as u64;
+                s.new_deltas += (b.entry.compression == pack::Compression::Delta) as u64;
             }
         }
         for blob in blobs {

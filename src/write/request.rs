@@ -53,6 +53,12 @@ pub struct CheckpointOptions {
     /// caller was told are new need reading). A file that is not in the previous checkpoint, or
     /// has another size, is read as always. Off by default: every file is read and hashed.
     pub immutable_names: bool,
+    /// Store the new chunks of a file that has a previous version (the same name, or the same
+    /// name up to `__`) as deltas against that version's chunks (format-spec 5.2).
+    /// Off by default for now: the base reads block the checkpoint's blocking workers on the
+    /// runtime, which a paused test clock never wakes, so the gc simulation cannot cover them
+    /// yet (format-spec/delta.md section 3).
+    pub deltas: bool,
 }
 
 /// What a checkpoint did.
@@ -87,6 +93,9 @@ pub struct CheckpointReport {
     pub new_raw_bytes: u64,
     /// Bytes the new chunks take stored (after compression).
     pub new_stored_bytes: u64,
+    /// New chunks stored as deltas against a chunk of their file's previous version
+    /// (format-spec 5.2).
+    pub new_deltas: u64,
     /// Objects created: packs, index objects, manifests.
     pub packs_written: usize,
     /// Index objects created.

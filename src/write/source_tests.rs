@@ -255,6 +255,7 @@ async fn immutable_names_carry_known_files_over_without_reading_them() {
     }
     let trust = CheckpointOptions {
         immutable_names: true,
+        ..Default::default()
     };
     let second: &[(&str, &[u8])] = &[("a", &a2), ("big", &big2), ("c", &c[1..]), ("d", &d)];
     let r = record(&writer, &work, 0x20, second, trust).await;

@@ -100,6 +100,8 @@ pub struct Stats {
     pub longest_pause_ms: AtomicU64,
     pub pauses: AtomicU64,
     pub late_writes: AtomicU64,
+    /// Chunks the writers' successful checkpoints stored as deltas (format-spec 5.2).
+    pub deltas: AtomicU64,
     start: tokio::time::Instant,
     trace: Mutex<Vec<String>>,
     /// Keys some party deleted.
@@ -116,6 +118,7 @@ impl Stats {
             longest_pause_ms: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
             late_writes: AtomicU64::new(0),
+            deltas: AtomicU64::new(0),
             start: tokio::time::Instant::now(),
             trace: Mutex::default(),
             deleted: Mutex::default(),

@@ -141,12 +141,13 @@ pub fn simulate(name: &str, seeds: Vec<u64>, calm: bool) -> Vec<(u64, Vec<String
         .fold(GcTally::default(), |t, (_, v)| t.add(v.gc));
     let (gc_ok, cached) = (gc.runs_ok, gc.manifests_cached);
     let (sealed, unchanged) = (gc.sealed, gc.unchanged);
+    let deltas: u64 = results.iter().map(|(_, v)| v.deltas).sum();
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     for (k, n) in results.iter().flat_map(|(_, v)| &v.errors) {
         *errors.entry(k.clone()).or_default() += n;
     }
     eprintln!(
-        "{name}: {} schedules in {:.1?}: {} with problems; longest pause injected {:.1?}; checkpoints {ok} ok / {failed} refused, failed or killed; {gc_ok} gc runs completed ({sealed} sealed, {unchanged} stopped at a seal), {cached} manifests from gc's cache",
+        "{name}: {} schedules in {:.1?}: {} with problems; longest pause injected {:.1?}; checkpoints {ok} ok / {failed} refused, failed or killed; {gc_ok} gc runs completed ({sealed} sealed, {unchanged} stopped at a seal), {cached} manifests from gc's cache, {deltas} chunks stored as deltas",
         seeds.len(),
         started.elapsed(),
         results

@@ -33,6 +33,10 @@ pub struct Args {
     /// without reading it (layer files are immutable); only new names and sizes are read.
     #[arg(long)]
     immutable_names: bool,
+    /// Store new chunks of a file that replaces an earlier version (same name, or same name up to
+    /// `__`) as deltas against that version's chunks (format-spec 5.2; off by default for now).
+    #[arg(long)]
+    deltas: bool,
     #[arg(required = true)]
     paths: Vec<PathBuf>,
 }
@@ -58,13 +62,14 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
     let (p, pb) = progress::bar("checkpoint", !ctx.json);
     let opts = CheckpointOptions {
         immutable_names: a.immutable_names,
+        deltas: a.deltas,
     };
     let report = writer.checkpoint_with(req, opts, p).await;
     progress::finish(pb);
     emit(ctx.json, &report?, |r| {
         format!(
             "recorded {} at {}: {} files added ({} already stored whole), {} unchanged ({} not read), {} removed; \
-             {} new chunks of {}, {} stored in {} packs",
+             {} new chunks of {} ({} as deltas), {} stored in {} packs",
             r.manifest,
             r.lsn,
             r.files_added,
@@ -74,6 +79,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
             r.files_removed,
             r.new_chunks,
             r.chunks,
+            r.new_deltas,
             size(r.new_stored_bytes),
             r.packs_written
         )
