@@ -211,6 +211,12 @@ impl ReadStats {
         }
         s
     }
+
+    fn add(&mut self, o: &ReadStats) {
+        self.ranges += o.ranges;
+        self.chunks += o.chunks;
+        self.bytes += o.bytes;
+    }
 }
 
 /// Runs the stages of `plan` in order ([`fetch_and_write`] each); returns what retries read.
@@ -228,8 +234,7 @@ pub(crate) async fn fetch_and_write_all(
             .flat_map(|r| &r.blobs)
             .any(|n| n.delta.is_some());
         let r = fetch_and_write(store, stage, targets, progress, &bases).await?;
-        (retried.ranges, retried.chunks) = (retried.ranges + r.ranges, retried.chunks + r.chunks);
-        retried.bytes += r.bytes;
+        retried.add(&r);
         if decodes_deltas {
             bases.lock().expect("bases lock").clear();
         }

@@ -132,9 +132,9 @@ impl BaseReader {
                 (!index.contains(id)).then_some(base)
             })
             .collect();
-        let bases = match prior {
-            None => HashMap::new(),
-            Some(_) => fetch(self, index, candidates.iter().flatten().copied())?,
+        let bases = match candidates.iter().any(Option::is_some) {
+            false => HashMap::new(),
+            true => fetch(self, index, candidates.iter().flatten().copied())?,
         };
         let refs = chunks
             .iter()

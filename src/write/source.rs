@@ -272,6 +272,8 @@ fn chunk_large_file(
     // At most one byte past the size at open is read: a growing file is caught, never chased.
     let reader = std::thread::spawn(move || read_blocks(file.take(len + 1), &owned, tx, spare));
     let mut refs = Vec::new();
+    // Bytes of the file chunked so far: the offset of the next batch's first chunk.
+    let mut at = 0u64;
     let result: Result<()> = (|| {
         let mut window: Vec<u8> = Vec::with_capacity(BATCH_BYTES + ctx.chunker.max_size());
         let mut blocks = rx.iter();
@@ -285,8 +287,8 @@ fn chunk_large_file(
             }
             let chunks = final_chunks(&ctx.chunker, &window, end);
             let cut: usize = chunks.iter().map(|c| c.len()).sum();
-            let at: u64 = refs.iter().map(|r: &ChunkRef| r.len as u64).sum();
             refs.extend(ctx.store_batch(&chunks, prior.map(|p| (p, at)))?);
+            at += cut as u64;
             window.drain(..cut);
             if end {
                 return Ok(());
