@@ -177,8 +177,8 @@ impl Tool {
                     if immutable {
                         c.arg("--immutable-names");
                     }
-                    if std::env::var_os("LAYERCAS_PEERS_DELTAS").is_some() {
-                        c.arg("--deltas");
+                    if std::env::var_os("LAYERCAS_PEERS_NO_DELTAS").is_some() {
+                        c.arg("--no-deltas");
                     }
                     c.args(["--tenant", &t.tenant.to_hex(), "--timeline"])
                         .arg(t.timeline.to_hex())

@@ -131,7 +131,7 @@ async fn upload_checkpoint(shared: &Shared, key: TimelineKey, upload: &Upload) -
     // the files the loop was told are new are read whatever the store has.
     let opts = CheckpointOptions {
         immutable_names: mode == CheckpointMode::Full,
-        deltas: false,
+        ..CheckpointOptions::default()
     };
     match shared
         .writer

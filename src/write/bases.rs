@@ -93,88 +93,34 @@ pub(crate) fn priors(
         .collect()
 }
 
-/// Reads bases for a checkpoint's workers (blocking threads of the checkpoint's runtime).
-pub(crate) struct BaseReader {
-    runtime: tokio::runtime::Handle,
-    backend: DynBackend,
-}
-
-/// How each chunk of a batch is referenced, and the bytes of the bases its deltas need.
-pub(crate) type Planned = (Vec<ChunkRef>, HashMap<ChunkId, Vec<u8>>);
-
-impl BaseReader {
-    /// A reader on the current runtime.
-    pub(crate) fn new(backend: DynBackend) -> BaseReader {
-        BaseReader {
-            runtime: tokio::runtime::Handle::current(),
-            backend,
-        }
-    }
-
-    /// How each of `chunks` (ids `ids`, the first at `offset` of a file whose previous version
-    /// is `prior`) is referenced: whole when `index` holds it whole or no base is readable, else
-    /// as a delta against the base at its offset.
-    pub(crate) fn plan(
-        &self,
-        index: &DomainIndex,
-        (chunks, ids): (&[&[u8]], &[ChunkId]),
-        prior: Option<(&Prior, u64)>,
-    ) -> Result<Planned> {
-        let mut at = prior.map_or(0, |(_, o)| o);
-        let candidates: Vec<Option<ChunkId>> = chunks
-            .iter()
-            .zip(ids)
-            .map(|(c, id)| {
-                let here = at;
-                at += c.len() as u64;
-                let (p, _) = prior?;
-                let base = p.base_at(here).filter(|b| b != id)?;
-                (!index.contains(id)).then_some(base)
-            })
-            .collect();
-        let bases = match candidates.iter().any(Option::is_some) {
-            false => HashMap::new(),
-            true => fetch(self, index, candidates.iter().flatten().copied())?,
-        };
-        let refs = chunks
-            .iter()
-            .zip(ids)
-            .zip(candidates)
-            .map(|((c, id), b)| ChunkRef {
-                id: *id,
-                len: c.len() as u32,
-                base: b.filter(|b| bases.contains_key(b)),
-            })
-            .collect();
-        Ok((refs, bases))
-    }
-}
-
 /// The bytes of those of `bases` that `index` places in a whole blob, read from the store in
-/// coalesced ranged reads (on the calling thread, which must not be a runtime worker). A base
-/// whose pack is gone is left out: its chunk is then stored whole.
-fn fetch(
-    reader: &BaseReader,
+/// coalesced ranged reads, a few at a time. A base whose pack is gone, or that cannot serve as
+/// one, is left out: the chunks based on it are then stored whole.
+pub(crate) async fn fetch(
+    backend: &DynBackend,
     index: &DomainIndex,
     bases: impl IntoIterator<Item = ChunkId>,
 ) -> Result<HashMap<ChunkId, Vec<u8>>> {
-    let (runtime, backend) = (&reader.runtime, &reader.backend);
     let bases: std::collections::BTreeSet<ChunkId> = bases.into_iter().collect();
     let mut by_pack: BTreeMap<PackId, Vec<(ChunkId, Location)>> = BTreeMap::new();
     for b in bases {
-        if let Some(loc) = index
-            .get(&b)
-            .filter(|l| l.compression != Compression::Delta)
-        {
+        if let Some(loc) = whole(index, &b) {
             by_pack.entry(loc.pack).or_default().push((b, loc));
         }
     }
     let reads = by_pack.into_values().flat_map(coalesce);
-    let work = futures::stream::iter(reads.map(|blobs| read_range(backend, blobs)))
+    let found = futures::stream::iter(reads.map(|blobs| read_range(backend, blobs)))
         .buffer_unordered(READ_CONCURRENCY)
-        .try_collect::<Vec<_>>();
-    let found = runtime.block_on(work)?;
+        .try_collect::<Vec<_>>()
+        .await?;
     Ok(found.into_iter().flatten().collect())
+}
+
+/// Where `index` places `id` as a whole blob (one a delta can be based on).
+pub(crate) fn whole(index: &DomainIndex, id: &ChunkId) -> Option<Location> {
+    index
+        .get(id)
+        .filter(|l| l.compression != Compression::Delta)
 }
 
 /// Blobs of one pack, sorted by offset, in groups read by one request each.

@@ -18,14 +18,14 @@ use crate::error::{Error, Result};
 use crate::format::chunker::Chunker;
 use crate::format::dict::{self, DictId};
 use crate::format::index::{IndexObject, MAX_INDEX_BODY, MAX_INDEX_SECTIONS};
+use crate::format::layout;
 use crate::format::manifest::ChunkRef;
 use crate::format::pack::{self, BlobEntry, PackBuilder, SealedPack};
-use crate::format::{delta, layout};
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::progress::DynProgress;
 use crate::store::Store;
 use crate::store::index_cache::DomainIndex;
-use crate::write::bases::{BaseReader, Prior};
+use crate::write::bases::Prior;
 use crate::write::request::CheckpointReport;
 use crate::write::training::{Claim, TrainingRight};
 
@@ -75,7 +75,8 @@ pub(crate) struct IngestCtx {
     pack_target: u64,
     /// Chunks stored before this checkpoint began.
     index: DomainIndex,
-    bases: BaseReader,
+    /// Where bases are read from.
+    backend: DynBackend,
     /// Chunks this checkpoint has put into a pack.
     session: Mutex<HashSet<ChunkId>>,
     builder: Mutex<PackBuilder>,
@@ -109,7 +110,7 @@ impl IngestCtx {
             claim: Mutex::new(None),
             pack_target: store.config().pack_target_size,
             index,
-            bases: BaseReader::new(store.backend().clone()),
+            backend: store.backend().clone(),
             session: Mutex::new(HashSet::new()),
             builder: Mutex::new(PackBuilder::default()),
             tx,
@@ -130,43 +131,105 @@ impl IngestCtx {
     }
 
     /// Claims `id` for this checkpoint unless it is stored or claimed already.
-    fn claim(&self, id: &ChunkId) -> bool {
+    pub(crate) fn claim(&self, id: &ChunkId) -> bool {
         !self.index.contains(id) && self.session.lock().expect("session lock").insert(*id)
     }
 
-    /// Hashes a batch of chunks, compresses the ones nobody stored yet (as deltas against the
-    /// previous version of their file where it has a readable base: `bases`), adds them to
-    /// packs. `prior` is that version and the offset of the batch's first chunk.
+    /// Whether `id` is stored, or being stored by this checkpoint, as a blob of its own.
+    pub(crate) fn has(&self, id: &ChunkId) -> bool {
+        self.index.contains(id) || self.session.lock().expect("session lock").contains(id)
+    }
+
+    /// Chunks stored before this checkpoint began.
+    pub(crate) fn index(&self) -> &DomainIndex {
+        &self.index
+    }
+
+    /// The store's backend.
+    pub(crate) fn backend(&self) -> &DynBackend {
+        &self.backend
+    }
+
+    /// Hashes a batch of chunks and compresses the ones nobody stored yet into packs, except
+    /// those whose file has a previous version with a base at their offset (`prior`: that
+    /// version and the offset of the batch's first chunk). Those are returned naming their base
+    /// and stored later, as deltas once their bases are read (`deltas`), so that no worker waits
+    /// on the store.
     pub(crate) fn store_batch(
         &self,
         chunks: &[&[u8]],
         prior: Option<(&Prior, u64)>,
     ) -> Result<Vec<ChunkRef>> {
         let ids: Vec<ChunkId> = chunks.par_iter().map(|c| ChunkId::of(c)).collect();
-        let (refs, bases) = self.bases.plan(&self.index, (chunks, &ids), prior)?;
-        let fresh: Vec<bool> = refs.iter().map(|r| self.claim(&r.blob_id())).collect();
+        let mut at = prior.map_or(0, |(_, o)| o);
+        let refs: Vec<ChunkRef> = chunks
+            .iter()
+            .zip(&ids)
+            .map(|(c, id)| {
+                let here = at;
+                at += c.len() as u64;
+                let base = prior
+                    .and_then(|(p, _)| p.base_at(here))
+                    .filter(|b| b != id && !self.has(id));
+                ChunkRef {
+                    id: *id,
+                    len: c.len() as u32,
+                    base,
+                }
+            })
+            .collect();
+        let fresh: Vec<bool> = refs
+            .iter()
+            .map(|r| r.base.is_none() && self.claim(&r.id))
+            .collect();
         // Sampled before encoding: the batch that completes the sample is already compressed
         // with the dictionary it trains (a batch can be a whole 8 MiB window of a large file).
         if self.encoder.read().expect("encoder lock").is_none() {
             let new = chunks.iter().zip(&fresh).filter(|(_, f)| **f);
             self.sample(new.map(|(c, _)| *c))?;
         }
-        let encoder = self.encoder.read().expect("encoder lock").clone();
+        let encoder = self.encoder();
         let blobs: Vec<pack::Blob> = chunks
             .par_iter()
-            .zip(&refs)
+            .zip(&ids)
             .zip(&fresh)
             .filter(|(_, fresh)| **fresh)
-            .map(|((c, r), _)| match (r.base, &encoder) {
-                (Some(b), _) => delta::encode_delta_blob(r.id, c, b, &bases[&b], self.zstd_level)
-                    .ok_or_else(|| Error::InvalidInput(format!("zstd failed on chunk {}", r.id))),
-                (None, Some(e)) => Ok(pack::encode_blob_with(r.id, c, e)),
-                (None, None) => Ok(pack::encode_blob(r.id, c, self.zstd_level)),
-            })
-            .collect::<Result<_>>()?;
+            .map(|((c, id), _)| self.encode_whole(*id, c, encoder.as_deref()))
+            .collect();
+        self.stats.lock().expect("stats lock").chunks += chunks.len() as u64;
+        self.add_blobs(blobs)?;
+        self.progress
+            .advance(chunks.iter().map(|c| c.len() as u64).sum());
+        Ok(refs)
+    }
+
+    /// The store's dictionary, if the writer knows one yet.
+    pub(crate) fn encoder(&self) -> Option<Arc<dict::Encoder>> {
+        self.encoder.read().expect("encoder lock").clone()
+    }
+
+    /// `chunk` as a blob of its own: with the store's dictionary if there is one.
+    pub(crate) fn encode_whole(
+        &self,
+        id: ChunkId,
+        chunk: &[u8],
+        encoder: Option<&dict::Encoder>,
+    ) -> pack::Blob {
+        match encoder {
+            Some(e) => pack::encode_blob_with(id, chunk, e),
+            None => pack::encode_blob(id, chunk, self.zstd_level),
+        }
+    }
+
+    /// The level deltas are compressed at.
+    pub(crate) fn zstd_level(&self) -> i32 {
+        self.zstd_level
+    }
+
+    /// Counts new blobs and adds them to packs, sending each pack that fills.
+    pub(crate) fn add_blobs(&self, blobs: Vec<pack::Blob>) -> Result<()> {
         {
             let mut s = self.stats.lock().expect("stats lock");
-            s.chunks += chunks.len() as u64;
             for b in &blobs {
                 s.new_chunks += 1;
                 s.new_raw_bytes += b.entry.raw_len as u64;
@@ -174,12 +237,7 @@ impl IngestCtx {
                 s.new_deltas += (b.entry.compression == pack::Compression::Delta) as u64;
             }
         }
-        for blob in blobs {
-            self.add_blob(blob)?;
-        }
-        self.progress
-            .advance(chunks.iter().map(|c| c.len() as u64).sum());
-        Ok(refs)
+        blobs.into_iter().try_for_each(|b| self.add_blob(b))
     }
 
     /// Adds new chunks to the writer's sample; the worker that completes it trains the
@@ -437,40 +495,5 @@ pub(crate) async fn create_index(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panicking_upload_task_is_an_internal_error_not_invalid_input() {
-        let mut tasks: JoinSet<Result<UploadedPack>> = JoinSet::new();
-        tasks.spawn(async { panic!("upload bug") });
-        let (mut done, mut failure) = (Vec::new(), None);
-        collect_one(&mut tasks, &mut done, &mut failure).await;
-        let e = failure.expect("the panic is a failure");
-        assert!(
-            matches!(&e, Error::Internal(m) if m.contains("panicked")),
-            "{e:?}"
-        );
-        // A worker whose send finds the uploads stopped gets the same kind and message.
-        assert!(matches!(copy_error(&e), Error::Internal(m) if m.contains("panicked")));
-    }
-
-    #[cfg(feature = "testkit")]
-    #[tokio::test]
-    async fn an_index_object_readers_would_reject_is_never_written() {
-        let backend: DynBackend = Arc::new(crate::testkit::memory::MemoryBackend::new());
-        let too_many = (0..=MAX_INDEX_SECTIONS)
-            .map(|i| {
-                let mut id = [0u8; 32];
-                id[..4].copy_from_slice(&i.to_le_bytes());
-                (PackId(id), Vec::new())
-            })
-            .collect();
-        let e = create_index(&backend, layout::IndexDomain::Legacy, too_many)
-            .await
-            .unwrap_err();
-        assert!(e.to_string().contains("exceeds the format's limits"), "{e}");
-        let listed = backend.list_all(&layout::prefix(layout::INDEX)).await;
-        assert!(listed.unwrap().is_empty());
-    }
-}
+#[path = "packer_tests.rs"]
+mod tests;

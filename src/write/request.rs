@@ -45,7 +45,7 @@ pub struct CheckpointRequest {
 }
 
 /// How a checkpoint may treat the request's files.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckpointOptions {
     /// The caller vouches that a file recorded in the timeline's previous checkpoint under the
     /// same name and with the same size still holds the recorded content: such a file is carried
@@ -54,11 +54,18 @@ pub struct CheckpointOptions {
     /// has another size, is read as always. Off by default: every file is read and hashed.
     pub immutable_names: bool,
     /// Store the new chunks of a file that has a previous version (the same name, or the same
-    /// name up to `__`) as deltas against that version's chunks (format-spec 5.2).
-    /// Off by default for now: the base reads block the checkpoint's blocking workers on the
-    /// runtime, which a paused test clock never wakes, so the gc simulation cannot cover them
-    /// yet (format-spec/delta.md section 3).
+    /// name up to `__`) as deltas against that version's chunks (format-spec 5.2). On by
+    /// default; off, every new chunk is stored whole.
     pub deltas: bool,
+}
+
+impl Default for CheckpointOptions {
+    fn default() -> CheckpointOptions {
+        CheckpointOptions {
+            immutable_names: false,
+            deltas: true,
+        }
+    }
 }
 
 /// What a checkpoint did.

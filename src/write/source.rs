@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -24,6 +24,7 @@ use crate::format::chunker::Chunker;
 use crate::format::manifest::{ChunkRef, FileEntry, TimelineState};
 use crate::id::FileHash;
 use crate::write::bases::Prior;
+use crate::write::deltas;
 use crate::write::packer::IngestCtx;
 use crate::write::request::{CheckpointReport, SourceFile};
 
@@ -48,6 +49,14 @@ pub(crate) enum FileOutcome {
 }
 
 impl FileOutcome {
+    /// The entry of an added file.
+    fn entry(&mut self) -> Option<&mut FileEntry> {
+        match self {
+            FileOutcome::Added { entry, .. } => Some(entry),
+            FileOutcome::Unchanged { .. } => None,
+        }
+    }
+
     /// Counts the outcome into `report`; returns the entry of an added file.
     pub(crate) fn tally(self, report: &mut CheckpointReport) -> Option<FileEntry> {
         match self {
@@ -70,9 +79,9 @@ impl FileOutcome {
     }
 }
 
-/// Records every job on the blocking pool, files in parallel, then flushes the last pack. With
-/// `immutable_names`, a file whose previous entry has its size is not read (see
-/// [`crate::write::CheckpointOptions`]).
+/// Records every job on the blocking pool, files in parallel; then stores the chunks left for
+/// their bases (`deltas`) and flushes the last pack. With `immutable_names`, a file whose
+/// previous entry has its size is not read (see [`crate::write::CheckpointOptions`]).
 pub(crate) async fn ingest_all(
     ctx: Arc<IngestCtx>,
     jobs: Vec<Job>,
@@ -85,22 +94,28 @@ pub(crate) async fn ingest_all(
         .map(|m| m.len())
         .sum();
     ctx.progress.set_total(total);
-    let work = tokio::task::spawn_blocking(move || {
-        let results: Result<Vec<FileOutcome>> = jobs
-            .par_iter()
+    let paths: Arc<Vec<PathBuf>> = Arc::new(jobs.iter().map(|(f, _, _)| f.path.clone()).collect());
+    let c = ctx.clone();
+    let first = tokio::task::spawn_blocking(move || {
+        jobs.par_iter()
             .map(|(src, old, prior)| match old {
                 Some(old) if immutable_names && same_size(&src.path, old) => {
-                    ctx.progress.advance(old.size);
+                    c.progress.advance(old.size);
                     Ok(FileOutcome::Unchanged { read: false })
                 }
-                _ => ingest_file(&ctx, (src, prior.as_deref()), old.as_ref(), &known),
+                _ => ingest_file(&c, (src, prior.as_deref()), old.as_ref(), &known),
             })
-            .collect();
-        let flushed = ctx.flush();
-        results.and_then(|r| flushed.map(|()| r))
+            .collect::<Result<Vec<FileOutcome>>>()
     });
-    work.await
-        .map_err(|e| Error::InvalidInput(format!("ingest worker failed: {e}")))?
+    let worker_failed = |e| Error::Internal(format!("ingest worker failed: {e}"));
+    let mut outcomes = first.await.map_err(worker_failed)??;
+    let mut entries: Vec<Option<&mut FileEntry>> =
+        outcomes.iter_mut().map(FileOutcome::entry).collect();
+    deltas::store_pending(&ctx, paths, &mut entries).await?;
+    tokio::task::spawn_blocking(move || ctx.flush())
+        .await
+        .map_err(worker_failed)??;
+    Ok(outcomes)
 }
 
 /// Whole files of the previous checkpoint by content hash, to reuse their chunks.

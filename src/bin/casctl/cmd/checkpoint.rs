@@ -33,10 +33,11 @@ pub struct Args {
     /// without reading it (layer files are immutable); only new names and sizes are read.
     #[arg(long)]
     immutable_names: bool,
-    /// Store new chunks of a file that replaces an earlier version (same name, or same name up to
-    /// `__`) as deltas against that version's chunks (format-spec 5.2; off by default for now).
+    /// Store every new chunk whole. By default, new chunks of a file that replaces an earlier
+    /// version (same name, or same name up to `__`) are stored as deltas against that version's
+    /// chunks (format-spec 5.2).
     #[arg(long)]
-    deltas: bool,
+    no_deltas: bool,
     #[arg(required = true)]
     paths: Vec<PathBuf>,
 }
@@ -62,7 +63,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit> {
     let (p, pb) = progress::bar("checkpoint", !ctx.json);
     let opts = CheckpointOptions {
         immutable_names: a.immutable_names,
-        deltas: a.deltas,
+        deltas: !a.no_deltas,
     };
     let report = writer.checkpoint_with(req, opts, p).await;
     progress::finish(pb);
