@@ -124,6 +124,62 @@ mod s3 {
         rig.assert_intact().await;
     }
 
+    /// A delta's base repacked under its writer (format-spec 5.2 and 13.3): T2's first
+    /// checkpoint holds a relation `rel__1` and a file its second drops, in one pack; once gc
+    /// drops LSN 1, half of that pack is dead and gc repacks it. A writer then records `rel__2`,
+    /// a rewrite of `rel__1`, whose new chunks are deltas against `rel__1`'s. The proxy holds
+    /// the writer's read of those bases while gc repacks them and deletes their pack: with
+    /// `Hold` the read finds the pack gone; with `HoldAnswer` it returns the bases, and the
+    /// writer's deltas name bases in a pack deleted since its start. Either way the writer must
+    /// store what it references where gc keeps it (whole, or against the bases' new pack).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn base_pack_repacked_while_its_delta_writer_reads_it() {
+        for action in [Action::Hold, Action::HoldAnswer] {
+            base_pack_repacked_under(action).await;
+        }
+    }
+
+    async fn base_pack_repacked_under(action: Action) {
+        use crate::common::noise;
+        let mut rig = Rig::new(WINDOW).await;
+        let direct = Writer::new(rig.direct.clone()).await.expect("writer");
+        let rel = noise(400 << 10, 51);
+        let named = |pairs: &[(&str, &Vec<u8>)]| -> crate::common::race_rig::Files {
+            pairs
+                .iter()
+                .map(|(n, b)| (n.to_string(), (*b).clone()))
+                .collect()
+        };
+        let junk = noise(400 << 10, 52);
+        rig.checkpoint(&direct, T2, 1, named(&[("rel__1", &rel), ("junk", &junk)]))
+            .await;
+        rig.checkpoint(&direct, T2, 2, named(&[("rel__1", &rel)]))
+            .await;
+        let mut rewritten = rel.clone();
+        for b in rewritten.iter_mut().skip(1000).step_by(50_000) {
+            *b ^= 0xff;
+        }
+        // The pack must be older than the window for gc to repack it.
+        tokio::time::sleep(WINDOW + Duration::from_millis(300)).await;
+        let writer = Arc::new(
+            Writer::new(rig.via(&rig.writer_proxy).await)
+                .await
+                .expect("writer"),
+        );
+        // A writer reads packs only for bases.
+        let read = rig.writer_proxy.rule("GET", "/packs/", 1, action.clone());
+        let w = rig.spawn(&writer, T2, 3, named(&[("rel__2", &rewritten)]));
+        read.arrived(1).await;
+        let report = gc(&rig.direct, WINDOW).await.expect("gc");
+        assert!(
+            report.manifests_deleted == 1 && report.packs_repacked == 1,
+            "{action:?}: {report:?}"
+        );
+        read.release();
+        rig.finished(w).await;
+        rig.assert_intact().await;
+    }
+
     /// gc's seal after a run that did work (format-spec 13.8, rule 2): the run drops a
     /// checkpoint and its pack, scans again and finds nothing more, and a commit lands before
     /// its confirmation (held by the proxy). That writer deleted the tentative seal, so the run

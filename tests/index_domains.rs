@@ -279,7 +279,10 @@ async fn repacked_packs_are_named_in_the_domain_of_every_tenant_they_serve() {
         let state = store.checkpoint_state(&t, &TL, None).await.unwrap();
         for f in state.files.values() {
             assert!(
-                f.chunks.iter().all(|c| own.contains(&c.id)),
+                f.chunks
+                    .iter()
+                    .flat_map(|c| c.stored_ids())
+                    .all(|id| own.contains(&id)),
                 "{t}: {}",
                 f.name
             );

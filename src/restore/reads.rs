@@ -2,9 +2,10 @@
 //! the reads fetched in parallel, each blob decoded, re-hashed and written into the temporary
 //! files that need it, and each file checked against its hash once complete.
 //!
-//! Delta blobs (format-spec 5.2) need their base's bytes. Whole blobs are read first; then the
-//! deltas in groups whose bases add up to at most [`BASE_BUDGET`]: each group's bases are read
-//! and kept in memory, then its deltas decoded against them, then the bases dropped.
+//! Delta blobs (format-spec 5.2) need their base's bytes. The deltas are cut into groups whose
+//! bases add up to at most [`BASE_BUDGET`]. Whole blobs are read first, with the first group's
+//! bases, which are kept in memory; then that group's deltas are decoded against them and the
+//! bases dropped; each further group reads its bases, then decodes its deltas.
 //!
 //! A pack that is gone when it is read (gc repacked it after the plan was made) is not an error
 //! at once: those reads are planned again from a freshly loaded index and retried once.
@@ -120,16 +121,44 @@ pub(crate) fn plan_reads(index: &ChunkIndex, targets: &[Target]) -> Result<ReadP
     }
     let (mut deltas, whole): (Vec<Need>, Vec<Need>) =
         needs.into_values().partition(|n| n.delta.is_some());
-    let mut stages = vec![coalesce(whole)];
     deltas.sort_by_key(|n| (n.loc.pack, n.loc.offset));
+    let mut groups = delta_groups(index, targets, deltas)?.into_iter();
+    // The first group's bases are read with the whole blobs (a base some file also needs whole
+    // is read once), so a restore whose bases fit the budget runs in two stages.
+    let mut first: HashMap<ChunkId, Need> = whole.into_iter().map(|n| (n.chunk, n)).collect();
+    let mut stages = Vec::new();
+    if let Some((bases, deltas)) = groups.next() {
+        for b in bases {
+            first.entry(b.chunk).or_insert(b).keep = true;
+        }
+        stages.push(coalesce(first.into_values()));
+        stages.push(coalesce(deltas));
+    } else {
+        stages.push(coalesce(first.into_values()));
+    }
+    for (bases, deltas) in groups {
+        stages.push(coalesce(bases));
+        stages.push(coalesce(deltas));
+    }
+    Ok(ReadPlan { stages })
+}
+
+/// `deltas` in groups whose bases add up to at most [`BASE_BUDGET`]: each group's bases (as
+/// needs to keep) and its deltas.
+fn delta_groups(
+    index: &ChunkIndex,
+    targets: &[Target],
+    deltas: Vec<Need>,
+) -> Result<Vec<(Vec<Need>, Vec<Need>)>> {
+    let mut out = Vec::new();
     let (mut group, mut bases, mut held) = (Vec::new(), HashMap::new(), 0u64);
     for n in deltas {
-        let (_, b) = n.delta.expect("partitioned");
+        let (_, b) = n.delta.expect("a delta");
         if !bases.contains_key(&b) {
             let loc = locate_base(index, &b, file_of(&n, targets))?;
             if held + loc.raw_len as u64 > BASE_BUDGET && !group.is_empty() {
-                stages.push(coalesce(std::mem::take(&mut bases).into_values()));
-                stages.push(coalesce(std::mem::take(&mut group)));
+                let done = std::mem::take(&mut bases).into_values().collect();
+                out.push((done, std::mem::take(&mut group)));
                 held = 0;
             }
             held += loc.raw_len as u64;
@@ -145,10 +174,9 @@ pub(crate) fn plan_reads(index: &ChunkIndex, targets: &[Target]) -> Result<ReadP
         group.push(n);
     }
     if !group.is_empty() {
-        stages.push(coalesce(bases.into_values()));
-        stages.push(coalesce(group));
+        out.push((bases.into_values().collect(), group));
     }
-    Ok(ReadPlan { stages })
+    Ok(out)
 }
 
 /// The file a need is for, for messages ("a delta's base" for a base).
@@ -353,13 +381,13 @@ fn write_range(
                 e.reason
             ))
         })?;
+        let raw = Arc::new(raw);
         if need.keep {
-            // A base need has no destination of its own (plan_reads).
+            // A base for a later stage's deltas (and perhaps a file's chunk as well).
             bases
                 .lock()
                 .expect("bases lock")
-                .insert(need.chunk, Arc::new(raw));
-            continue;
+                .insert(need.chunk, raw.clone());
         }
         for &(ti, offset) in &need.dests {
             let t = &targets[ti];
