@@ -12,7 +12,8 @@
 //! LAYERCAS_PEERS_JSON or `--json PATH` (write the results there as JSON), LAYERCAS_PEERS_KEEP=1
 //! (keep the workdirs and repositories, for profiling), LAYERCAS_PEERS_PER_TIMELINE=1 (casctl
 //! one process per timeline instead of `sync` over the workdir), LAYERCAS_PEERS_IMMUTABLE=0
-//! (per timeline, without `--immutable-names`: it reads every file), LAYERCAS_CASCTL (the
+//! (per timeline, without `--immutable-names`: it reads every file), LAYERCAS_PEERS_NO_DELTAS=1
+//! (per timeline, with `--no-deltas`: every new chunk stored whole), LAYERCAS_CASCTL (the
 //! casctl binary; default the one cargo built with this bench). Missing borg/restic are
 //! installed by scripts/install-peers.sh; when that fails the peers are skipped with a message,
 //! or, under CI=true, the bench fails.

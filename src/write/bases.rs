@@ -93,14 +93,18 @@ pub(crate) fn priors(
         .collect()
 }
 
-/// The bytes of those of `bases` that `index` places in a whole blob, read from the store in
-/// coalesced ranged reads, a few at a time. A base whose pack is gone, or that cannot serve as
-/// one, is left out: the chunks based on it are then stored whole.
+/// Blobs of bases as read from their packs, still encoded: [`decode`] turns them into bytes on
+/// a blocking worker.
+pub(crate) type Fetched = Vec<(ChunkId, Location, bytes::Bytes)>;
+
+/// The blobs of those of `bases` that `index` places in a whole blob, read from the store in
+/// coalesced ranged reads, a few at a time. A base whose pack is gone is left out: the chunks
+/// based on it are then stored whole.
 pub(crate) async fn fetch(
     backend: &DynBackend,
     index: &DomainIndex,
     bases: impl IntoIterator<Item = ChunkId>,
-) -> Result<HashMap<ChunkId, Vec<u8>>> {
+) -> Result<Fetched> {
     let bases: std::collections::BTreeSet<ChunkId> = bases.into_iter().collect();
     let mut by_pack: BTreeMap<PackId, Vec<(ChunkId, Location)>> = BTreeMap::new();
     for b in bases {
@@ -114,6 +118,17 @@ pub(crate) async fn fetch(
         .try_collect::<Vec<_>>()
         .await?;
     Ok(found.into_iter().flatten().collect())
+}
+
+/// The bytes of the fetched bases that can serve as one, decoded in parallel.
+pub(crate) fn decode(fetched: &Fetched) -> Result<HashMap<ChunkId, Vec<u8>>> {
+    use rayon::prelude::*;
+    let decoded = fetched.par_iter().map(|(id, loc, data)| {
+        let key = layout::pack_key(&loc.pack);
+        let raw = pack::decode_blob(&loc.entry(*id), data).map_err(|e| Error::corrupt(&key, e))?;
+        Ok(delta::usable_base(&raw).then_some((*id, raw)))
+    });
+    decoded.filter_map(Result::transpose).collect()
 }
 
 /// Where `index` places `id` as a whole blob (one a delta can be based on).
@@ -144,11 +159,8 @@ fn end_of(group: &[(ChunkId, Location)]) -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads one coalesced group and decodes its usable bases; a gone pack gives none.
-async fn read_range(
-    backend: &DynBackend,
-    blobs: Vec<(ChunkId, Location)>,
-) -> Result<Vec<(ChunkId, Vec<u8>)>> {
+/// Reads one coalesced group; a gone pack gives none.
+async fn read_range(backend: &DynBackend, blobs: Vec<(ChunkId, Location)>) -> Result<Fetched> {
     let (pack, start) = (blobs[0].1.pack, blobs[0].1.offset);
     let key = layout::pack_key(&pack);
     let bytes = match backend.get_range(&key, start..end_of(&blobs)).await {
@@ -158,13 +170,13 @@ async fn read_range(
     let mut out = Vec::with_capacity(blobs.len());
     for (id, loc) in blobs {
         let at = (loc.offset - start) as usize;
-        let data = bytes.get(at..at + loc.stored_len as usize).ok_or_else(|| {
-            Error::Integrity(format!("pack {pack} is shorter than its index says"))
-        })?;
-        let raw = pack::decode_blob(&loc.entry(id), data).map_err(|e| Error::corrupt(&key, e))?;
-        if delta::usable_base(&raw) {
-            out.push((id, raw));
+        let end = at + loc.stored_len as usize;
+        if end > bytes.len() {
+            return Err(Error::Integrity(format!(
+                "pack {pack} is shorter than its index says"
+            )));
         }
+        out.push((id, loc, bytes.slice(at..end)));
     }
     Ok(out)
 }

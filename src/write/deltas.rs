@@ -24,7 +24,7 @@ use crate::format::manifest::FileEntry;
 use crate::id::ChunkId;
 use crate::write::bases;
 use crate::write::packer::IngestCtx;
-use crate::write::source::open_regular;
+use crate::write::source::{hook, open_regular};
 
 /// Bytes of bases held in memory at once.
 const BASE_BUDGET: u64 = 64 << 20;
@@ -55,11 +55,15 @@ pub(crate) async fn store_pending(
         .collect();
     for group in groups(ctx, pending) {
         let wanted = group.iter().map(|p| p.base);
-        let found = bases::fetch(ctx.backend(), ctx.index(), wanted).await?;
+        let fetched = bases::fetch(ctx.backend(), ctx.index(), wanted).await?;
         let (c, p) = (ctx.clone(), paths.clone());
-        let whole = tokio::task::spawn_blocking(move || store_group(&c, &p, &group, &found))
-            .await
-            .map_err(|e| Error::Internal(format!("delta worker failed: {e}")))??;
+        let whole = tokio::task::spawn_blocking(move || {
+            let found = bases::decode(&fetched)?;
+            drop(fetched);
+            store_group(&c, &p, &group, &found)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("delta worker failed: {e}")))??;
         for (file, chunk) in whole {
             if let Some(e) = entries[file].as_deref_mut() {
                 e.chunks[chunk].base = None;
@@ -195,6 +199,7 @@ fn read_again(file: &File, path: &Path, p: &Pending) -> Result<Vec<u8>> {
             )),
         )
     };
+    hook::call(path, hook::SECOND_PASS);
     match file.read_exact_at(&mut chunk, p.offset) {
         Ok(()) if ChunkId::of(&chunk) == p.id => Ok(chunk),
         Ok(()) => Err(changed()),

@@ -380,7 +380,8 @@ fn read_blocks(
 }
 
 /// Test hooks: a callback run at fixed points of a file's read (after the open, after each
-/// batch, after the end), so that tests can change the file at exactly that point.
+/// batch, after the end, and with [`hook::SECOND_PASS`] before each reread of `deltas`), so that
+/// tests can change the file at exactly that point.
 #[cfg(test)]
 pub(crate) mod hook {
     use std::path::{Path, PathBuf};
@@ -402,7 +403,10 @@ pub(crate) mod hook {
         HOOKS.lock().unwrap().retain(|(p, _)| p != path);
     }
 
-    pub(super) fn call(path: &Path, read: u64) {
+    /// The point before a chunk is read again for its delta.
+    pub(crate) const SECOND_PASS: u64 = u64::MAX;
+
+    pub(crate) fn call(path: &Path, read: u64) {
         for (p, f) in HOOKS.lock().unwrap().iter_mut() {
             if p == path {
                 f(read);
@@ -412,8 +416,9 @@ pub(crate) mod hook {
 }
 
 #[cfg(not(test))]
-mod hook {
-    pub(super) fn call(_: &std::path::Path, _: u64) {}
+pub(crate) mod hook {
+    pub(crate) const SECOND_PASS: u64 = u64::MAX;
+    pub(crate) fn call(_: &std::path::Path, _: u64) {}
 }
 
 #[cfg(test)]

@@ -203,6 +203,65 @@ async fn a_file_changed_while_read_fails_or_restores() {
     assert_eq!(report.errors(), 0, "{:?}", report.problems);
 }
 
+/// A file rewritten between the first pass (which left its new chunks for their bases) and the
+/// second (which reads them again to store them as deltas) fails the checkpoint, naming it;
+/// nothing of the second version is recorded, and the store stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_between_the_passes_fails_the_checkpoint() {
+    let (_s, store_dir) = tempdir();
+    let (_w, work) = tempdir();
+    let store = local_store(&store_dir).await;
+    let writer = Writer::new(store.clone()).await.unwrap();
+    let one = noise(300 << 10, 7);
+    let opts = CheckpointOptions::default();
+    record(&writer, &work, 0x10, &[("rel__1", &one)], opts).await;
+    let mut two = one.clone();
+    two.iter_mut().step_by(40_000).for_each(|b| *b ^= 0xff);
+    let path = work.join("rel__2");
+    std::fs::write(&path, &two).unwrap();
+    let (target, mut done) = (path.clone(), false);
+    hook::set(&path, move |at| {
+        if at == hook::SECOND_PASS && !done {
+            let other: Vec<u8> = two.iter().map(|b| b ^ 0x55).collect();
+            std::fs::write(&target, other).unwrap();
+            done = true;
+        }
+    });
+    let req = CheckpointRequest {
+        tenant: TENANT,
+        timeline: TIMELINE,
+        metadata: TimelineMetadata::at(Lsn(0x20)),
+        files: vec![SourceFile {
+            name: "rel__2".into(),
+            path: path.clone(),
+        }],
+        mode: CheckpointMode::Full,
+    };
+    let e = writer.checkpoint_with(req, opts, progress::none()).await;
+    hook::clear(&path);
+    let e = e.expect_err("the file changed between the passes");
+    assert!(
+        e.to_string().contains("changed while it was being read")
+            && e.to_string().contains("rel__2"),
+        "{e}"
+    );
+    let state = store
+        .checkpoint_state(&TENANT, &TIMELINE, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        state.lsn,
+        Lsn(0x10),
+        "the failed checkpoint recorded nothing"
+    );
+    let opts = VerifyOptions {
+        read_data: true,
+        ..VerifyOptions::default()
+    };
+    let report = verify(&store, opts, progress::none()).await.unwrap();
+    assert_eq!(report.errors(), 0, "{:?}", report.problems);
+}
+
 /// Records `files` (name, content) of `work` at `lsn`, with `opts`.
 async fn record(
     writer: &Writer,
