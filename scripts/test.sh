@@ -6,7 +6,14 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 # Layout rules (file and function sizes).
 bash scripts/check-layout.sh
-cargo test --locked --lib --bins --tests "$@"
+# A test process that crashes (a signal, not a failed assertion) leaves a core file; its threads'
+# backtraces are printed before the failure is reported (scripts/core-backtraces.sh).
+ulimit -c unlimited 2> /dev/null || true
+cargo test --locked --lib --bins --tests "$@" || {
+    rc=$?
+    bash scripts/core-backtraces.sh
+    exit "$rc"
+}
 cargo test --locked --doc
 # Examples must keep compiling (tests/pageserver.rs runs examples/pageserver.rs's code).
 cargo build --locked --examples
