@@ -18,8 +18,8 @@
 //! stored again (in salted packs) instead.
 //!
 //! Modules: [`request`] (what to record, what was done), `source` (reading, hashing, chunking
-//! files), `packer` (packs, their upload and index object; shared with gc's repack), `bases` and
-//! `deltas` (delta blobs: which base a chunk is compressed against, and the second pass that
+//! files; `stream` for large ones, in pooled blocks), `packer` (packs, their upload and index
+//! object; shared with gc's repack), `bases` and `deltas` (delta blobs: which base a chunk is compressed against, and the second pass that
 //! reads the bases and stores those chunks), `commit`
 //! ([`Writer`]: the checkpoint's order and its manifest), [`fence`] (the writer's side of gc),
 //! `turns` (which checkpoints of one writer run at once: one per tenant, so that concurrent
@@ -33,6 +33,7 @@ pub(crate) mod fence;
 pub(crate) mod packer;
 pub(crate) mod request;
 mod source;
+mod stream;
 mod training;
 mod turns;
 

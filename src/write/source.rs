@@ -20,18 +20,17 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::chunker::Chunker;
 use crate::format::manifest::{ChunkRef, FileEntry, TimelineState};
 use crate::id::FileHash;
 use crate::write::bases::Prior;
 use crate::write::deltas;
 use crate::write::packer::IngestCtx;
 use crate::write::request::{CheckpointReport, SourceFile};
+use crate::write::stream::{self, BufferPool, Pooled};
 
-/// Files up to this size are read whole and chunked in memory.
+/// Files up to this size are read whole (into one of the pool's blocks) and chunked in memory.
 const SMALL_FILE: u64 = 4 << 20;
-/// Bytes of chunks hashed and compressed together in one parallel batch.
-const BATCH_BYTES: usize = 8 << 20;
+const _: () = assert!(SMALL_FILE < stream::BATCH_BYTES as u64);
 
 /// One file of a checkpoint with its entry in the previous checkpoint and its previous version
 /// (the same file, or the one its name continues: `bases`), if any.
@@ -97,13 +96,15 @@ pub(crate) async fn ingest_all(
     let paths: Arc<Vec<PathBuf>> = Arc::new(jobs.iter().map(|(f, _, _)| f.path.clone()).collect());
     let c = ctx.clone();
     let first = tokio::task::spawn_blocking(move || {
+        // Three blocks per worker: one being read, one waiting, one being cut.
+        let pool = BufferPool::new(c.chunker.max_size(), 3 * rayon::current_num_threads());
         jobs.par_iter()
             .map(|(src, old, prior)| match old {
                 Some(old) if immutable_names && same_size(&src.path, old) => {
                     c.progress.advance(old.size);
                     Ok(FileOutcome::Unchanged { read: false })
                 }
-                _ => ingest_file(&c, (src, prior.as_deref()), old.as_ref(), &known),
+                _ => ingest_file(&c, &pool, (src, prior.as_deref()), old.as_ref(), &known),
             })
             .collect::<Result<Vec<FileOutcome>>>()
     });
@@ -138,11 +139,12 @@ fn same_size(path: &Path, old: &FileEntry) -> bool {
 /// Records one file: unchanged, reused whole, or chunked.
 pub(crate) fn ingest_file(
     ctx: &IngestCtx,
+    pool: &BufferPool,
     (src, prior): (&SourceFile, Option<&Prior>),
     old: Option<&FileEntry>,
     known: &HashMap<FileHash, Vec<ChunkRef>>,
 ) -> Result<FileOutcome> {
-    let snap = read_once(ctx, &src.path, prior)?;
+    let snap = read_once(ctx, pool, &src.path, prior)?;
     let size = snap.size;
     let entry = |chunks| FileEntry {
         name: src.name.clone(),
@@ -176,14 +178,14 @@ pub(crate) fn ingest_file(
 }
 
 /// A file as read once: its hash and size, and its bytes (small) or its stored chunks (large).
-struct Snapshot {
+struct Snapshot<'p> {
     hash: FileHash,
     size: u64,
-    content: Content,
+    content: Content<'p>,
 }
 
-enum Content {
-    Whole(Vec<u8>),
+enum Content<'p> {
+    Whole(Pooled<'p>),
     Chunked(Vec<ChunkRef>),
 }
 
@@ -233,20 +235,26 @@ pub(crate) fn open_regular(path: &Path) -> std::io::Result<File> {
 }
 
 /// Reads `path` once: hashes it, and chunks and stores it when it is large.
-fn read_once(ctx: &IngestCtx, path: &Path, prior: Option<&Prior>) -> Result<Snapshot> {
+fn read_once<'p>(
+    ctx: &IngestCtx,
+    pool: &'p BufferPool,
+    path: &Path,
+    prior: Option<&Prior>,
+) -> Result<Snapshot<'p>> {
     let file = open_regular(path).map_err(|e| Error::io("open", path, e))?;
     let before = Stamp::of(&file).map_err(|e| Error::io("stat", path, e))?;
     hook::call(path, 0);
     let stat = file.try_clone().map_err(|e| Error::io("open", path, e))?;
     let (hash, read, content) = if before.len <= SMALL_FILE {
-        let mut data = Vec::with_capacity(before.len as usize);
+        let mut data = pool.take();
         file.take(before.len + 1)
             .read_to_end(&mut data)
             .map_err(|e| Error::io("read", path, e))?;
         let hash = FileHash(*blake3::hash(&data).as_bytes());
         (hash, data.len() as u64, Content::Whole(data))
     } else {
-        let (hash, read, chunks) = chunk_large_file(ctx, (path, prior), file, before.len)?;
+        let (hash, read, chunks) =
+            stream::chunk_large_file(ctx, pool, (path, prior), file, before.len)?;
         (hash, read, Content::Chunked(chunks))
     };
     hook::call(path, read);
@@ -269,114 +277,6 @@ fn read_once(ctx: &IngestCtx, path: &Path, prior: Option<&Prior>) -> Result<Snap
         size: read,
         content,
     })
-}
-
-/// Streams a large file in blocks read (and hashed whole) on a reader thread, while this thread
-/// cuts the blocks into chunks in place and stores them. Returns the hash of the bytes read,
-/// their count and the chunks.
-fn chunk_large_file(
-    ctx: &IngestCtx,
-    (path, prior): (&Path, Option<&Prior>),
-    file: File,
-    len: u64,
-) -> Result<(FileHash, u64, Vec<ChunkRef>)> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(1);
-    // Emptied blocks go back to the reader, so their memory is reused, not faulted in again.
-    let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
-    let owned = path.to_path_buf();
-    // At most one byte past the size at open is read: a growing file is caught, never chased.
-    let reader = std::thread::spawn(move || read_blocks(file.take(len + 1), &owned, tx, spare));
-    let mut refs = Vec::new();
-    // Bytes of the file chunked so far: the offset of the next batch's first chunk.
-    let mut at = 0u64;
-    let result: Result<()> = (|| {
-        let mut window: Vec<u8> = Vec::with_capacity(BATCH_BYTES + ctx.chunker.max_size());
-        let mut blocks = rx.iter();
-        loop {
-            let block = blocks.next().transpose();
-            let block = block.map_err(|e| Error::io("read", path, e))?;
-            let end = block.is_none();
-            if let Some(block) = block {
-                window.extend_from_slice(&block);
-                let _ = back.try_send(block);
-            }
-            let chunks = final_chunks(&ctx.chunker, &window, end);
-            let cut: usize = chunks.iter().map(|c| c.len()).sum();
-            refs.extend(ctx.store_batch(&chunks, prior.map(|p| (p, at)))?);
-            at += cut as u64;
-            window.drain(..cut);
-            if end {
-                return Ok(());
-            }
-        }
-    })();
-    drop(rx);
-    drop(back);
-    let hashed = reader.join();
-    result?;
-    let (hash, read) = hashed.map_err(|_| {
-        Error::io(
-            "read",
-            path,
-            std::io::Error::other("the reader thread panicked"),
-        )
-    })?;
-    let stored: u64 = refs.iter().map(|c| c.len as u64).sum();
-    debug_assert_eq!(stored, read, "chunks cover exactly the bytes hashed");
-    Ok((hash, read, refs))
-}
-
-/// The chunks of `window` whose boundaries are final: each whose whole reach (the chunker's
-/// maximum size) lies inside the window, or every chunk at the end of the file. The rest waits for
-/// more bytes, so the cuts are exactly those of the whole file in one piece.
-fn final_chunks<'a>(chunker: &Chunker, window: &'a [u8], end: bool) -> Vec<&'a [u8]> {
-    let reach = chunker.max_size();
-    let mut at = 0;
-    chunker
-        .chunk_slice(window)
-        .take_while(|c| {
-            let keep = end || at + reach <= window.len();
-            at += c.len();
-            keep
-        })
-        .collect()
-}
-
-/// Reads `file` in blocks of [`BATCH_BYTES`] (reusing the blocks sent back on `spare`), hashing
-/// every byte, and sends them to `tx`; returns the hash and length of what it read.
-fn read_blocks(
-    mut file: impl Read,
-    path: &Path,
-    tx: std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
-) -> (FileHash, u64) {
-    let mut hasher = blake3::Hasher::new();
-    let mut read = 0u64;
-    loop {
-        let mut block = spare.try_recv().unwrap_or_default();
-        block.clear();
-        let filled = (&mut file).take(BATCH_BYTES as u64).read_to_end(&mut block);
-        let n = match filled {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                break;
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        hasher.update(&block);
-        read += n as u64;
-        if tx.send(Ok(block)).is_err() {
-            break;
-        }
-        if n < BATCH_BYTES {
-            break;
-        }
-        hook::call(path, read);
-    }
-    (FileHash(*hasher.finalize().as_bytes()), read)
 }
 
 /// Test hooks: a callback run at fixed points of a file's read (after the open, after each

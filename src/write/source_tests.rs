@@ -389,32 +389,3 @@ async fn a_link_or_fifo_among_the_files_fails_without_being_read() {
         assert!(e.contains(why) && e.contains(name), "{name}: {e}");
     }
 }
-
-#[test]
-fn chunks_cut_window_by_window_are_those_of_the_whole_file() {
-    use crate::format::chunker::Chunker;
-    use crate::format::config::ChunkerParams;
-    let chunker = Chunker::new(&ChunkerParams::fastcdc(4096, 16384, 65536)).unwrap();
-    // Runs of zeros make maximum-size chunks, which end exactly at the reach of a window.
-    let mut data = noise(3 << 20, 9);
-    data[1 << 20..(1 << 20) + 300_000].fill(0);
-    let whole: Vec<&[u8]> = chunker.chunk_slice(&data).collect();
-    for block in [65_536, 100_003, 1 << 20] {
-        let (mut window, mut cuts) = (Vec::new(), Vec::new());
-        for piece in data.chunks(block).map(Some).chain([None]) {
-            if let Some(p) = piece {
-                window.extend_from_slice(p);
-            }
-            let chunks = super::final_chunks(&chunker, &window, piece.is_none());
-            let cut: usize = chunks.iter().map(|c| c.len()).sum();
-            cuts.extend(chunks.iter().map(|c| c.to_vec()));
-            window.drain(..cut);
-        }
-        assert!(window.is_empty(), "block {block}: bytes left over");
-        assert_eq!(cuts.len(), whole.len(), "block {block}");
-        assert!(
-            cuts.iter().zip(&whole).all(|(a, b)| a == b),
-            "block {block}"
-        );
-    }
-}
