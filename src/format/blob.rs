@@ -7,6 +7,7 @@
 //! [`dict`]'s table).
 
 use bytes::Bytes;
+use zstd::zstd_safe::WriteBuf;
 
 use crate::error::DecodeError;
 use crate::format::dict::{self, DictId, Encoder};
@@ -101,38 +102,80 @@ fn blob_of(id: ChunkId, chunk: &[u8], compressed: Option<Vec<u8>>, how: Compress
 /// The raw chunk of a stored blob, checked: it decompresses to exactly `raw_len` bytes (never
 /// more is allocated) and hashes to the entry's chunk id.
 pub fn decode_blob(entry: &BlobEntry, data: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    const WHAT: &str = "blob";
-    let len_error = |what: &str, got: usize, want: u32| {
-        DecodeError::new(WHAT, format!("{what} {got} bytes, expected {want}"))
+    check_stored(entry, data)?;
+    let raw = match entry.compression {
+        Compression::None => data.to_vec(),
+        _ => {
+            let mut out = Vec::with_capacity(entry.raw_len as usize);
+            decompress_blob(entry, data, &mut out)?;
+            out
+        }
     };
+    check_raw(entry, &raw)?;
+    Ok(raw)
+}
+
+/// Like [`decode_blob`], into `out`, which must be exactly the entry's `raw_len` bytes.
+pub fn decode_blob_into(entry: &BlobEntry, data: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
+    check_stored(entry, data)?;
+    if out.len() != entry.raw_len as usize {
+        return Err(len_error("given", out.len(), entry.raw_len));
+    }
+    let n = match entry.compression {
+        Compression::None if data.len() == out.len() => {
+            out.copy_from_slice(data);
+            data.len()
+        }
+        Compression::None => return Err(len_error("stored as", data.len(), entry.raw_len)),
+        _ => decompress_blob(entry, data, out)?,
+    };
+    check_raw(entry, &out[..n])
+}
+
+fn len_error(what: &str, got: usize, want: u32) -> DecodeError {
+    DecodeError::new("blob", format!("{what} {got} bytes, expected {want}"))
+}
+
+/// Checks that `data` is as long as the entry says it is stored.
+fn check_stored(entry: &BlobEntry, data: &[u8]) -> Result<(), DecodeError> {
     if data.len() != entry.stored_len as usize {
         return Err(len_error("stored as", data.len(), entry.stored_len));
     }
-    let raw = match entry.compression {
-        Compression::None => data.to_vec(),
-        Compression::Zstd => {
-            check_zstd_frame(data, entry.raw_len).map_err(|e| DecodeError::new(WHAT, e))?;
-            decompress(data, entry.raw_len as usize)
-                .map_err(|e| DecodeError::new(WHAT, format!("zstd: {e}")))?
-        }
-        Compression::ZstdDict => decode_dict_blob(data, entry.raw_len)?,
-        Compression::Delta => {
-            return Err(DecodeError::new(
-                WHAT,
-                "is a delta, decoded only with its base (format::delta)",
-            ));
-        }
-    };
+    Ok(())
+}
+
+/// Checks that `raw` is the entry's chunk: its length and its hash.
+fn check_raw(entry: &BlobEntry, raw: &[u8]) -> Result<(), DecodeError> {
     if raw.len() != entry.raw_len as usize {
         return Err(len_error("decompressed to", raw.len(), entry.raw_len));
     }
-    if ChunkId::of(&raw) != entry.chunk {
-        return Err(DecodeError::new(
-            WHAT,
-            "content does not hash to its chunk id".to_string(),
-        ));
+    if ChunkId::of(raw) != entry.chunk {
+        let why = "content does not hash to its chunk id".to_string();
+        return Err(DecodeError::new("blob", why));
     }
-    Ok(raw)
+    Ok(())
+}
+
+/// Decompresses a zstd or dictionary blob into `out` (at most its capacity); returns the
+/// bytes written.
+fn decompress_blob<C: WriteBuf + ?Sized>(
+    entry: &BlobEntry,
+    data: &[u8],
+    out: &mut C,
+) -> Result<usize, DecodeError> {
+    const WHAT: &str = "blob";
+    match entry.compression {
+        Compression::Zstd => {
+            check_zstd_frame(data, entry.raw_len).map_err(|e| DecodeError::new(WHAT, e))?;
+            decompress(data, out).map_err(|e| DecodeError::new(WHAT, format!("zstd: {e}")))
+        }
+        Compression::ZstdDict => decode_dict_blob(data, entry.raw_len, out),
+        Compression::Delta => Err(DecodeError::new(
+            WHAT,
+            "is a delta, decoded only with its base (format::delta)",
+        )),
+        Compression::None => Err(DecodeError::new(WHAT, "is not compressed")),
+    }
 }
 
 /// Checks a blob as far as its pack alone allows: a whole blob decodes to its chunk; a delta's
@@ -155,7 +198,11 @@ pub fn check_blob(entry: &BlobEntry, data: &[u8]) -> Result<(), DecodeError> {
 
 /// Decompresses a [`Compression::ZstdDict`] blob with the loaded dictionary it names, into at
 /// most `raw_len` bytes.
-fn decode_dict_blob(data: &[u8], raw_len: u32) -> Result<Vec<u8>, DecodeError> {
+fn decode_dict_blob<C: WriteBuf + ?Sized>(
+    data: &[u8],
+    raw_len: u32,
+    out: &mut C,
+) -> Result<usize, DecodeError> {
     const WHAT: &str = "blob";
     if data.len() < DICT_ID_LEN {
         return Err(DecodeError::new(WHAT, "shorter than its dictionary id"));
@@ -166,18 +213,16 @@ fn decode_dict_blob(data: &[u8], raw_len: u32) -> Result<Vec<u8>, DecodeError> {
     let d = dict::get(&id).ok_or_else(|| {
         DecodeError::new(WHAT, format!("names dictionary {id}, which is not loaded"))
     })?;
-    let mut out = Vec::with_capacity(raw_len as usize);
     DICT_DCTX
         .with(|cell| {
             let mut dctx = cell.borrow_mut();
             let dctx = dctx.get_or_insert_with(zstd::zstd_safe::DCtx::create);
-            dctx.decompress_using_ddict(&mut out, frame, d.ddict())
+            dctx.decompress_using_ddict(out, frame, d.ddict())
         })
         .map_err(|code| {
             let name = zstd::zstd_safe::get_error_name(code);
             DecodeError::new(WHAT, format!("zstd with dictionary {id}: {name}"))
-        })?;
-    Ok(out)
+        })
 }
 
 /// zstd-compresses `data` with `dict` and this thread's context, the dictionary id in front;
@@ -229,20 +274,49 @@ fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
-/// Decompresses one zstd frame into at most `capacity` bytes with this thread's context.
-fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+/// Decompresses one zstd frame into `out` (at most its capacity) with this thread's context.
+fn decompress<C: WriteBuf + ?Sized>(data: &[u8], out: &mut C) -> std::io::Result<usize> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new()?);
         }
-        slot.as_mut().expect("just set").decompress(data, capacity)
+        slot.as_mut()
+            .expect("just set")
+            .decompress_to_buffer(data, out)
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoding_into_a_slice_checks_what_decoding_into_a_vector_does() {
+        let chunk = b"layercas blob ".repeat(2000);
+        let id = ChunkId::of(&chunk);
+        let zstd = encode_blob(id, &chunk, 3);
+        let raw = BlobEntry {
+            compression: Compression::None,
+            stored_len: chunk.len() as u32,
+            ..zstd.entry
+        };
+        for (entry, data) in [(zstd.entry, &zstd.data[..]), (raw, &chunk[..])] {
+            let mut out = vec![0; chunk.len()];
+            decode_blob_into(&entry, data, &mut out).unwrap();
+            assert_eq!(out, chunk, "{:?}", entry.compression);
+            let mut short = vec![0; chunk.len() - 1];
+            let e = decode_blob_into(&entry, data, &mut short).unwrap_err();
+            assert!(e.to_string().contains("expected"), "{e}");
+            let other = BlobEntry {
+                chunk: ChunkId::of(b"another chunk"),
+                ..entry
+            };
+            let e = decode_blob_into(&other, data, &mut out).unwrap_err();
+            assert!(e.to_string().contains("does not hash"), "{e}");
+            assert!(decode_blob_into(&entry, &data[1..], &mut out).is_err());
+        }
+    }
 
     #[test]
     fn dictionary_blobs_round_trip_and_name_a_loaded_dictionary() {

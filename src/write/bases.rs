@@ -120,15 +120,43 @@ pub(crate) async fn fetch(
     Ok(found.into_iter().flatten().collect())
 }
 
-/// The bytes of the fetched bases that can serve as one, decoded in parallel.
-pub(crate) fn decode(fetched: &Fetched) -> Result<HashMap<ChunkId, Vec<u8>>> {
+/// Decoded bases, by id, all in one buffer.
+pub(crate) struct Decoded {
+    slab: Vec<u8>,
+    at: HashMap<ChunkId, std::ops::Range<usize>>,
+}
+
+impl Decoded {
+    /// The bytes of base `id`, if it was read and can serve as one.
+    pub(crate) fn get(&self, id: &ChunkId) -> Option<&[u8]> {
+        self.at.get(id).map(|r| &self.slab[r.clone()])
+    }
+}
+
+/// The bytes of the fetched bases that can serve as one, decoded in parallel into one buffer
+/// (no allocation, and few page faults, per base).
+pub(crate) fn decode(fetched: &Fetched) -> Result<Decoded> {
     use rayon::prelude::*;
-    let decoded = fetched.par_iter().map(|(id, loc, data)| {
-        let key = layout::pack_key(&loc.pack);
-        let raw = pack::decode_blob(&loc.entry(*id), data).map_err(|e| Error::corrupt(&key, e))?;
-        Ok(delta::usable_base(&raw).then_some((*id, raw)))
+    let lens = fetched
+        .iter()
+        .map(|(id, loc, _)| loc.entry(*id).raw_len as usize);
+    let total = lens.clone().sum();
+    let mut slab = crate::write::stream::huge(vec![0u8; total]);
+    let (mut rest, mut at, mut jobs) = (&mut slab[..], 0, Vec::with_capacity(fetched.len()));
+    for (f, len) in fetched.iter().zip(lens) {
+        let (out, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        jobs.push((f, at..at + len, out));
+        (rest, at) = (tail, at + len);
+    }
+    let usable = jobs.into_par_iter().map(|((id, loc, data), range, out)| {
+        pack::decode_blob_into(&loc.entry(*id), data, out)
+            .map_err(|e| Error::corrupt(&layout::pack_key(&loc.pack), e))?;
+        Ok(delta::usable_base(out).then_some((*id, range)))
     });
-    decoded.filter_map(Result::transpose).collect()
+    let at = usable
+        .filter_map(Result::transpose)
+        .collect::<Result<_>>()?;
+    Ok(Decoded { slab, at })
 }
 
 /// Where `index` places `id` as a whole blob (one a delta can be based on).

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::format::delta;
 use crate::format::manifest::FileEntry;
 use crate::id::ChunkId;
-use crate::write::bases;
+use crate::write::bases::{self, Decoded};
 use crate::write::packer::IngestCtx;
 use crate::write::source::{hook, open_regular};
 
@@ -133,12 +133,12 @@ fn store_group(
     ctx: &IngestCtx,
     paths: &[PathBuf],
     group: &[Pending],
-    found: &HashMap<ChunkId, Vec<u8>>,
+    found: &Decoded,
 ) -> Result<Vec<(usize, usize)>> {
     // Decided in order, so that which copy of a repeated chunk is stored never depends on timing.
     let fates: Vec<Fate> = group
         .iter()
-        .map(|p| match found.contains_key(&p.base) {
+        .map(|p| match found.get(&p.base).is_some() {
             _ if ctx.has(&p.id) => Fate::Whole,
             true if ctx.claim(&delta::delta_id(&p.id, &p.base)) => Fate::Delta,
             true => Fate::Claimed,
@@ -162,11 +162,12 @@ fn store_group(
             let path = &paths[p.file];
             let chunk = read_again(&files[&p.file], path, p)?;
             match fate {
-                Fate::Delta => {
-                    let base = &found[&p.base];
-                    delta::encode_delta_blob(p.id, &chunk, p.base, base, ctx.zstd_level())
-                        .ok_or_else(|| Error::Internal(format!("zstd failed on chunk {}", p.id)))
-                }
+                Fate::Delta => found
+                    .get(&p.base)
+                    .and_then(|b| {
+                        delta::encode_delta_blob(p.id, &chunk, p.base, b, ctx.zstd_level())
+                    })
+                    .ok_or_else(|| Error::Internal(format!("zstd failed on chunk {}", p.id))),
                 _ => Ok(ctx.encode_whole(p.id, &chunk, encoder.as_deref())),
             }
         })

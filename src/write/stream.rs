@@ -48,7 +48,7 @@ impl BufferPool {
     /// An empty buffer with room for `head` plus a batch, reused when one is idle.
     pub(crate) fn take(&self) -> Pooled<'_> {
         let idle = self.free.lock().expect("pool lock").pop();
-        let mut buf = idle.unwrap_or_else(|| huge_vec(self.head + BATCH_BYTES));
+        let mut buf = idle.unwrap_or_else(|| huge(Vec::with_capacity(self.head + BATCH_BYTES)));
         buf.clear();
         Pooled { buf, pool: self }
     }
@@ -199,15 +199,14 @@ fn read_blocks<'p>(
     (FileHash(*hasher.finalize().as_bytes()), read)
 }
 
-/// An empty vector of `capacity` bytes whose memory the kernel may back with huge pages: one
-/// fault maps 2 MiB instead of 4 KiB.
-fn huge_vec(capacity: usize) -> Vec<u8> {
-    let v: Vec<u8> = Vec::with_capacity(capacity);
+/// `v`, whose memory (its whole capacity) the kernel may back with huge pages where it allows:
+/// one fault then maps 2 MiB instead of 4 KiB. Only worth it before the memory is first touched.
+pub(crate) fn huge(v: Vec<u8>) -> Vec<u8> {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
         let start = (v.as_ptr() as usize).next_multiple_of(HUGE);
-        let end = (v.as_ptr() as usize + capacity) / HUGE * HUGE;
+        let end = (v.as_ptr() as usize + v.capacity()) / HUGE * HUGE;
         if end > start {
             // SAFETY: advice on pages this vector owns; it changes no byte.
             unsafe {
