@@ -46,6 +46,8 @@ const MD5_XATTR: &str = "user.layercas.md5";
 /// Objects up to this size get an MD5 etag, as S3 gives an object written by one PUT (gc uses
 /// it to prove that its copy of a manifest is the listed object). Larger ones are not hashed.
 const MD5_ETAG_MAX: u64 = 4 << 20;
+/// Bytes gathered before each write of an object's staging file.
+const WRITE_BUFFER: usize = 1 << 20;
 
 /// A store in a local directory.
 #[derive(Clone, Debug)]
@@ -154,7 +156,10 @@ impl LocalBackend {
         let (staging, lock) =
             staging::create(&self.root).map_err(|e| io_error("create staging file", key, e))?;
         let result = async {
-            let mut file = tokio::fs::File::from_std(lock.try_clone()?);
+            // Buffered: a pack's payload is one piece per blob, and each write of a tokio file
+            // is a trip to the blocking pool.
+            let file = tokio::fs::File::from_std(lock.try_clone()?);
+            let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
             let mut body = payload.stream();
             let mut written = 0u64;
             let mut md5 = (payload.len() <= MD5_ETAG_MAX).then(Md5::new);
@@ -177,7 +182,8 @@ impl LocalBackend {
                 let _ =
                     rustix::fs::fsetxattr(&lock, MD5_XATTR, hex.as_bytes(), XattrFlags::empty());
             }
-            file.sync_all().await
+            file.flush().await?;
+            file.get_ref().sync_all().await
         }
         .await;
         match result {
