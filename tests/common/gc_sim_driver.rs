@@ -28,7 +28,9 @@ pub fn run_seed(seed: u64, calm: bool) -> Verdict {
             .build()
             .unwrap();
         let v = rt.block_on(schedule(seed, calm, &root));
-        rt.shutdown_background();
+        // Joined, not detached: glibc 2.36's pthread_detach can read a blocking thread's
+        // descriptor after that thread freed it on exit (SIGSEGV in pthread_detach+28).
+        rt.shutdown_timeout(std::time::Duration::from_secs(60));
         v
     });
     result.unwrap_or_else(|p| {
