@@ -10,9 +10,10 @@
 //!   write of each opened backend removes such leftovers (never a live writer's file).
 //! - [`LocalBackend::open`] writes nothing, so a read-only store can be listed and read; only
 //!   [`LocalBackend::new`] creates the root directory.
-//! - An object of up to 4 MiB carries the MD5 of its bytes in a user attribute, and its etag is
+//! - An object of up to 1 MiB carries the MD5 of its bytes in a user attribute, and its etag is
 //!   that MD5, as S3's is for an object written by one PUT; other objects (or a filesystem
-//!   without user attributes) get a tag of inode, change time and size.
+//!   without user attributes) get a tag of inode, change time and size. Only gc's cache compares
+//!   etags with content, and it copies nothing larger; packs, mostly larger, skip the hashing.
 //! - `Update(etag)` holds an exclusive advisory lock (`File::lock`) on `<root>/.lock` while it
 //!   compares and renames, so updates from several processes serialise.
 //! - A key can never resolve outside the root: keys cannot hold `..` or start with `/`, and every
@@ -44,8 +45,9 @@ const LOCK_FILE: &str = ".lock";
 /// The user attribute holding the MD5 (hex) of an object's bytes, set when it is written.
 const MD5_XATTR: &str = "user.layercas.md5";
 /// Objects up to this size get an MD5 etag, as S3 gives an object written by one PUT (gc uses
-/// it to prove that its copy of a manifest is the listed object). Larger ones are not hashed.
-const MD5_ETAG_MAX: u64 = 4 << 20;
+/// it to prove that its copy of a manifest is the listed object, and copies none larger).
+/// Larger ones are not hashed: MD5 of a 4 MiB pack was a quarter of its upload.
+pub(crate) const MD5_ETAG_MAX: u64 = 1 << 20;
 /// Bytes gathered before each write of an object's staging file.
 const WRITE_BUFFER: usize = 1 << 20;
 

@@ -4,7 +4,7 @@
 //! A copy is used only when it is provably the object the run's own listing shows: for an index
 //! object, its bytes hash to the id in its key (on every backend); for a manifest, the MD5 of its
 //! bytes equals the listed etag (S3's etag of an object written by one PUT, and the local
-//! backend's for objects up to 4 MiB; a backend whose etags are not content digests never uses
+//! backend's for objects up to 1 MiB; a backend whose etags are not content digests never uses
 //! manifest copies). Such a copy is byte for byte what a GET would return, so gc decides
 //! exactly as if it had read the store.
 //! Losing or damaging a shard costs reads, never data: shards are read with warnings, not
@@ -26,6 +26,9 @@ use crate::format::layout;
 use crate::format::manifest_cache::{CacheShard, MAX_CACHED_OBJECT, MAX_SHARD_BODY};
 use crate::id::IndexId;
 use crate::store::{READ_CONCURRENCY, Store};
+
+// A local store's etag is an MD5 for every object a shard may copy.
+const _: () = assert!(MAX_CACHED_OBJECT as u64 <= crate::backend::local::MD5_ETAG_MAX);
 
 /// Entries per shard a save aims at: one shard per 512 objects, at most 256 shards.
 const ENTRIES_PER_SHARD: usize = 512;

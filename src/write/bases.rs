@@ -11,12 +11,12 @@
 //! Owns base choice and base reads. Must not encode blobs or build packs (`packer`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures::{StreamExt, TryStreamExt};
 
 use crate::backend::DynBackend;
-use crate::error::{Error, Result};
+use crate::error::{DecodeError, Error, Result};
 use crate::format::manifest::{ChunkRef, FileEntry, TimelineState};
 use crate::format::pack::{self, Compression};
 use crate::format::{delta, layout};
@@ -93,8 +93,8 @@ pub(crate) fn priors(
         .collect()
 }
 
-/// Blobs of bases as read from their packs, still encoded: [`decode`] turns them into bytes on
-/// a blocking worker.
+/// Blobs of bases as read from their packs, still encoded: a [`Decoder`] turns them into bytes
+/// on blocking workers.
 pub(crate) type Fetched = Vec<(ChunkId, Location, bytes::Bytes)>;
 
 /// The blobs of those of `bases` that `index` places in a whole blob, read from the store in
@@ -120,43 +120,66 @@ pub(crate) async fn fetch(
     Ok(found.into_iter().flatten().collect())
 }
 
-/// Decoded bases, by id, all in one buffer.
-pub(crate) struct Decoded {
-    slab: Vec<u8>,
-    at: HashMap<ChunkId, std::ops::Range<usize>>,
+/// The fetched bases, decoded into the caller's buffer where a chunk needs one: decoding runs
+/// in the same parallel loop as the encoding that uses it, on every core, and the base is still
+/// in cache when its chunk is compressed against it. A base two chunks need is decoded twice;
+/// memory holds only the encoded blobs, and no decoded base outlives its use.
+pub(crate) struct Decoder<'a> {
+    slots: HashMap<ChunkId, Slot<'a>>,
 }
 
-impl Decoded {
-    /// The bytes of base `id`, if it was read and can serve as one.
-    pub(crate) fn get(&self, id: &ChunkId) -> Option<&[u8]> {
-        self.at.get(id).map(|r| &self.slab[r.clone()])
-    }
+struct Slot<'a> {
+    blob: &'a (ChunkId, Location, bytes::Bytes),
+    /// Whether the base can serve as one, once it was decoded.
+    usable: OnceLock<std::result::Result<bool, DecodeError>>,
 }
 
-/// The bytes of the fetched bases that can serve as one, decoded in parallel into one buffer
-/// (no allocation, and few page faults, per base).
-pub(crate) fn decode(fetched: &Fetched) -> Result<Decoded> {
-    use rayon::prelude::*;
-    let lens = fetched
-        .iter()
-        .map(|(id, loc, _)| loc.entry(*id).raw_len as usize);
-    let total = lens.clone().sum();
-    let mut slab = crate::write::stream::huge(vec![0u8; total]);
-    let (mut rest, mut at, mut jobs) = (&mut slab[..], 0, Vec::with_capacity(fetched.len()));
-    for (f, len) in fetched.iter().zip(lens) {
-        let (out, tail) = std::mem::take(&mut rest).split_at_mut(len);
-        jobs.push((f, at..at + len, out));
-        (rest, at) = (tail, at + len);
+impl<'a> Decoder<'a> {
+    pub(crate) fn new(fetched: &'a Fetched) -> Decoder<'a> {
+        let slots = fetched.iter().map(|blob| {
+            let usable = OnceLock::new();
+            (blob.0, Slot { blob, usable })
+        });
+        Decoder {
+            slots: slots.collect(),
+        }
     }
-    let usable = jobs.into_par_iter().map(|((id, loc, data), range, out)| {
-        pack::decode_blob_into(&loc.entry(*id), data, out)
-            .map_err(|e| Error::corrupt(&layout::pack_key(&loc.pack), e))?;
-        Ok(delta::usable_base(out).then_some((*id, range)))
-    });
-    let at = usable
-        .filter_map(Result::transpose)
-        .collect::<Result<_>>()?;
-    Ok(Decoded { slab, at })
+
+    /// The bytes of base `id`, decoded into `buf`; `None` when it was not fetched or cannot
+    /// serve as a base. A blob that does not decode to its id fails as a corrupt pack.
+    pub(crate) fn decode<'b>(
+        &self,
+        id: &ChunkId,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<Option<&'b [u8]>> {
+        let Some(slot) = self.slots.get(id) else {
+            return Ok(None);
+        };
+        if let Some(Ok(false)) = slot.usable.get() {
+            return Ok(None);
+        }
+        let (id, loc, data) = slot.blob;
+        let entry = loc.entry(*id);
+        let len = entry.raw_len as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let out = &mut buf[..len];
+        let decoded = pack::decode_blob_into(&entry, data, out).map(|()| delta::usable_base(out));
+        let _ = slot.usable.set(decoded.clone());
+        match decoded {
+            Ok(usable) => Ok(usable.then_some(&buf[..len])),
+            Err(e) => Err(Error::corrupt(layout::pack_key(&loc.pack), e)),
+        }
+    }
+
+    /// Whether base `id` was fetched and can serve as one (decoding it if no chunk did yet).
+    pub(crate) fn usable(&self, id: &ChunkId) -> Result<bool> {
+        match self.slots.get(id).and_then(|s| s.usable.get()) {
+            Some(Ok(usable)) => Ok(*usable),
+            _ => Ok(self.decode(id, &mut Vec::new())?.is_some()),
+        }
+    }
 }
 
 /// Where `index` places `id` as a whole blob (one a delta can be based on).

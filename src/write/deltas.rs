@@ -1,8 +1,9 @@
 //! The second pass of a checkpoint's ingest: storing the chunks the first pass left for a base
 //! (format-spec 5.2). Their bases are read from the store on the runtime, in groups that hold at
-//! most [`BASE_BUDGET`] bytes of bases; then blocking workers read each chunk again from its file
-//! at its offset, check it against its id, and compress it against its base, or whole when the
-//! base could not be read (its reference then loses the base).
+//! most [`BASE_BUDGET`] bytes of bases; then blocking workers decode each base when a chunk first
+//! needs it, read each chunk again from its file at its offset, check it against its id, and
+//! compress it against its base, or whole when the base could not be read (its reference then
+//! loses the base).
 //!
 //! No worker waits on the store: a blocking worker that did would hold up a runtime whose clock
 //! only moves when it is idle (the gc simulation's), and would tie a thread to a network read.
@@ -21,8 +22,9 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::format::delta;
 use crate::format::manifest::FileEntry;
+use crate::format::pack::Blob;
 use crate::id::ChunkId;
-use crate::write::bases::{self, Decoded};
+use crate::write::bases::{self, Decoder};
 use crate::write::packer::IngestCtx;
 use crate::write::source::{hook, open_regular};
 
@@ -58,8 +60,7 @@ pub(crate) async fn store_pending(
         let fetched = bases::fetch(ctx.backend(), ctx.index(), wanted).await?;
         let (c, p) = (ctx.clone(), paths.clone());
         let whole = tokio::task::spawn_blocking(move || {
-            let found = bases::decode(&fetched)?;
-            drop(fetched);
+            let found = Decoder::new(&fetched);
             store_group(&c, &p, &group, &found)
         })
         .await
@@ -129,47 +130,63 @@ enum Fate {
 
 /// Stores one group's chunks against `found`, the bases that could be read; returns the
 /// (file, chunk) of every reference that must lose its base.
+///
+/// The chunks that can be stored as deltas (the first of each chunk and base pair, not stored
+/// yet) are encoded first, all in parallel, each decoding its base as it needs it. Then each
+/// chunk's fate is decided in order, so that which copy of a repeated chunk is stored never
+/// depends on timing; an encoding its fate does not use (another writer claimed the blob
+/// meanwhile) is dropped.
 fn store_group(
     ctx: &IngestCtx,
     paths: &[PathBuf],
     group: &[Pending],
-    found: &Decoded,
+    found: &Decoder,
 ) -> Result<Vec<(usize, usize)>> {
-    // Decided in order, so that which copy of a repeated chunk is stored never depends on timing.
+    let mut pairs = HashSet::new();
+    let candidate: Vec<bool> = group
+        .iter()
+        .map(|p| pairs.insert((p.id, p.base)) && !ctx.has(&p.id))
+        .collect();
+    let files = open_files(paths, group.iter().zip(&candidate).filter(|(_, c)| **c))?;
+    let chunk_of = |p: &Pending| {
+        let file = files.get(&p.file).ok_or_else(|| {
+            Error::Internal(format!("chunk {} is stored but was no candidate", p.id))
+        })?;
+        read_again(file, &paths[p.file], p)
+    };
+    // `None` when the base cannot serve (the chunk is then stored whole, if at all).
+    let encode_delta = |p: &Pending, buf: &mut Vec<u8>| {
+        let Some(base) = found.decode(&p.base, buf)? else {
+            return Ok(None);
+        };
+        let chunk = chunk_of(p)?;
+        delta::encode_delta_blob(p.id, &chunk, p.base, base, ctx.zstd_level())
+            .ok_or_else(|| Error::Internal(format!("zstd failed on chunk {}", p.id)))
+            .map(Some)
+    };
+    let early: Vec<Option<Blob>> = group
+        .par_iter()
+        .zip(&candidate)
+        .map_init(Vec::new, |buf, (p, candidate)| match candidate {
+            true => encode_delta(p, buf),
+            false => Ok(None),
+        })
+        .collect::<Result<_>>()?;
     let fates: Vec<Fate> = group
         .iter()
-        .map(|p| match found.get(&p.base).is_some() {
-            _ if ctx.has(&p.id) => Fate::Whole,
-            true if ctx.claim(&delta::delta_id(&p.id, &p.base)) => Fate::Delta,
-            true => Fate::Claimed,
-            false if ctx.claim(&p.id) => Fate::StoreWhole,
-            false => Fate::Whole,
-        })
-        .collect();
-    let mut files: HashMap<usize, File> = HashMap::new();
-    for (p, _) in group.iter().zip(&fates).filter(|(_, f)| stores(f)) {
-        if let std::collections::hash_map::Entry::Vacant(v) = files.entry(p.file) {
-            let path = &paths[p.file];
-            v.insert(open_regular(path).map_err(|e| Error::io("open", path, e))?);
-        }
-    }
+        .map(|p| fate(ctx, p, found))
+        .collect::<Result<_>>()?;
     let encoder = ctx.encoder();
     let blobs = group
         .par_iter()
         .zip(&fates)
-        .filter(|(_, f)| stores(f))
-        .map(|(p, fate)| {
-            let path = &paths[p.file];
-            let chunk = read_again(&files[&p.file], path, p)?;
-            match fate {
-                Fate::Delta => found
-                    .get(&p.base)
-                    .and_then(|b| {
-                        delta::encode_delta_blob(p.id, &chunk, p.base, b, ctx.zstd_level())
-                    })
-                    .ok_or_else(|| Error::Internal(format!("zstd failed on chunk {}", p.id))),
-                _ => Ok(ctx.encode_whole(p.id, &chunk, encoder.as_deref())),
-            }
+        .zip(early)
+        .filter(|((_, f), _)| stores(f))
+        .map(|((p, fate), early)| match (fate, early) {
+            (Fate::Delta, Some(blob)) => Ok(blob),
+            (Fate::Delta, None) => encode_delta(p, &mut Vec::new())?
+                .ok_or_else(|| Error::Internal(format!("base {} vanished", p.base))),
+            _ => Ok(ctx.encode_whole(p.id, &chunk_of(p)?, encoder.as_deref())),
         })
         .collect::<Result<Vec<_>>>()?;
     ctx.add_blobs(blobs)?;
@@ -179,6 +196,37 @@ fn store_group(
         .filter(|(_, f)| matches!(f, Fate::Whole | Fate::StoreWhole))
         .map(|(p, _)| (p.file, p.chunk))
         .collect())
+}
+
+/// What becomes of `p`, given the bases that could be read; claims the blob it will store.
+fn fate(ctx: &IngestCtx, p: &Pending, found: &Decoder) -> Result<Fate> {
+    Ok(if ctx.has(&p.id) {
+        Fate::Whole
+    } else if found.usable(&p.base)? {
+        match ctx.claim(&delta::delta_id(&p.id, &p.base)) {
+            true => Fate::Delta,
+            false => Fate::Claimed,
+        }
+    } else if ctx.claim(&p.id) {
+        Fate::StoreWhole
+    } else {
+        Fate::Whole
+    })
+}
+
+/// The files of `chosen` chunks, each opened once.
+fn open_files<'g>(
+    paths: &[PathBuf],
+    chosen: impl Iterator<Item = (&'g Pending, &'g bool)>,
+) -> Result<HashMap<usize, File>> {
+    let mut files = HashMap::new();
+    for (p, _) in chosen {
+        if let std::collections::hash_map::Entry::Vacant(v) = files.entry(p.file) {
+            let path = &paths[p.file];
+            v.insert(open_regular(path).map_err(|e| Error::io("open", path, e))?);
+        }
+    }
+    Ok(files)
 }
 
 fn stores(f: &Fate) -> bool {
