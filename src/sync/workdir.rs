@@ -221,9 +221,10 @@ pub struct WalkedFile {
 ///   it would leave a file out of the checkpoint without anyone noticing;
 /// - a name that is not UTF-8 is an error (a manifest cannot record it).
 pub fn walk_files(root: &Path) -> std::io::Result<Vec<WalkedFile>> {
+    // Unsorted: the names are sorted once at the end (walkdir's sort parses both paths on
+    // every comparison, a tenth of a checkpoint's start-up on a 900-file timeline).
     let walker = walkdir::WalkDir::new(root)
         .min_depth(1)
-        .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| !is_reserved(e.file_name()));
     let mut out = Vec::new();

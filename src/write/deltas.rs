@@ -148,27 +148,27 @@ fn store_group(
         .map(|p| pairs.insert((p.id, p.base)) && !ctx.has(&p.id))
         .collect();
     let files = open_files(paths, group.iter().zip(&candidate).filter(|(_, c)| **c))?;
-    let chunk_of = |p: &Pending| {
+    let file_of = |p: &Pending| {
         let file = files.get(&p.file).ok_or_else(|| {
             Error::Internal(format!("chunk {} is stored but was no candidate", p.id))
-        })?;
-        read_again(file, &paths[p.file], p)
+        });
+        file.map(|f| (f, paths[p.file].as_path()))
     };
     // `None` when the base cannot serve (the chunk is then stored whole, if at all).
-    let encode_delta = |p: &Pending, buf: &mut Vec<u8>| {
-        let Some(base) = found.decode(&p.base, buf)? else {
+    let encode_delta = |p: &Pending, (base, chunk): &mut Buffers| {
+        let Some(base) = found.decode(&p.base, base)? else {
             return Ok(None);
         };
-        let chunk = chunk_of(p)?;
-        delta::encode_delta_blob(p.id, &chunk, p.base, base, ctx.zstd_level())
+        let chunk = read_again(file_of(p)?, p, chunk)?;
+        delta::encode_delta_blob(p.id, chunk, p.base, base, ctx.zstd_level())
             .ok_or_else(|| Error::Internal(format!("zstd failed on chunk {}", p.id)))
             .map(Some)
     };
     let early: Vec<Option<Blob>> = group
         .par_iter()
         .zip(&candidate)
-        .map_init(Vec::new, |buf, (p, candidate)| match candidate {
-            true => encode_delta(p, buf),
+        .map_init(Buffers::default, |bufs, (p, candidate)| match candidate {
+            true => encode_delta(p, bufs),
             false => Ok(None),
         })
         .collect::<Result<_>>()?;
@@ -184,9 +184,13 @@ fn store_group(
         .filter(|((_, f), _)| stores(f))
         .map(|((p, fate), early)| match (fate, early) {
             (Fate::Delta, Some(blob)) => Ok(blob),
-            (Fate::Delta, None) => encode_delta(p, &mut Vec::new())?
+            (Fate::Delta, None) => encode_delta(p, &mut Buffers::default())?
                 .ok_or_else(|| Error::Internal(format!("base {} vanished", p.base))),
-            _ => Ok(ctx.encode_whole(p.id, &chunk_of(p)?, encoder.as_deref())),
+            _ => {
+                let mut buf = Vec::new();
+                let chunk = read_again(file_of(p)?, p, &mut buf)?;
+                Ok(ctx.encode_whole(p.id, chunk, encoder.as_deref()))
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     ctx.add_blobs(blobs)?;
@@ -197,6 +201,9 @@ fn store_group(
         .map(|(p, _)| (p.file, p.chunk))
         .collect())
 }
+
+/// A worker's buffers for a base and a chunk, reused from chunk to chunk.
+type Buffers = (Vec<u8>, Vec<u8>);
 
 /// What becomes of `p`, given the bases that could be read; claims the blob it will store.
 fn fate(ctx: &IngestCtx, p: &Pending, found: &Decoder) -> Result<Fate> {
@@ -235,8 +242,17 @@ fn stores(f: &Fate) -> bool {
 
 /// The chunk `p` read from its file again, checked against its id: a file that changed since
 /// the first pass fails the checkpoint as a file that changes while it is read does.
-fn read_again(file: &File, path: &Path, p: &Pending) -> Result<Vec<u8>> {
-    let mut chunk = vec![0; p.len as usize];
+/// `buf` holds the bytes read (and is grown to hold them).
+fn read_again<'b>(
+    (file, path): (&File, &Path),
+    p: &Pending,
+    buf: &'b mut Vec<u8>,
+) -> Result<&'b [u8]> {
+    let len = p.len as usize;
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let chunk = &mut buf[..len];
     let changed = || {
         Error::io(
             "checkpoint",
@@ -249,8 +265,8 @@ fn read_again(file: &File, path: &Path, p: &Pending) -> Result<Vec<u8>> {
         )
     };
     hook::call(path, hook::SECOND_PASS);
-    match file.read_exact_at(&mut chunk, p.offset) {
-        Ok(()) if ChunkId::of(&chunk) == p.id => Ok(chunk),
+    match file.read_exact_at(chunk, p.offset) {
+        Ok(()) if ChunkId::of(chunk) == p.id => Ok(chunk),
         Ok(()) => Err(changed()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(changed()),
         Err(e) => Err(Error::io("read", path, e)),
