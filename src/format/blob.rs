@@ -1,6 +1,7 @@
 //! Blobs: one chunk as stored in a pack — raw, one zstd frame, or a dictionary id and one zstd
 //! frame compressed with that dictionary — and the one implementation of encoding and decoding
-//! them (restore, verify, gc and the fuzzers all decode through [`decode_blob`]).
+//! them (restore, verify, gc and the fuzzers decode through [`decode_blob`]; a writer's delta
+//! bases through [`decode_blob_into`], a caller's buffer, with the same checks).
 //!
 //! Owns compression, decompression and every check on a blob's bytes. Must not know pack or
 //! table layout (`pack`) nor load dictionaries (`store::dicts`; decoding finds them in

@@ -147,7 +147,8 @@ fn store_group(
         .iter()
         .map(|p| pairs.insert((p.id, p.base)) && !ctx.has(&p.id))
         .collect();
-    let files = open_files(paths, group.iter().zip(&candidate).filter(|(_, c)| **c))?;
+    let chosen = group.iter().zip(&candidate).filter(|(_, c)| **c);
+    let files = open_files(paths, chosen.map(|(p, _)| p))?;
     let file_of = |p: &Pending| {
         let file = files.get(&p.file).ok_or_else(|| {
             Error::Internal(format!("chunk {} is stored but was no candidate", p.id))
@@ -224,10 +225,10 @@ fn fate(ctx: &IngestCtx, p: &Pending, found: &Decoder) -> Result<Fate> {
 /// The files of `chosen` chunks, each opened once.
 fn open_files<'g>(
     paths: &[PathBuf],
-    chosen: impl Iterator<Item = (&'g Pending, &'g bool)>,
+    chosen: impl Iterator<Item = &'g Pending>,
 ) -> Result<HashMap<usize, File>> {
     let mut files = HashMap::new();
-    for (p, _) in chosen {
+    for p in chosen {
         if let std::collections::hash_map::Entry::Vacant(v) = files.entry(p.file) {
             let path = &paths[p.file];
             v.insert(open_regular(path).map_err(|e| Error::io("open", path, e))?);
