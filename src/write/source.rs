@@ -281,16 +281,22 @@ fn read_once<'p>(
 
 /// Test hooks: a callback run at fixed points of a file's read (after the open, after each
 /// batch, after the end, and with [`hook::SECOND_PASS`] before each reread of `deltas`), so that
-/// tests can change the file at exactly that point.
-#[cfg(test)]
+/// tests can change the file at exactly that point. Outside tests, calling one does nothing.
 pub(crate) mod hook {
-    use std::path::{Path, PathBuf};
-    use std::sync::Mutex;
+    use std::path::Path;
+    #[cfg(test)]
+    use std::{path::PathBuf, sync::Mutex};
 
+    /// The point before a chunk is read again for its delta.
+    pub(crate) const SECOND_PASS: u64 = u64::MAX;
+
+    #[cfg(test)]
     type Hook = Box<dyn FnMut(u64) + Send>;
+    #[cfg(test)]
     static HOOKS: Mutex<Vec<(PathBuf, Hook)>> = Mutex::new(Vec::new());
 
     /// Runs `f(bytes read so far)` at each hook point while `path` is read.
+    #[cfg(test)]
     pub(crate) fn set(path: &Path, f: impl FnMut(u64) + Send + 'static) {
         HOOKS
             .lock()
@@ -299,26 +305,22 @@ pub(crate) mod hook {
     }
 
     /// Removes the hooks of `path`.
+    #[cfg(test)]
     pub(crate) fn clear(path: &Path) {
         HOOKS.lock().unwrap().retain(|(p, _)| p != path);
     }
 
-    /// The point before a chunk is read again for its delta.
-    pub(crate) const SECOND_PASS: u64 = u64::MAX;
-
+    /// Runs the hooks of `path` at point `read`.
     pub(crate) fn call(path: &Path, read: u64) {
+        #[cfg(test)]
         for (p, f) in HOOKS.lock().unwrap().iter_mut() {
             if p == path {
                 f(read);
             }
         }
+        #[cfg(not(test))]
+        let _ = (path, read);
     }
-}
-
-#[cfg(not(test))]
-pub(crate) mod hook {
-    pub(crate) const SECOND_PASS: u64 = u64::MAX;
-    pub(crate) fn call(_: &std::path::Path, _: u64) {}
 }
 
 #[cfg(test)]
