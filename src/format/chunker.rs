@@ -19,11 +19,9 @@ use crate::format::config::ChunkerParams;
 /// Cuts byte sources into chunks.
 #[derive(Clone, Debug)]
 pub struct Chunker {
-    min: usize,
-    avg: usize,
-    max: usize,
-    level: u8,
+    /// The sizes, masks and tables of in-memory cuts; readers use its sizes too.
     cutter: Cutter,
+    level: u8,
 }
 
 impl Chunker {
@@ -37,17 +35,14 @@ impl Chunker {
         );
         let level = normalization(params.normalization);
         Ok(Chunker {
-            min,
-            avg,
-            max,
-            level: params.normalization,
             cutter: Cutter::new(min, avg, max, level),
+            level: params.normalization,
         })
     }
 
     /// Largest chunk this chunker produces.
     pub fn max_size(&self) -> usize {
-        self.max
+        self.cutter.max
     }
 
     /// The chunks of an in-memory buffer, as sub-slices in order. Empty input has no chunks.
@@ -65,8 +60,8 @@ impl Chunker {
         &self,
         reader: R,
     ) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
-        let level = normalization(self.level);
-        StreamCDC::with_level(reader, self.min, self.avg, self.max, level).map(|r| {
+        let (c, level) = (&self.cutter, normalization(self.level));
+        StreamCDC::with_level(reader, c.min, c.avg, c.max, level).map(|r| {
             r.map(|c| c.data).map_err(|e| match e {
                 fastcdc::v2020::Error::IoError(e) => e,
                 other => std::io::Error::other(other.to_string()),
